@@ -1,0 +1,31 @@
+//! Wire messages, ids, errors and all crypto of bevy_streams. No IO.
+//!
+//! - [`identity`]: a user's key pair; the user id *is* the Ed25519 public key, and the X25519 key that
+//!   wraps room secrets for a user is derived from that id alone.
+//! - [`epoch`]: signed epoch records — who is in a room, what they may do, and the room secret of that
+//!   epoch wrapped for each member with HPKE (RFC 9180). A chain of them is verified by every client.
+//! - [`meta`]: signed public metadata and encrypted, signed private metadata.
+//! - [`frame_crypto`]: SFrame (RFC 9605) media frame protection with per-sender keys.
+//! - [`wire`]: the signaling messages (JSON over WebSocket) shared by the bridge and the client.
+#![warn(missing_docs)]
+
+pub mod bytes;
+pub mod epoch;
+pub mod error;
+pub mod frame_crypto;
+pub mod identity;
+pub mod ids;
+pub mod meta;
+pub mod policy;
+pub mod room;
+pub mod transcript;
+pub mod wire;
+
+pub use bytes::Bytes;
+pub use epoch::{EpochRecord, RoomSecret, VerifiedChain, verify_chain};
+pub use error::CryptoError;
+pub use identity::{Identity, KeyFileError};
+pub use ids::{ContextId, RoomId, UserId};
+pub use meta::{PrivateMeta, SignedMeta};
+pub use policy::{Access, Policy, Right};
+pub use room::RoomRecord;

@@ -1,0 +1,355 @@
+//! Signaling messages between client and bridge: JSON text frames over one WebSocket.
+//!
+//! 1. The bridge opens with [`ServerMessage::Hello`] carrying a random challenge.
+//! 2. The client answers [`ClientMessage::Auth`] with its user id and a signature over
+//!    [`auth_transcript`]; the bridge answers [`ServerMessage::Welcome`] or an error. Nothing but the
+//!    handshake is answered before that.
+//! 3. Then requests carry an `id`; each gets exactly one [`ServerMessage::Response`] with the same id.
+//!    Events are pushed as [`ServerMessage::Event`] to subscribed members.
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::Bytes;
+use crate::epoch::EpochRecord;
+use crate::ids::{ContextId, RoomId, UserId};
+use crate::meta::SignedMeta;
+use crate::room::RoomRecord;
+use crate::transcript::Transcript;
+
+/// The protocol version spoken by this build. A mismatch is refused at the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest message the bridge accepts (1 MiB). Larger ones get a [`ErrorCode::TooLarge`] reply.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Most rooms one page of a listing returns.
+pub const MAX_PAGE_LIMIT: u32 = 100;
+
+/// The bytes a client signs to authenticate: a domain label, the protocol version and the challenge.
+pub fn auth_transcript(challenge: &[u8]) -> Vec<u8> {
+    let mut t = Transcript::new("bevy_streams bridge auth v1");
+    t.u64(u64::from(PROTOCOL_VERSION)).bytes(challenge);
+    t.finish().to_vec()
+}
+
+/// Client → bridge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Handshake answer.
+    Auth {
+        /// The client's protocol version.
+        protocol: u32,
+        /// Who is connecting.
+        user_id: UserId,
+        /// Signature over [`auth_transcript`] of the challenge.
+        signature: Bytes,
+    },
+    /// A request.
+    Request {
+        /// Chosen by the client; echoed in the response.
+        id: u64,
+        /// What is asked.
+        request: Request,
+    },
+}
+
+/// Sort order of room listings (by creation time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    /// Oldest first.
+    Asc,
+    /// Newest first.
+    #[default]
+    Desc,
+}
+
+/// Paging of listings, as PrivMX's `PagingQuery`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paging {
+    /// How many to skip.
+    pub skip: u32,
+    /// How many to return (at most [`MAX_PAGE_LIMIT`]).
+    pub limit: u32,
+    /// Order by creation time.
+    pub order: SortOrder,
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Paging {
+            skip: 0,
+            limit: MAX_PAGE_LIMIT,
+            order: SortOrder::Desc,
+        }
+    }
+}
+
+/// What an event subscription covers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum EventScope {
+    /// Every room of a context (that the subscriber is a member of).
+    Context(ContextId),
+    /// One room.
+    Room(RoomId),
+}
+
+/// A request. Each gets one response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Create a room from its signed genesis epoch and metadata.
+    CreateRoom {
+        /// Epoch 0, signed by the caller.
+        genesis: EpochRecord,
+        /// Metadata of epoch 0, signed by the caller.
+        meta: SignedMeta,
+    },
+    /// Update a room: new metadata, and a new epoch when membership or policy changes or keys rotate.
+    UpdateRoom {
+        /// The room.
+        room_id: RoomId,
+        /// The version this update was made against.
+        version: u64,
+        /// Apply even if `version` is stale.
+        #[serde(default)]
+        force: bool,
+        /// The next epoch record, if any.
+        #[serde(default)]
+        epoch: Option<EpochRecord>,
+        /// Metadata for the (possibly new) current epoch.
+        meta: SignedMeta,
+    },
+    /// Fetch one room.
+    GetRoom {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// List rooms of a context visible to the caller.
+    ListRooms {
+        /// The context.
+        context_id: ContextId,
+        /// Which page.
+        #[serde(default)]
+        paging: Paging,
+    },
+    /// Delete a room.
+    DeleteRoom {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// Join a room (presence).
+    JoinRoom {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// Leave a room.
+    LeaveRoom {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// Who is in a room now.
+    ListParticipants {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// Receive events of a scope.
+    Subscribe {
+        /// The scope.
+        scope: EventScope,
+    },
+    /// Stop receiving events of a scope.
+    Unsubscribe {
+        /// The scope.
+        scope: EventScope,
+    },
+    /// Liveness check.
+    Ping,
+}
+
+/// A successful response body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ResponseBody {
+    /// Nothing to return.
+    Done,
+    /// One room.
+    Room {
+        /// The room.
+        room: Box<RoomRecord>,
+    },
+    /// A page of rooms.
+    Rooms {
+        /// The rooms of the page.
+        rooms: Vec<RoomRecord>,
+        /// How many rooms the caller can see in total.
+        total: u64,
+    },
+    /// The users present in a room.
+    Participants {
+        /// The room.
+        room_id: RoomId,
+        /// Who is present (each once, however many connections).
+        users: Vec<UserId>,
+    },
+    /// Answer to [`Request::Ping`].
+    Pong,
+}
+
+/// Every error the bridge answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not valid JSON, or not a known message shape.
+    Malformed,
+    /// Over [`MAX_MESSAGE_BYTES`].
+    TooLarge,
+    /// Protocol versions differ.
+    ProtocolMismatch,
+    /// A request before a successful handshake.
+    NotAuthenticated,
+    /// The handshake signature did not verify.
+    AuthFailed,
+    /// The key is not registered with this bridge.
+    NotRegistered,
+    /// No such room, or one the caller may not see (the same answer, on purpose).
+    NotFound,
+    /// The caller may see the room but lacks the right.
+    Forbidden,
+    /// The update was made against a stale version.
+    Conflict,
+    /// The id is taken.
+    AlreadyExists,
+    /// A signature or an epoch chain does not verify.
+    InvalidSignature,
+    /// A field is out of range or inconsistent.
+    Invalid,
+    /// The bridge failed; nothing was changed.
+    Internal,
+}
+
+/// An error reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct WireError {
+    /// Machine-readable.
+    pub code: ErrorCode,
+    /// Human-readable.
+    pub message: String,
+}
+
+impl WireError {
+    /// Builds an error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Room and presence events. They reach members only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A room was created.
+    RoomCreated {
+        /// The room.
+        room: Box<RoomRecord>,
+    },
+    /// A room was updated.
+    RoomUpdated {
+        /// The room.
+        room: Box<RoomRecord>,
+    },
+    /// A room was deleted.
+    RoomDeleted {
+        /// The room.
+        room_id: RoomId,
+        /// Its context.
+        context_id: ContextId,
+    },
+    /// A user joined a room.
+    UserJoined {
+        /// The room.
+        room_id: RoomId,
+        /// Who.
+        user_id: UserId,
+    },
+    /// A user left a room (or disconnected).
+    UserLeft {
+        /// The room.
+        room_id: RoomId,
+        /// Who.
+        user_id: UserId,
+    },
+}
+
+impl Event {
+    /// The room the event is about.
+    pub fn room_id(&self) -> &RoomId {
+        match self {
+            Event::RoomCreated { room } | Event::RoomUpdated { room } => &room.id,
+            Event::RoomDeleted { room_id, .. }
+            | Event::UserJoined { room_id, .. }
+            | Event::UserLeft { room_id, .. } => room_id,
+        }
+    }
+}
+
+/// Bridge → client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message on every connection.
+    Hello {
+        /// The bridge's protocol version.
+        protocol: u32,
+        /// 32 random bytes to sign.
+        challenge: Bytes,
+    },
+    /// The handshake succeeded.
+    Welcome {
+        /// Who the bridge now knows the connection as.
+        user_id: UserId,
+    },
+    /// The reply to one request (or to an unreadable message, then without id).
+    Response {
+        /// The request id, when it could be read.
+        id: Option<u64>,
+        /// The outcome.
+        result: Result<ResponseBody, WireError>,
+    },
+    /// A pushed event.
+    Event {
+        /// The event.
+        event: Event,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_json() {
+        let msg = ServerMessage::Response {
+            id: Some(7),
+            result: Err(WireError::new(ErrorCode::Conflict, "stale")),
+        };
+        let text = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), msg);
+        let req = ClientMessage::Request {
+            id: 1,
+            request: Request::ListRooms {
+                context_id: ContextId::default(),
+                paging: Paging::default(),
+            },
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert!(text.contains("\"op\":\"list_rooms\""));
+        assert_eq!(serde_json::from_str::<ClientMessage>(&text).unwrap(), req);
+    }
+}
