@@ -1,0 +1,255 @@
+//! One client connection: WebSocket accept, the signed-challenge handshake, then requests in order, with
+//! events interleaved by the hub. Bad input gets a typed error reply and the connection carries on.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use streams_proto::bytes::Bytes;
+use streams_proto::identity;
+use streams_proto::wire::{
+    ClientMessage, ErrorCode, Event, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, WireError,
+    auth_transcript,
+};
+use streams_proto::{RoomId, UserId};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::hub::OUTBOX_CAPACITY;
+use crate::requests::{self, Caller};
+use crate::state::BridgeState;
+
+/// How long a client has to authenticate.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The WebSocket layer's own hard cap. Messages above [`MAX_MESSAGE_BYTES`] but below this get a typed
+/// `too_large` reply; only a message above this closes the connection (memory protection).
+pub const HARD_MESSAGE_CAP: usize = 16 * MAX_MESSAGE_BYTES;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(HARD_MESSAGE_CAP))
+        .max_frame_size(Some(HARD_MESSAGE_CAP))
+}
+
+fn error_reply(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+    ServerMessage::Response {
+        id,
+        result: Err(WireError::new(code, message)),
+    }
+}
+
+/// Parses one text message, or says why it cannot be read (with the request id when it is visible).
+fn parse(text: &str) -> Result<ClientMessage, ServerMessage> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(error_reply(
+            None,
+            ErrorCode::TooLarge,
+            format!(
+                "message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes",
+                text.len()
+            ),
+        ));
+    }
+    serde_json::from_str::<ClientMessage>(text).map_err(|e| {
+        let id = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64));
+        error_reply(id, ErrorCode::Malformed, format!("unreadable message: {e}"))
+    })
+}
+
+/// Serves one TCP connection until it closes.
+pub async fn serve(state: Arc<BridgeState>, stream: TcpStream, peer: SocketAddr) {
+    let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(%peer, "websocket handshake failed: {e}");
+            return;
+        }
+    };
+    let (mut sink, mut source) = ws.split();
+    let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(OUTBOX_CAPACITY);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = outgoing.recv().await {
+            let Ok(text) = serde_json::to_string(&msg) else {
+                continue;
+            };
+            if sink.send(Message::text(text)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let challenge: [u8; 32] = rand::random();
+    let hello = ServerMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        challenge: Bytes(challenge.to_vec()),
+    };
+    let authenticated = if outbox.send(hello).await.is_ok() {
+        tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake(&state, &mut source, &outbox, &challenge),
+        )
+        .await
+        .ok()
+        .flatten()
+    } else {
+        None
+    };
+    let Some(user) = authenticated else {
+        drop(outbox);
+        let _ = writer.await;
+        return;
+    };
+
+    let kick = Arc::new(Notify::new());
+    let conn = state
+        .hub()
+        .register(user.clone(), outbox.clone(), Arc::clone(&kick));
+    tracing::info!(%peer, %user, "client authenticated");
+    let caller = Caller { user, conn };
+    let welcome = ServerMessage::Welcome {
+        user_id: caller.user.clone(),
+    };
+    if outbox.send(welcome).await.is_ok() {
+        request_loop(&state, &caller, &mut source, &outbox, &kick).await;
+    }
+
+    let left = state.hub().unregister(conn);
+    for (room_id, user_id) in left {
+        announce_left(&state, room_id, user_id).await;
+    }
+    tracing::info!(%peer, user = %caller.user, "client disconnected");
+    drop(outbox);
+    let _ = writer.await;
+}
+
+type Source = futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<TcpStream>>;
+
+async fn handshake(
+    state: &BridgeState,
+    source: &mut Source,
+    outbox: &mpsc::Sender<ServerMessage>,
+    challenge: &[u8; 32],
+) -> Option<UserId> {
+    while let Some(frame) = source.next().await {
+        let reply = match frame {
+            Ok(Message::Text(text)) => match parse(text.as_str()) {
+                Ok(ClientMessage::Auth {
+                    protocol,
+                    user_id,
+                    signature,
+                }) => match authenticate(state, protocol, &user_id, &signature, challenge).await {
+                    Ok(()) => return Some(user_id),
+                    Err(e) => ServerMessage::Response {
+                        id: None,
+                        result: Err(e),
+                    },
+                },
+                Ok(ClientMessage::Request { id, .. }) => error_reply(
+                    Some(id),
+                    ErrorCode::NotAuthenticated,
+                    "authenticate first: answer the hello challenge with an auth message",
+                ),
+                Err(reply) => reply,
+            },
+            Ok(Message::Binary(_)) => {
+                error_reply(None, ErrorCode::Malformed, "binary messages are not used")
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        };
+        if outbox.send(reply).await.is_err() {
+            return None;
+        }
+    }
+    None
+}
+
+async fn authenticate(
+    state: &BridgeState,
+    protocol: u32,
+    user: &UserId,
+    signature: &Bytes,
+    challenge: &[u8; 32],
+) -> Result<(), WireError> {
+    if protocol != PROTOCOL_VERSION {
+        return Err(WireError::new(
+            ErrorCode::ProtocolMismatch,
+            format!("this bridge speaks protocol {PROTOCOL_VERSION}, the client {protocol}"),
+        ));
+    }
+    identity::verify(user, &auth_transcript(challenge), signature, "auth challenge")
+        .map_err(|_| WireError::new(ErrorCode::AuthFailed, "the challenge signature does not verify"))?;
+    if state.open {
+        return Ok(());
+    }
+    let id = user.clone();
+    if state.with_store(move |s| s.is_registered(&id)).await? {
+        Ok(())
+    } else {
+        Err(WireError::new(
+            ErrorCode::NotRegistered,
+            format!(
+                "user {user} is not registered with this bridge; an administrator can register it with \
+                 `streams-bridge users add {user}` (or run the bridge with --open for development)"
+            ),
+        ))
+    }
+}
+
+async fn request_loop(
+    state: &BridgeState,
+    caller: &Caller,
+    source: &mut Source,
+    outbox: &mpsc::Sender<ServerMessage>,
+    kick: &Notify,
+) {
+    loop {
+        let frame = tokio::select! {
+            _ = kick.notified() => return,
+            frame = source.next() => frame,
+        };
+        let reply = match frame {
+            None | Some(Ok(Message::Close(_))) => return,
+            Some(Err(e)) => {
+                tracing::debug!(user = %caller.user, "connection error: {e}");
+                return;
+            }
+            Some(Ok(Message::Text(text))) => match parse(text.as_str()) {
+                Ok(ClientMessage::Request { id, request }) => ServerMessage::Response {
+                    id: Some(id),
+                    result: requests::handle(state, caller, request).await,
+                },
+                Ok(ClientMessage::Auth { .. }) => {
+                    error_reply(None, ErrorCode::Invalid, "already authenticated")
+                }
+                Err(reply) => reply,
+            },
+            Some(Ok(Message::Binary(_))) => {
+                error_reply(None, ErrorCode::Malformed, "binary messages are not used")
+            }
+            Some(Ok(_)) => continue,
+        };
+        if outbox.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn announce_left(state: &BridgeState, room_id: RoomId, user_id: UserId) {
+    let id = room_id.clone();
+    let Ok(Some(room)) = state.with_store(move |s| s.room(&id)).await else {
+        return;
+    };
+    let audience = room.latest().map(|r| r.members()).unwrap_or_default();
+    state.hub().publish(
+        &Event::UserLeft { room_id, user_id },
+        &room.context_id,
+        &audience,
+    );
+}

@@ -1,0 +1,172 @@
+//! `streams-bridge`: run the bridge, or manage the users registered with it.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use streams_bridge::{Bridge, BridgeConfig, SqliteStore, Store};
+use streams_proto::{ContextId, UserId};
+
+/// The bevy_streams bridge: keeps Stream Rooms, authenticates users, enforces room policies and relays
+/// events. It stores only what it may see: private metadata and room secrets stay encrypted.
+///
+/// With no arguments it serves on 127.0.0.1:7800 with its SQLite store in the default data directory.
+#[derive(Parser)]
+#[command(name = "streams-bridge", version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7800", global = true)]
+    listen: SocketAddr,
+    /// Directory for the store (created owner-only if missing). Default: $XDG_DATA_HOME/streams-bridge
+    /// or ~/.local/share/streams-bridge.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// SQLite database file (default: DATA_DIR/bridge.db); `:memory:` keeps nothing across restarts.
+    #[arg(long, global = true)]
+    db: Option<PathBuf>,
+    /// Development mode: accept any key without registration.
+    #[arg(long)]
+    open: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve clients (the default).
+    Serve,
+    /// Manage the users allowed to connect (like the users of a PrivMX Context).
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Register a user id (printed by `streams keygen`).
+    Add {
+        /// The user id.
+        id: String,
+    },
+    /// Unregister a user id.
+    Remove {
+        /// The user id.
+        id: String,
+    },
+    /// List registered user ids.
+    List,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("streams-bridge");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/share/streams-bridge");
+    }
+    PathBuf::from("streams-bridge-data")
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))
+}
+
+fn db_path(cli: &Cli) -> Result<PathBuf, String> {
+    if let Some(db) = &cli.db {
+        if db.as_os_str() != ":memory:"
+            && let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty())
+        {
+            prepare_data_dir(parent)?;
+        }
+        return Ok(db.clone());
+    }
+    let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    prepare_data_dir(&dir)?;
+    Ok(dir.join("bridge.db"))
+}
+
+fn users(db: &Path, action: &UsersAction) -> Result<(), String> {
+    let mut store = SqliteStore::open(db).map_err(|e| e.to_string())?;
+    let parse = |id: &str| UserId::parse(id).map_err(|e| e.to_string());
+    match action {
+        UsersAction::Add { id } => {
+            let user = parse(id)?;
+            let added = store
+                .add_user(&user, &ContextId::default(), streams_bridge::requests::now_ms())
+                .map_err(|e| e.to_string())?;
+            println!("{}", if added { "added" } else { "already registered" });
+        }
+        UsersAction::Remove { id } => {
+            let removed = store.remove_user(&parse(id)?).map_err(|e| e.to_string())?;
+            println!("{}", if removed { "removed" } else { "not registered" });
+        }
+        UsersAction::List => {
+            for user in store.users().map_err(|e| e.to_string())? {
+                println!("{user}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let config = BridgeConfig {
+            listen: cli.listen,
+            db: db.clone(),
+            open: cli.open,
+        };
+        let bridge = Bridge::bind(&config).await.map_err(|e| e.to_string())?;
+        tracing::info!(
+            addr = %bridge.local_addr(),
+            db = %db.display(),
+            open = cli.open,
+            "streams-bridge listening on ws://{}",
+            bridge.local_addr()
+        );
+        tokio::select! {
+            _ = bridge.run() => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+        }
+        Ok(())
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = db_path(&cli).and_then(|db| match &cli.command {
+        None | Some(Command::Serve) => serve(&cli, db),
+        Some(Command::Users { action }) => users(&db, action),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streams-bridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! [`Bridge`]: binds the listener and accepts connections; [`BridgeHandle`] runs a bridge on its own
+//! thread (the embedded bridge of examples and tests) and stops it on drop.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::connection;
+use crate::state::BridgeState;
+use crate::store::{SqliteStore, StoreError};
+
+/// Where and how a bridge runs.
+#[derive(Clone, Debug)]
+pub struct BridgeConfig {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// SQLite database file, or `:memory:`.
+    pub db: PathBuf,
+    /// Development mode: any key may connect, no registration needed.
+    pub open: bool,
+}
+
+impl BridgeConfig {
+    /// An open, in-memory bridge on a free loopback port: what examples and tests embed.
+    pub fn ephemeral() -> Self {
+        BridgeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db: PathBuf::from(":memory:"),
+            open: true,
+        }
+    }
+}
+
+/// A bridge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime could not start.
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The bridge server.
+pub struct Bridge {
+    listener: TcpListener,
+    state: Arc<BridgeState>,
+}
+
+impl Bridge {
+    /// Opens the store and binds the listener (inside a Tokio runtime).
+    pub async fn bind(config: &BridgeConfig) -> Result<Self, BridgeError> {
+        let store = SqliteStore::open(&config.db)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| BridgeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Bridge {
+            listener,
+            state: Arc::new(BridgeState::new(Box::new(store), config.open)),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Accepts connections forever.
+    pub async fn run(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection::serve(Arc::clone(&self.state), stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs the bridge on a thread of its own with its own runtime.
+    pub fn spawn(config: BridgeConfig) -> Result<BridgeHandle, BridgeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("streams-bridge")
+            .enable_all()
+            .build()
+            .map_err(BridgeError::Runtime)?;
+        let bridge = runtime.block_on(Bridge::bind(&config))?;
+        let addr = bridge.local_addr();
+        let state = Arc::clone(&bridge.state);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("streams-bridge".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = bridge.run() => {}
+                        _ = stop_rx => {}
+                    }
+                });
+                runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            })
+            .map_err(BridgeError::Runtime)?;
+        tracing::info!(%addr, "bridge listening");
+        Ok(BridgeHandle {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A bridge running on its own thread. Dropping it stops the bridge.
+pub struct BridgeHandle {
+    addr: SocketAddr,
+    state: Arc<BridgeState>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BridgeHandle {
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// How many authenticated connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.state.hub().connection_count()
+    }
+
+    /// Stops the bridge and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BridgeHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}

@@ -1,0 +1,256 @@
+//! The client's channel API: [`Operation`]s in, [`ClientEvent`]s out, and the decrypted [`Room`] view.
+use streams_proto::policy::{Policy, Role};
+use streams_proto::wire::{EventScope, Paging};
+use streams_proto::{ContextId, PrivateMeta, RoomId, RoomRecord, UserId};
+
+use crate::error::ClientError;
+
+/// Identifies one operation; echoed in its [`ClientEvent::Reply`].
+pub type RequestId = u64;
+
+/// A room to create.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewRoom {
+    /// Context (the default one if `None`).
+    pub context_id: Option<ContextId>,
+    /// Display name, stored in the encrypted private metadata.
+    pub name: String,
+    /// Users (the creator is added as a manager).
+    pub users: Vec<UserId>,
+    /// Managers besides the creator.
+    pub managers: Vec<UserId>,
+    /// Public metadata (the bridge can read it).
+    pub public_meta: Vec<u8>,
+    /// Private metadata (members only).
+    pub private_meta: Vec<u8>,
+    /// Policy (default if `None`).
+    pub policy: Option<Policy>,
+}
+
+/// Changes to a room. Unset fields stay as they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomUpdate {
+    /// The room.
+    pub room_id: RoomId,
+    /// The version the change is made against; `None` uses the version just fetched.
+    pub version: Option<u64>,
+    /// Apply even if the version is stale.
+    pub force: bool,
+    /// New display name.
+    pub name: Option<String>,
+    /// Users to add.
+    pub add_users: Vec<UserId>,
+    /// Users to remove.
+    pub remove_users: Vec<UserId>,
+    /// Managers to add.
+    pub add_managers: Vec<UserId>,
+    /// Managers to remove.
+    pub remove_managers: Vec<UserId>,
+    /// New public metadata.
+    pub public_meta: Option<Vec<u8>>,
+    /// New private metadata.
+    pub private_meta: Option<Vec<u8>>,
+    /// New policy.
+    pub policy: Option<Policy>,
+    /// Start a new key epoch even if membership is unchanged (PrivMX `forceGenerateNewKey`).
+    pub rotate_key: bool,
+}
+
+impl RoomUpdate {
+    /// An update of `room_id` that changes nothing yet.
+    pub fn new(room_id: RoomId) -> Self {
+        RoomUpdate {
+            room_id,
+            version: None,
+            force: false,
+            name: None,
+            add_users: Vec::new(),
+            remove_users: Vec::new(),
+            add_managers: Vec::new(),
+            remove_managers: Vec::new(),
+            public_meta: None,
+            private_meta: None,
+            policy: None,
+            rotate_key: false,
+        }
+    }
+}
+
+/// What the client can be asked to do (PrivMX StreamApi operations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Create a room.
+    CreateRoom(NewRoom),
+    /// Update a room.
+    UpdateRoom(RoomUpdate),
+    /// Fetch, verify and decrypt a room.
+    GetRoom(RoomId),
+    /// List the rooms of a context visible to this user.
+    ListRooms {
+        /// The context (default if `None`).
+        context_id: Option<ContextId>,
+        /// Which page.
+        paging: Paging,
+    },
+    /// Delete a room.
+    DeleteRoom(RoomId),
+    /// Join a room (presence); re-joined automatically after a reconnect.
+    JoinRoom(RoomId),
+    /// Leave a room.
+    LeaveRoom(RoomId),
+    /// Who is present in a room.
+    ListParticipants(RoomId),
+    /// Receive events of a context or room; renewed automatically after a reconnect.
+    Subscribe(EventScope),
+    /// Stop receiving events of a scope.
+    Unsubscribe(EventScope),
+}
+
+/// A room as a member (or permitted outsider) sees it: verified, and decrypted where possible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Room {
+    /// The room id.
+    pub id: RoomId,
+    /// Its context.
+    pub context_id: ContextId,
+    /// Creation time (ms since the Unix epoch).
+    pub created_at: i64,
+    /// Creator.
+    pub created_by: UserId,
+    /// Last change (ms since the Unix epoch).
+    pub modified_at: i64,
+    /// Last author.
+    pub modified_by: UserId,
+    /// Version, for updates.
+    pub version: u64,
+    /// Users.
+    pub users: Vec<UserId>,
+    /// Managers.
+    pub managers: Vec<UserId>,
+    /// Policy.
+    pub policy: Policy,
+    /// Current key epoch.
+    pub key_epoch: u64,
+    /// Public metadata.
+    pub public_meta: Vec<u8>,
+    /// Name and private metadata, `None` when this user is not a member and cannot decrypt them.
+    pub private: Option<PrivateMeta>,
+    /// This user's role.
+    pub role: Role,
+    /// The verified record as served.
+    pub record: RoomRecord,
+}
+
+impl Room {
+    /// The display name, if readable.
+    pub fn name(&self) -> Option<&str> {
+        self.private.as_ref().map(|p| p.name.as_str())
+    }
+
+    /// The private metadata, if readable.
+    pub fn private_meta(&self) -> Option<&[u8]> {
+        self.private.as_ref().map(|p| p.data.as_slice())
+    }
+}
+
+/// A page of rooms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomPage {
+    /// Rooms that verified.
+    pub rooms: Vec<Room>,
+    /// How many rooms this user can see in all.
+    pub total: u64,
+    /// Rooms the bridge served that failed verification, with why.
+    pub rejected: Vec<(RoomId, ClientError)>,
+}
+
+/// A successful operation's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Done, nothing to return.
+    Done,
+    /// One room.
+    Room(Box<Room>),
+    /// A page of rooms.
+    Rooms(RoomPage),
+    /// Who is present in a room.
+    Participants {
+        /// The room.
+        room_id: RoomId,
+        /// The users present.
+        users: Vec<UserId>,
+    },
+}
+
+/// Room and presence events, verified and decrypted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A room was created.
+    Created(Box<Room>),
+    /// A room was updated.
+    Updated(Box<Room>),
+    /// A room was deleted.
+    Deleted {
+        /// The room.
+        room_id: RoomId,
+        /// Its context.
+        context_id: ContextId,
+    },
+    /// A user joined.
+    UserJoined {
+        /// The room.
+        room_id: RoomId,
+        /// Who.
+        user_id: UserId,
+    },
+    /// A user left.
+    UserLeft {
+        /// The room.
+        room_id: RoomId,
+        /// Who.
+        user_id: UserId,
+    },
+    /// The bridge pushed a room that failed verification.
+    Rejected {
+        /// The room.
+        room_id: RoomId,
+        /// Why.
+        error: ClientError,
+    },
+}
+
+/// The connection's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Trying to connect (attempt 1, 2, …).
+    Connecting {
+        /// Which attempt.
+        attempt: u32,
+    },
+    /// Authenticated with the bridge.
+    Connected {
+        /// As whom.
+        user_id: UserId,
+    },
+    /// Not connected; the client retries with backoff.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What comes out of the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The result of an operation sent with [`crate::StreamsClient::send`].
+    Reply {
+        /// The operation's id.
+        id: RequestId,
+        /// Its outcome.
+        result: Result<Reply, ClientError>,
+    },
+    /// A room or presence event.
+    Room(RoomEvent),
+    /// The connection changed state.
+    Connection(ConnectionState),
+}

@@ -1,0 +1,69 @@
+//! [`Backoff`]: reconnection delays — exponential with full jitter, capped, reset on success. Sans-IO:
+//! the caller supplies the random draw, so tests are deterministic.
+use std::time::Duration;
+
+/// Reconnection delay policy and state.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    /// First delay ceiling.
+    pub base: Duration,
+    /// Largest delay ceiling.
+    pub max: Duration,
+    attempt: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
+    }
+}
+
+impl Backoff {
+    /// A policy growing from `base` to `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// Failed attempts since the last success.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The delay before the next attempt; `unit` is a uniform draw in `[0, 1)`. The delay lies in
+    /// `[ceiling / 2, ceiling]` with `ceiling = min(max, base * 2^attempt)`.
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(20));
+        let ceiling = self.base.saturating_mul(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        ceiling.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+
+    /// Call after a successful connection.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_exponentially_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay(1.0)).collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[1], Duration::from_millis(200));
+        assert_eq!(delays[4], Duration::from_millis(1600));
+        assert_eq!(delays[5], Duration::from_secs(2));
+        assert_eq!(delays[7], Duration::from_secs(2));
+        assert_eq!(b.next_delay(0.0), Duration::from_secs(1));
+        b.reset();
+        assert_eq!(b.attempt(), 0);
+        assert_eq!(b.next_delay(0.0), Duration::from_millis(50));
+    }
+}

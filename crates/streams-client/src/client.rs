@@ -1,0 +1,241 @@
+//! [`StreamsClient`]: the handle a game or tool holds. Non-blocking [`StreamsClient::send`] with replies
+//! on the event channel (for game loops), and blocking helpers (for tools and tests).
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use streams_proto::wire::{EventScope, Paging};
+use streams_proto::{ContextId, Identity, RoomId, UserId};
+
+use crate::api::{
+    ClientEvent, ConnectionState, NewRoom, Operation, Reply, RequestId, Room, RoomPage, RoomUpdate,
+};
+use crate::backoff::Backoff;
+use crate::error::ClientError;
+use crate::runtime::{self, Command, EventSink, RuntimeConfig};
+
+/// How to reach the bridge and as whom.
+pub struct ClientConfig {
+    /// The bridge's WebSocket URL, e.g. `ws://127.0.0.1:7800`.
+    pub bridge_url: String,
+    /// This user's identity.
+    pub identity: Identity,
+    /// How long one operation may take.
+    pub request_timeout: Duration,
+    /// Reconnection policy.
+    pub backoff: Backoff,
+    /// Capacity of the command channel.
+    pub command_capacity: usize,
+    /// Capacity of the event channel (oldest events are dropped beyond it).
+    pub event_capacity: usize,
+}
+
+impl ClientConfig {
+    /// Defaults: 10 s operations, 100 ms – 10 s reconnect backoff, 256 commands, 1024 events.
+    pub fn new(bridge_url: impl Into<String>, identity: Identity) -> Self {
+        ClientConfig {
+            bridge_url: bridge_url.into(),
+            identity,
+            request_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            command_capacity: 256,
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// A running client. Dropping it stops its thread.
+pub struct StreamsClient {
+    commands: Option<Sender<Command>>,
+    events: Receiver<ClientEvent>,
+    sink: EventSink,
+    next_id: AtomicU64,
+    user_id: UserId,
+    request_timeout: Duration,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StreamsClient {
+    /// Starts the client thread; it connects in the background (see [`ConnectionState`] events).
+    pub fn start(config: ClientConfig) -> Result<Self, ClientError> {
+        let (command_tx, command_rx) = crossbeam_channel::bounded(config.command_capacity.max(1));
+        let (event_tx, event_rx) = crossbeam_channel::bounded(config.event_capacity.max(1));
+        let sink = EventSink::new(event_tx, event_rx.clone());
+        let user_id = config.identity.user_id().clone();
+        let runtime_config = RuntimeConfig {
+            url: config.bridge_url,
+            identity: config.identity,
+            backoff: config.backoff,
+            request_timeout: config.request_timeout,
+        };
+        let thread_sink = sink.clone();
+        let thread = std::thread::Builder::new()
+            .name("streams-client".into())
+            .spawn(move || runtime::run(runtime_config, command_rx, thread_sink))
+            .map_err(|e| ClientError::Invalid(format!("cannot start the client thread: {e}")))?;
+        Ok(StreamsClient {
+            commands: Some(command_tx),
+            events: event_rx,
+            sink,
+            next_id: AtomicU64::new(0),
+            user_id,
+            request_timeout: config.request_timeout,
+            thread: Some(thread),
+        })
+    }
+
+    /// This client's user id.
+    pub fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+
+    /// Queues an operation without blocking; its [`ClientEvent::Reply`] carries the returned id.
+    pub fn send(&self, op: Operation) -> Result<RequestId, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.push(Command {
+            id,
+            op,
+            reply: None,
+        })?;
+        Ok(id)
+    }
+
+    fn push(&self, command: Command) -> Result<(), ClientError> {
+        let commands = self.commands.as_ref().ok_or(ClientError::Stopped)?;
+        commands.try_send(command).map_err(|e| match e {
+            TrySendError::Full(_) => ClientError::Busy,
+            TrySendError::Disconnected(_) => ClientError::Stopped,
+        })
+    }
+
+    /// Events: replies to [`StreamsClient::send`], room events, connection changes.
+    pub fn events(&self) -> &Receiver<ClientEvent> {
+        &self.events
+    }
+
+    /// Events dropped because the event channel was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.sink.dropped()
+    }
+
+    /// Runs an operation and waits for its result.
+    pub fn call(&self, op: Operation) -> Result<Reply, ClientError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.push(Command {
+            id,
+            op,
+            reply: Some(tx),
+        })?;
+        match rx.recv_timeout(self.request_timeout + Duration::from_secs(1)) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Stopped),
+        }
+    }
+
+    /// Waits until connected, consuming connection events (not room events or replies, which are kept
+    /// in order for the caller only if they arrive after this returns).
+    pub fn wait_connected(&self, timeout: Duration) -> Result<UserId, ClientError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last_reason = String::from("no connection attempt finished");
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(ClientEvent::Connection(ConnectionState::Connected { user_id })) => {
+                    return Ok(user_id);
+                }
+                Ok(ClientEvent::Connection(ConnectionState::Disconnected { reason })) => {
+                    last_reason = reason;
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => return Err(ClientError::Disconnected(last_reason)),
+                Err(RecvTimeoutError::Disconnected) => return Err(ClientError::Stopped),
+            }
+        }
+    }
+
+    /// Creates a room.
+    pub fn create_room(&self, new: NewRoom) -> Result<Room, ClientError> {
+        expect_room(self.call(Operation::CreateRoom(new))?)
+    }
+
+    /// Updates a room.
+    pub fn update_room(&self, update: RoomUpdate) -> Result<Room, ClientError> {
+        expect_room(self.call(Operation::UpdateRoom(update))?)
+    }
+
+    /// Fetches, verifies and decrypts a room.
+    pub fn get_room(&self, room_id: &RoomId) -> Result<Room, ClientError> {
+        expect_room(self.call(Operation::GetRoom(room_id.clone()))?)
+    }
+
+    /// Lists rooms of a context (default if `None`).
+    pub fn list_rooms(
+        &self,
+        context_id: Option<ContextId>,
+        paging: Paging,
+    ) -> Result<RoomPage, ClientError> {
+        match self.call(Operation::ListRooms { context_id, paging })? {
+            Reply::Rooms(page) => Ok(page),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Deletes a room.
+    pub fn delete_room(&self, room_id: &RoomId) -> Result<(), ClientError> {
+        self.call(Operation::DeleteRoom(room_id.clone())).map(|_| ())
+    }
+
+    /// Joins a room; returns who is present.
+    pub fn join_room(&self, room_id: &RoomId) -> Result<Vec<UserId>, ClientError> {
+        expect_participants(self.call(Operation::JoinRoom(room_id.clone()))?)
+    }
+
+    /// Leaves a room.
+    pub fn leave_room(&self, room_id: &RoomId) -> Result<(), ClientError> {
+        self.call(Operation::LeaveRoom(room_id.clone())).map(|_| ())
+    }
+
+    /// Who is present in a room.
+    pub fn participants(&self, room_id: &RoomId) -> Result<Vec<UserId>, ClientError> {
+        expect_participants(self.call(Operation::ListParticipants(room_id.clone()))?)
+    }
+
+    /// Subscribes to events of a scope.
+    pub fn subscribe(&self, scope: EventScope) -> Result<(), ClientError> {
+        self.call(Operation::Subscribe(scope)).map(|_| ())
+    }
+
+    /// Stops the client and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for StreamsClient {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn expect_room(reply: Reply) -> Result<Room, ClientError> {
+    match reply {
+        Reply::Room(room) => Ok(*room),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+fn expect_participants(reply: Reply) -> Result<Vec<UserId>, ClientError> {
+    match reply {
+        Reply::Participants { users, .. } => Ok(users),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,23 @@
+//! The engine-agnostic bevy_streams client.
+//!
+//! [`StreamsClient::start`] runs a thread with its own Tokio runtime that keeps an authenticated
+//! connection to the bridge (reconnecting with backoff), verifies every room it receives (signed epoch
+//! chains, signed metadata), decrypts what this user may read, and exposes the PrivMX StreamApi room
+//! operations over bounded crossbeam channels. No Bevy here: the `bevy_streams` plugin adapts it.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod backoff;
+pub mod client;
+pub mod error;
+pub mod link;
+pub mod rooms;
+pub mod runtime;
+
+pub use api::{
+    ClientEvent, ConnectionState, NewRoom, Operation, Reply, RequestId, Room, RoomEvent, RoomPage,
+    RoomUpdate,
+};
+pub use client::{ClientConfig, StreamsClient};
+pub use error::ClientError;
+pub use streams_proto;

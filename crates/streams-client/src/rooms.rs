@@ -1,0 +1,189 @@
+//! Room crypto on the client side: building signed create/update requests, and verifying and decrypting
+//! what the bridge serves. Remembers each room's verified chain head to refuse rollbacks and forks.
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use streams_proto::epoch::Membership;
+use streams_proto::policy::Role;
+use streams_proto::wire::Request;
+use streams_proto::{
+    ContextId, CryptoError, EpochRecord, Identity, PrivateMeta, RoomId, RoomRecord, SignedMeta,
+    UserId, VerifiedChain, verify_chain,
+};
+
+use crate::api::{NewRoom, Room, RoomUpdate};
+use crate::error::ClientError;
+
+/// Chain heads verified so far, per room (trust on first use within this client's lifetime).
+#[derive(Default)]
+pub struct TrustStore {
+    heads: Mutex<HashMap<RoomId, VerifiedChain>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl TrustStore {
+    /// Verifies a served room and decrypts what this identity may read.
+    pub fn open(&self, identity: &Identity, record: RoomRecord) -> Result<Room, ClientError> {
+        let verified = verify_chain(&record.id, &record.epochs)?;
+        {
+            let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(seen) = heads.get(&record.id)
+                && !seen.is_extended_by(&record.epochs)
+            {
+                return Err(CryptoError::ChainRollback {
+                    room: record.id.clone(),
+                }
+                .into());
+            }
+            heads.insert(record.id.clone(), verified);
+        }
+        let latest = record
+            .latest()
+            .ok_or_else(|| ClientError::Unexpected("room without epochs".into()))?;
+        record.meta.verify(latest)?;
+        let role = latest.role_of(identity.user_id());
+        let private = if role == Role::Outsider {
+            None
+        } else {
+            let secret = latest.unwrap_secret(identity)?;
+            Some(record.meta.open(&secret)?)
+        };
+        Ok(Room {
+            id: record.id.clone(),
+            context_id: record.context_id.clone(),
+            created_at: record.created_at,
+            created_by: record.created_by.clone(),
+            modified_at: record.modified_at,
+            modified_by: record.modified_by.clone(),
+            version: record.version,
+            users: latest.users.clone(),
+            managers: latest.managers.clone(),
+            policy: latest.policy,
+            key_epoch: latest.epoch,
+            public_meta: record.meta.public_meta.0.clone(),
+            private,
+            role,
+            record,
+        })
+    }
+
+    /// Forgets a deleted room.
+    pub fn forget(&self, room: &RoomId) {
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(room);
+    }
+}
+
+/// Builds the signed genesis epoch and metadata of a new room.
+pub fn create_request(identity: &Identity, new: &NewRoom) -> Result<Request, ClientError> {
+    let membership = Membership {
+        users: new.users.clone(),
+        managers: new.managers.clone(),
+        policy: new.policy.unwrap_or_default(),
+    };
+    let (genesis, secret) = EpochRecord::genesis(
+        identity,
+        RoomId::random(),
+        new.context_id.clone().unwrap_or_default(),
+        membership,
+        now_ms(),
+    )?;
+    let private = PrivateMeta {
+        name: new.name.clone(),
+        data: new.private_meta.clone().into(),
+    };
+    let meta = SignedMeta::seal(
+        identity,
+        &genesis,
+        &secret,
+        new.public_meta.clone(),
+        &private,
+    )?;
+    Ok(Request::CreateRoom { genesis, meta })
+}
+
+fn apply(list: &[UserId], add: &[UserId], remove: &[UserId]) -> Vec<UserId> {
+    let mut out: Vec<UserId> = list
+        .iter()
+        .chain(add)
+        .filter(|u| !remove.contains(u))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Builds the signed update of a room from its current, verified state.
+pub fn update_request(
+    identity: &Identity,
+    current: &Room,
+    update: &RoomUpdate,
+) -> Result<Request, ClientError> {
+    let latest = current
+        .record
+        .latest()
+        .ok_or_else(|| ClientError::Unexpected("room without epochs".into()))?;
+    let membership = Membership {
+        users: apply(&latest.users, &update.add_users, &update.remove_users),
+        managers: apply(
+            &latest.managers,
+            &update.add_managers,
+            &update.remove_managers,
+        ),
+        policy: update.policy.unwrap_or(latest.policy),
+    };
+    if membership.managers.is_empty() {
+        return Err(ClientError::Invalid("a room needs at least one manager".into()));
+    }
+    let new_epoch = update.rotate_key || membership != latest.membership();
+    let (epoch, record, secret) = if new_epoch {
+        if current.role != Role::Manager {
+            return Err(ClientError::Forbidden(
+                "only managers change members, policy or keys".into(),
+            ));
+        }
+        let (next, secret) = latest.next(identity, membership, now_ms())?;
+        (Some(next.clone()), next, secret)
+    } else {
+        (None, latest.clone(), latest.unwrap_secret(identity)?)
+    };
+    let old = current
+        .private
+        .clone()
+        .ok_or(CryptoError::NotAMember {
+            epoch: latest.epoch,
+        })?;
+    let private = PrivateMeta {
+        name: update.name.clone().unwrap_or(old.name),
+        data: update
+            .private_meta
+            .clone()
+            .map(Into::into)
+            .unwrap_or(old.data),
+    };
+    let public = update
+        .public_meta
+        .clone()
+        .unwrap_or_else(|| current.public_meta.clone());
+    let meta = SignedMeta::seal(identity, &record, &secret, public, &private)?;
+    Ok(Request::UpdateRoom {
+        room_id: current.id.clone(),
+        version: update.version.unwrap_or(current.version),
+        force: update.force,
+        epoch,
+        meta,
+    })
+}
+
+/// The default context.
+pub fn context_or_default(context: Option<ContextId>) -> ContextId {
+    context.unwrap_or_default()
+}

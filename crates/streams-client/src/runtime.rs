@@ -1,0 +1,389 @@
+//! The client runtime: a thread with a Tokio runtime that keeps a connection to the bridge (reconnecting
+//! with [`Backoff`]), runs operations, and turns bridge events into verified [`ClientEvent`]s.
+//!
+//! Commands arrive on a bounded crossbeam channel; events leave on another. Neither side ever blocks on
+//! the other: when the event channel is full the oldest event is dropped and counted.
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use streams_proto::wire::{Event, EventScope, Request, ResponseBody};
+use streams_proto::{Identity, RoomId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{
+    ClientEvent, ConnectionState, Operation, Reply, RequestId, Room, RoomEvent, RoomPage,
+};
+use crate::backoff::Backoff;
+use crate::error::ClientError;
+use crate::link::{self, LinkEnd, Outgoing};
+use crate::rooms::{TrustStore, context_or_default, create_request, update_request};
+
+/// One command for the runtime.
+pub struct Command {
+    /// Echoed in the reply.
+    pub id: RequestId,
+    /// What to do.
+    pub op: Operation,
+    /// Where the reply goes; the event channel when `None`.
+    pub reply: Option<Sender<Result<Reply, ClientError>>>,
+}
+
+/// Pushes events without ever blocking: when full, the oldest event is dropped and counted.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: Sender<ClientEvent>,
+    rx: Receiver<ClientEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    /// A sink over a channel (the receiver clone is used only to drop the oldest).
+    pub fn new(tx: Sender<ClientEvent>, rx: Receiver<ClientEvent>) -> Self {
+        EventSink {
+            tx,
+            rx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Pushes one event.
+    pub fn push(&self, event: ClientEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(event)) => {
+                let _ = self.rx.try_recv();
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, "event channel full; dropping oldest events");
+                }
+                let _ = self.tx.try_send(event);
+            }
+        }
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// State shared by the supervisor and operations.
+pub struct Shared {
+    identity: Identity,
+    trust: TrustStore,
+    joined: Mutex<HashSet<RoomId>>,
+    scopes: Mutex<HashSet<EventScope>>,
+    requests: mpsc::Sender<Outgoing>,
+    events: EventSink,
+}
+
+impl Shared {
+    async fn call(&self, request: Request) -> Result<ResponseBody, ClientError> {
+        let (respond, answer) = oneshot::channel();
+        self.requests
+            .send(Outgoing { request, respond })
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        answer.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    fn open_room(&self, body: ResponseBody) -> Result<Room, ClientError> {
+        match body {
+            ResponseBody::Room { room } => self.trust.open(&self.identity, *room),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    async fn get_room(&self, room_id: &RoomId) -> Result<Room, ClientError> {
+        let body = self
+            .call(Request::GetRoom {
+                room_id: room_id.clone(),
+            })
+            .await?;
+        self.open_room(body)
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_event(&self, event: Event) {
+        let room_event = match event {
+            Event::RoomCreated { room } => {
+                let id = room.id.clone();
+                match self.trust.open(&self.identity, *room) {
+                    Ok(room) => RoomEvent::Created(Box::new(room)),
+                    Err(error) => RoomEvent::Rejected { room_id: id, error },
+                }
+            }
+            Event::RoomUpdated { room } => {
+                let id = room.id.clone();
+                match self.trust.open(&self.identity, *room) {
+                    Ok(room) => RoomEvent::Updated(Box::new(room)),
+                    Err(error) => RoomEvent::Rejected { room_id: id, error },
+                }
+            }
+            Event::RoomDeleted {
+                room_id,
+                context_id,
+            } => {
+                self.trust.forget(&room_id);
+                Self::lock(&self.joined).remove(&room_id);
+                RoomEvent::Deleted {
+                    room_id,
+                    context_id,
+                }
+            }
+            Event::UserJoined { room_id, user_id } => RoomEvent::UserJoined { room_id, user_id },
+            Event::UserLeft { room_id, user_id } => RoomEvent::UserLeft { room_id, user_id },
+        };
+        self.events.push(ClientEvent::Room(room_event));
+    }
+}
+
+/// Runs one operation to completion.
+async fn execute(s: &Shared, op: Operation) -> Result<Reply, ClientError> {
+    match op {
+        Operation::CreateRoom(new) => {
+            let request = create_request(&s.identity, &new)?;
+            let body = s.call(request).await?;
+            Ok(Reply::Room(Box::new(s.open_room(body)?)))
+        }
+        Operation::UpdateRoom(update) => {
+            let current = s.get_room(&update.room_id).await?;
+            let request = update_request(&s.identity, &current, &update)?;
+            let body = s.call(request).await?;
+            Ok(Reply::Room(Box::new(s.open_room(body)?)))
+        }
+        Operation::GetRoom(room_id) => Ok(Reply::Room(Box::new(s.get_room(&room_id).await?))),
+        Operation::ListRooms { context_id, paging } => {
+            let body = s
+                .call(Request::ListRooms {
+                    context_id: context_or_default(context_id),
+                    paging,
+                })
+                .await?;
+            let ResponseBody::Rooms { rooms, total } = body else {
+                return Err(ClientError::Unexpected(format!("{body:?}")));
+            };
+            let mut page = RoomPage {
+                rooms: Vec::new(),
+                total,
+                rejected: Vec::new(),
+            };
+            for record in rooms {
+                let id = record.id.clone();
+                match s.trust.open(&s.identity, record) {
+                    Ok(room) => page.rooms.push(room),
+                    Err(e) => page.rejected.push((id, e)),
+                }
+            }
+            Ok(Reply::Rooms(page))
+        }
+        Operation::DeleteRoom(room_id) => {
+            s.call(Request::DeleteRoom {
+                room_id: room_id.clone(),
+            })
+            .await?;
+            s.trust.forget(&room_id);
+            Shared::lock(&s.joined).remove(&room_id);
+            Ok(Reply::Done)
+        }
+        Operation::JoinRoom(room_id) => {
+            let body = s
+                .call(Request::JoinRoom {
+                    room_id: room_id.clone(),
+                })
+                .await?;
+            Shared::lock(&s.joined).insert(room_id);
+            participants(body)
+        }
+        Operation::LeaveRoom(room_id) => {
+            s.call(Request::LeaveRoom {
+                room_id: room_id.clone(),
+            })
+            .await?;
+            Shared::lock(&s.joined).remove(&room_id);
+            Ok(Reply::Done)
+        }
+        Operation::ListParticipants(room_id) => {
+            participants(s.call(Request::ListParticipants { room_id }).await?)
+        }
+        Operation::Subscribe(scope) => {
+            s.call(Request::Subscribe {
+                scope: scope.clone(),
+            })
+            .await?;
+            Shared::lock(&s.scopes).insert(scope);
+            Ok(Reply::Done)
+        }
+        Operation::Unsubscribe(scope) => {
+            s.call(Request::Unsubscribe {
+                scope: scope.clone(),
+            })
+            .await?;
+            Shared::lock(&s.scopes).remove(&scope);
+            Ok(Reply::Done)
+        }
+    }
+}
+
+fn participants(body: ResponseBody) -> Result<Reply, ClientError> {
+    match body {
+        ResponseBody::Participants { room_id, users } => Ok(Reply::Participants { room_id, users }),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Re-subscribes and re-joins after a reconnect (in the background, as the link must be running).
+fn restore(s: &Arc<Shared>) {
+    let scopes: Vec<EventScope> = Shared::lock(&s.scopes).iter().cloned().collect();
+    let joined: Vec<RoomId> = Shared::lock(&s.joined).iter().cloned().collect();
+    if scopes.is_empty() && joined.is_empty() {
+        return;
+    }
+    let s = Arc::clone(s);
+    tokio::spawn(async move {
+        for scope in scopes {
+            if let Err(e) = s.call(Request::Subscribe { scope: scope.clone() }).await {
+                tracing::warn!(?scope, "could not renew subscription: {e}");
+            }
+        }
+        for room_id in joined {
+            if let Err(e) = s.call(Request::JoinRoom { room_id: room_id.clone() }).await {
+                tracing::warn!(room = %room_id, "could not rejoin: {e}");
+                Shared::lock(&s.joined).remove(&room_id);
+            }
+        }
+    });
+}
+
+/// Keeps a connection up until the runtime stops.
+async fn supervise(
+    url: String,
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<Outgoing>,
+    mut backoff: Backoff,
+) {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        shared
+            .events
+            .push(ClientEvent::Connection(ConnectionState::Connecting { attempt }));
+        let reason = match link::connect(&url, &shared.identity).await {
+            Ok((ws, user_id)) => {
+                backoff.reset();
+                attempt = 0;
+                tracing::info!(%url, "connected to the bridge");
+                shared
+                    .events
+                    .push(ClientEvent::Connection(ConnectionState::Connected { user_id }));
+                restore(&shared);
+                let events = Arc::clone(&shared);
+                match link::run(ws, &mut requests, |event| events.on_event(event)).await {
+                    LinkEnd::Stopped => return,
+                    LinkEnd::Lost(reason) => reason,
+                }
+            }
+            Err(e) => {
+                // Nothing can be sent now: fail what is queued rather than let it hang.
+                while let Ok(queued) = requests.try_recv() {
+                    let _ = queued
+                        .respond
+                        .send(Err(ClientError::Disconnected(e.0.clone())));
+                }
+                e.0
+            }
+        };
+        tracing::warn!(%url, "disconnected: {reason}");
+        shared
+            .events
+            .push(ClientEvent::Connection(ConnectionState::Disconnected { reason }));
+        let delay = backoff.next_delay(rand::random::<f64>());
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Settings of the runtime.
+pub struct RuntimeConfig {
+    /// The bridge's WebSocket URL.
+    pub url: String,
+    /// Who connects.
+    pub identity: Identity,
+    /// Reconnection policy.
+    pub backoff: Backoff,
+    /// How long one operation may take.
+    pub request_timeout: Duration,
+}
+
+/// Runs the runtime on the current thread until the command channel closes.
+pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            events.push(ClientEvent::Connection(ConnectionState::Disconnected {
+                reason: format!("cannot start the client runtime: {e}"),
+            }));
+            return;
+        }
+    };
+    let (request_tx, request_rx) = mpsc::channel(256);
+    let shared = Arc::new(Shared {
+        identity: config.identity,
+        trust: TrustStore::default(),
+        joined: Mutex::new(HashSet::new()),
+        scopes: Mutex::new(HashSet::new()),
+        requests: request_tx,
+        events,
+    });
+    // Bridge the blocking command channel into the runtime.
+    let (command_tx, mut command_rx) = mpsc::channel::<Command>(64);
+    let forwarder = std::thread::Builder::new()
+        .name("streams-client-commands".into())
+        .spawn(move || {
+            for command in commands {
+                if command_tx.blocking_send(command).is_err() {
+                    break;
+                }
+            }
+        });
+    if forwarder.is_err() {
+        shared.events.push(ClientEvent::Connection(ConnectionState::Disconnected {
+            reason: "cannot start the command thread".into(),
+        }));
+        return;
+    }
+    let timeout = config.request_timeout;
+    runtime.block_on(async {
+        let supervisor = tokio::spawn(supervise(
+            config.url,
+            Arc::clone(&shared),
+            request_rx,
+            config.backoff,
+        ));
+        while let Some(Command { id, op, reply }) = command_rx.recv().await {
+            let s = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let result = tokio::time::timeout(timeout, execute(&s, op))
+                    .await
+                    .unwrap_or(Err(ClientError::Timeout));
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => s.events.push(ClientEvent::Reply { id, result }),
+                }
+            });
+        }
+        supervisor.abort();
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+}
