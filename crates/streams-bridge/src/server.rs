@@ -98,22 +98,35 @@ impl Bridge {
         }
     }
 
-    /// Runs the bridge on a thread of its own with its own runtime.
+    /// Runs the bridge on a thread of its own with its own runtime (callable from any thread, inside
+    /// another runtime or not). Returns once it listens.
     pub fn spawn(config: BridgeConfig) -> Result<BridgeHandle, BridgeError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("streams-bridge")
-            .enable_all()
-            .build()
-            .map_err(BridgeError::Runtime)?;
-        let bridge = runtime.block_on(Bridge::bind(&config))?;
-        let addr = bridge.local_addr();
-        let state = Arc::clone(&bridge.state);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("streams-bridge".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("streams-bridge")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(BridgeError::Runtime(e)));
+                        return;
+                    }
+                };
                 runtime.block_on(async move {
+                    let bridge = match Bridge::bind(&config).await {
+                        Ok(bridge) => bridge,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok((bridge.local_addr(), Arc::clone(&bridge.state))));
                     tokio::select! {
                         _ = bridge.run() => {}
                         _ = stop_rx => {}
@@ -122,6 +135,9 @@ impl Bridge {
                 runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             })
             .map_err(BridgeError::Runtime)?;
+        let (addr, state) = ready_rx.recv().map_err(|_| {
+            BridgeError::Runtime(std::io::Error::other("bridge thread ended before listening"))
+        })??;
         tracing::info!(%addr, "bridge listening");
         Ok(BridgeHandle {
             addr,
