@@ -1,1 +1,39 @@
-//! placeholder
+//! bevy_streams: encrypted voice, video and screen sharing rooms for Bevy — the ECS adapter.
+//!
+//! Add [`StreamsPlugin`]; rooms, participants and connection state appear as entities, room and
+//! presence events as Messages. Networking and crypto run on the client's own thread
+//! ([`streams_client`]); this crate only moves commands and events across bounded channels:
+//!
+//! - [`StreamsSystems::Receive`] (in `PreUpdate`) drains client events, at most
+//!   [`StreamsPlugin::events_per_frame`] per frame, into entities and messages;
+//! - [`StreamsSystems::Send`] (in `PostUpdate`) flushes operations queued with [`StreamsCommands`].
+//!
+//! With the `embedded-bridge` feature (default), [`StreamsPlugin::embedded`] starts a bridge inside the
+//! process, so examples run with no setup.
+#![warn(missing_docs)]
+
+mod commands;
+mod plugin;
+mod receive;
+mod rooms;
+mod session;
+
+pub use commands::StreamsCommands;
+#[cfg(feature = "embedded-bridge")]
+pub use plugin::EmbeddedBridge;
+pub use plugin::{BridgeTarget, StreamsPlugin, StreamsSystems};
+pub use receive::{StreamsReply, StreamsRoomEvent};
+pub use rooms::{Joined, Participant, ParticipantOf, RoomIndex, RoomParticipants, StreamRoom};
+pub use session::{Connected, Connecting, Disconnected, LocalUser, StreamsSession};
+pub use streams_client::{self, NewRoom, Operation, Reply, RoomEvent, RoomUpdate};
+pub use streams_proto::{self, Identity, RoomId, UserId};
+
+/// Everything a game usually needs.
+pub mod prelude {
+    pub use crate::{
+        BridgeTarget, Connected, Connecting, Disconnected, Joined, LocalUser, NewRoom, Operation,
+        Participant, ParticipantOf, RoomIndex, RoomParticipants, RoomUpdate, StreamRoom,
+        StreamsCommands, StreamsPlugin, StreamsReply, StreamsRoomEvent, StreamsSession,
+        StreamsSystems,
+    };
+}

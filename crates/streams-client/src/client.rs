@@ -91,13 +91,24 @@ impl StreamsClient {
 
     /// Queues an operation without blocking; its [`ClientEvent::Reply`] carries the returned id.
     pub fn send(&self, op: Operation) -> Result<RequestId, ClientError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.next_request_id();
+        self.send_with_id(id, op)?;
+        Ok(id)
+    }
+
+    /// A fresh request id, for callers that queue operations before sending them.
+    pub fn next_request_id(&self) -> RequestId {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Queues an operation under an id from [`StreamsClient::next_request_id`], without blocking.
+    /// [`ClientError::Busy`] means the command channel is full: try again later.
+    pub fn send_with_id(&self, id: RequestId, op: Operation) -> Result<(), ClientError> {
         self.push(Command {
             id,
             op,
             reply: None,
-        })?;
-        Ok(id)
+        })
     }
 
     fn push(&self, command: Command) -> Result<(), ClientError> {
@@ -121,7 +132,7 @@ impl StreamsClient {
     /// Runs an operation and waits for its result.
     pub fn call(&self, op: Operation) -> Result<Reply, ClientError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.next_request_id();
         self.push(Command {
             id,
             op,

@@ -1,0 +1,140 @@
+//! [`StreamsPlugin`]: starts the client (and optionally an embedded bridge), spawns the session entity,
+//! and schedules the [`StreamsSystems`] sets.
+use bevy::prelude::*;
+use streams_client::{ClientConfig, StreamsClient};
+use streams_proto::Identity;
+
+use crate::commands::{ClientResource, StreamsCommands, flush_commands};
+use crate::receive::{ChannelClosed, StreamsReply, StreamsRoomEvent, receive_events};
+use crate::rooms::RoomIndex;
+use crate::session::{Disconnected, LocalUser, StreamsSession};
+
+/// Which bridge to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BridgeTarget {
+    /// A bridge at this WebSocket URL.
+    Url(String),
+    /// A bridge started inside this process (open mode, in-memory store): for examples and local play.
+    #[cfg(feature = "embedded-bridge")]
+    Embedded,
+}
+
+/// The system sets of bevy_streams.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamsSystems {
+    /// In `PreUpdate`: client events become entity changes and messages.
+    Receive,
+    /// In `PostUpdate`: queued operations go to the client.
+    Send,
+}
+
+/// The bevy_streams plugin.
+pub struct StreamsPlugin {
+    /// Which bridge.
+    pub bridge: BridgeTarget,
+    /// Who this player is; a fresh identity when `None` (fine for development, not for real users,
+    /// whose id must stay the same across runs).
+    pub identity: Option<Identity>,
+    /// How many client events are applied per frame at most (the rest wait for the next frame).
+    pub events_per_frame: usize,
+}
+
+impl StreamsPlugin {
+    /// Connects to a bridge at `url`.
+    pub fn url(url: impl Into<String>) -> Self {
+        StreamsPlugin {
+            bridge: BridgeTarget::Url(url.into()),
+            identity: None,
+            events_per_frame: 256,
+        }
+    }
+
+    /// Starts a bridge in this process and connects to it.
+    #[cfg(feature = "embedded-bridge")]
+    pub fn embedded() -> Self {
+        StreamsPlugin {
+            bridge: BridgeTarget::Embedded,
+            identity: None,
+            events_per_frame: 256,
+        }
+    }
+
+    /// Uses this identity.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+}
+
+/// The embedded bridge's address (for bots and tools that want to join the same bridge).
+#[cfg(feature = "embedded-bridge")]
+#[derive(Resource, Clone, Debug)]
+pub struct EmbeddedBridge {
+    /// The WebSocket URL.
+    pub url: String,
+}
+
+#[derive(Resource)]
+pub(crate) struct EventBudget(pub usize);
+
+impl Plugin for StreamsPlugin {
+    fn build(&self, app: &mut App) {
+        let identity = self.identity.clone().unwrap_or_else(Identity::generate);
+        app.add_message::<StreamsReply>()
+            .add_message::<StreamsRoomEvent>()
+            .init_resource::<RoomIndex>()
+            .init_resource::<StreamsCommands>()
+            .init_resource::<ChannelClosed>()
+            .insert_resource(EventBudget(self.events_per_frame.max(1)))
+            .insert_resource(LocalUser(identity.user_id().clone()))
+            .configure_sets(PreUpdate, StreamsSystems::Receive)
+            .configure_sets(PostUpdate, StreamsSystems::Send)
+            .add_systems(PreUpdate, receive_events.in_set(StreamsSystems::Receive))
+            .add_systems(PostUpdate, flush_commands.in_set(StreamsSystems::Send));
+
+        #[cfg(feature = "embedded-bridge")]
+        let mut embedded = None;
+        let url = match &self.bridge {
+            BridgeTarget::Url(url) => Ok(url.clone()),
+            #[cfg(feature = "embedded-bridge")]
+            BridgeTarget::Embedded => {
+                match streams_bridge::Bridge::spawn(streams_bridge::BridgeConfig::ephemeral()) {
+                    Ok(handle) => {
+                        let url = handle.url();
+                        info!("embedded bridge listening on {url}");
+                        app.insert_resource(EmbeddedBridge { url: url.clone() });
+                        embedded = Some(handle);
+                        Ok(url)
+                    }
+                    Err(e) => Err(format!("cannot start the embedded bridge: {e}")),
+                }
+            }
+        };
+        let started = url.clone().and_then(|url| {
+            StreamsClient::start(ClientConfig::new(url, identity))
+                .map_err(|e| format!("cannot start the streams client: {e}"))
+        });
+        let bridge_url = url.clone().unwrap_or_default();
+        match started {
+            Ok(client) => {
+                app.insert_resource(ClientResource {
+                    client,
+                    #[cfg(feature = "embedded-bridge")]
+                    _embedded_bridge: embedded,
+                });
+                app.world_mut().spawn((
+                    StreamsSession { bridge_url },
+                    Name::new("streams session"),
+                ));
+            }
+            Err(reason) => {
+                error!("{reason}");
+                app.world_mut().spawn((
+                    StreamsSession { bridge_url },
+                    Disconnected { reason },
+                    Name::new("streams session"),
+                ));
+            }
+        }
+    }
+}
