@@ -43,7 +43,8 @@ fn start_bot(mut commands: Commands, bridge: Res<EmbeddedBridge>) {
     let (room_tx, room_rx) = crossbeam_channel::bounded::<RoomId>(1);
     std::thread::spawn(move || {
         let bot = StreamsClient::start(ClientConfig::new(url, identity)).expect("bot client");
-        bot.wait_connected(Duration::from_secs(5)).expect("bot connects");
+        bot.wait_connected(Duration::from_secs(5))
+            .expect("bot connects");
         let Ok(room) = room_rx.recv() else { return };
         let seen = bot.get_room(&room).expect("the bot is a member");
         println!(
@@ -108,12 +109,20 @@ fn show_participants(
         let Ok((room, present)) = rooms.get(of.0) else {
             continue;
         };
-        let who = if participant.is_local { "you" } else { "the bot" };
+        let who = if participant.is_local {
+            "you"
+        } else {
+            "the bot"
+        };
         println!(
             "{who} joined {:?}: {} participant entit{} now",
             room.name.as_deref().unwrap_or("?"),
             present.map_or(0, |p| p.entities().len()),
-            if present.map_or(0, |p| p.entities().len()) == 1 { "y" } else { "ies" }
+            if present.map_or(0, |p| p.entities().len()) == 1 {
+                "y"
+            } else {
+                "ies"
+            }
         );
     }
 }
@@ -132,7 +141,10 @@ fn show_events(
         {
             println!("the bot left; its participant entity is gone");
             // Despawns are applied at the end of this frame; count what will remain.
-            let remaining = participants.iter().filter(|p| p.user_id != bot.user).count();
+            let remaining = participants
+                .iter()
+                .filter(|p| p.user_id != bot.user)
+                .count();
             println!("done: {remaining} participant left in the room (you)");
             exit.write(AppExit::Success);
         }

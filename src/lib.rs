@@ -37,3 +37,7 @@ pub mod prelude {
         StreamsSystems,
     };
 }
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -122,10 +122,8 @@ impl Plugin for StreamsPlugin {
                     #[cfg(feature = "embedded-bridge")]
                     _embedded_bridge: embedded,
                 });
-                app.world_mut().spawn((
-                    StreamsSession { bridge_url },
-                    Name::new("streams session"),
-                ));
+                app.world_mut()
+                    .spawn((StreamsSession { bridge_url }, Name::new("streams session")));
             }
             Err(reason) => {
                 error!("{reason}");

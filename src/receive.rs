@@ -4,7 +4,9 @@
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use crossbeam_channel::TryRecvError;
-use streams_client::{ClientError, ClientEvent, ConnectionState, Reply, RequestId, Room, RoomEvent};
+use streams_client::{
+    ClientError, ClientEvent, ConnectionState, Reply, RequestId, Room, RoomEvent,
+};
 use streams_proto::{RoomId, UserId};
 
 use crate::commands::ClientResource;

@@ -45,7 +45,11 @@ fn rooms_and_participants_become_entities() {
         .add_systems(Update, record);
 
     update_until(&mut app, "connection", |app| count::<Connected>(app) == 1);
-    assert_eq!(count::<Connecting>(&mut app), 0, "state markers are exclusive");
+    assert_eq!(
+        count::<Connecting>(&mut app),
+        0,
+        "state markers are exclusive"
+    );
     assert_eq!(count::<Disconnected>(&mut app), 0);
 
     // A second user on the same embedded bridge.
@@ -63,7 +67,9 @@ fn rooms_and_participants_become_entities() {
             private_meta: b"spawn at north gate".to_vec(),
             ..Default::default()
         }));
-    update_until(&mut app, "the room entity", |app| count::<StreamRoom>(app) == 1);
+    update_until(&mut app, "the room entity", |app| {
+        count::<StreamRoom>(app) == 1
+    });
     let room = app
         .world_mut()
         .query::<&StreamRoom>()
@@ -71,7 +77,10 @@ fn rooms_and_participants_become_entities() {
         .unwrap()
         .clone();
     assert_eq!(room.name.as_deref(), Some("Arena"));
-    assert_eq!(room.private_meta.as_deref(), Some(&b"spawn at north gate"[..]));
+    assert_eq!(
+        room.private_meta.as_deref(),
+        Some(&b"spawn at north gate"[..])
+    );
     let reply = app
         .world()
         .resource::<Seen>()
@@ -159,7 +168,11 @@ fn an_unreachable_bridge_is_a_disconnected_state_not_a_panic() {
         });
     app.init_resource::<Seen>().add_systems(Update, record);
     update_until(&mut app, "the failed reply", |app| {
-        app.world().resource::<Seen>().replies.iter().any(|r| r.id == id)
+        app.world()
+            .resource::<Seen>()
+            .replies
+            .iter()
+            .any(|r| r.id == id)
     });
     let reply = app
         .world()

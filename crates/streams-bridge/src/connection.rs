@@ -183,8 +183,18 @@ async fn authenticate(
             format!("this bridge speaks protocol {PROTOCOL_VERSION}, the client {protocol}"),
         ));
     }
-    identity::verify(user, &auth_transcript(challenge), signature, "auth challenge")
-        .map_err(|_| WireError::new(ErrorCode::AuthFailed, "the challenge signature does not verify"))?;
+    identity::verify(
+        user,
+        &auth_transcript(challenge),
+        signature,
+        "auth challenge",
+    )
+    .map_err(|_| {
+        WireError::new(
+            ErrorCode::AuthFailed,
+            "the challenge signature does not verify",
+        )
+    })?;
     if state.open {
         return Ok(());
     }

@@ -105,7 +105,11 @@ fn users(db: &Path, action: &UsersAction) -> Result<(), String> {
         UsersAction::Add { id } => {
             let user = parse(id)?;
             let added = store
-                .add_user(&user, &ContextId::default(), streams_bridge::requests::now_ms())
+                .add_user(
+                    &user,
+                    &ContextId::default(),
+                    streams_bridge::requests::now_ms(),
+                )
                 .map_err(|e| e.to_string())?;
             println!("{}", if added { "added" } else { "already registered" });
         }

@@ -6,9 +6,7 @@ use streams_proto::policy::{Right, Role};
 use streams_proto::wire::{
     ErrorCode, Event, EventScope, MAX_PAGE_LIMIT, Paging, Request, ResponseBody, WireError,
 };
-use streams_proto::{
-    ContextId, CryptoError, EpochRecord, RoomId, RoomRecord, SignedMeta, UserId,
-};
+use streams_proto::{ContextId, CryptoError, EpochRecord, RoomId, RoomRecord, SignedMeta, UserId};
 
 use crate::hub::ConnId;
 use crate::state::{BridgeState, not_found};
@@ -51,14 +49,25 @@ pub async fn handle(
 ) -> Result<ResponseBody, WireError> {
     match request {
         Request::Ping => Ok(ResponseBody::Pong),
-        Request::CreateRoom { genesis, meta } => create_room(state, caller, genesis, meta).await,
+        Request::CreateRoom { genesis, meta } => create_room(state, caller, *genesis, *meta).await,
         Request::UpdateRoom {
             room_id,
             version,
             force,
             epoch,
             meta,
-        } => update_room(state, caller, room_id, version, force, epoch, meta).await,
+        } => {
+            update_room(
+                state,
+                caller,
+                room_id,
+                version,
+                force,
+                epoch.map(|e| *e),
+                *meta,
+            )
+            .await
+        }
         Request::GetRoom { room_id } => {
             let room = visible_room(state, caller, &room_id).await?;
             Ok(ResponseBody::Room {

@@ -63,12 +63,13 @@ impl Bridge {
     /// Opens the store and binds the listener (inside a Tokio runtime).
     pub async fn bind(config: &BridgeConfig) -> Result<Self, BridgeError> {
         let store = SqliteStore::open(&config.db)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| BridgeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| BridgeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         Ok(Bridge {
             listener,
             state: Arc::new(BridgeState::new(Box::new(store), config.open)),
@@ -136,7 +137,9 @@ impl Bridge {
             })
             .map_err(BridgeError::Runtime)?;
         let (addr, state) = ready_rx.recv().map_err(|_| {
-            BridgeError::Runtime(std::io::Error::other("bridge thread ended before listening"))
+            BridgeError::Runtime(std::io::Error::other(
+                "bridge thread ended before listening",
+            ))
         })??;
         tracing::info!(%addr, "bridge listening");
         Ok(BridgeHandle {

@@ -33,7 +33,9 @@ impl BridgeState {
     {
         let store = Arc::clone(&self.store);
         let joined = tokio::task::spawn_blocking(move || {
-            let mut guard = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = store
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             f(guard.as_mut())
         })
         .await;
@@ -48,16 +50,19 @@ impl BridgeState {
 
     /// Locks the hub (never held across an await).
     pub fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
-        self.hub.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.hub
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// Maps store failures to wire errors.
 pub fn store_error(e: StoreError) -> WireError {
     match e {
-        StoreError::AlreadyExists(id) => {
-            WireError::new(ErrorCode::AlreadyExists, format!("room {id} already exists"))
-        }
+        StoreError::AlreadyExists(id) => WireError::new(
+            ErrorCode::AlreadyExists,
+            format!("room {id} already exists"),
+        ),
         StoreError::Conflict(id) => WireError::new(
             ErrorCode::Conflict,
             format!("room {id} changed while this update was applied; fetch it and retry"),
@@ -65,7 +70,10 @@ pub fn store_error(e: StoreError) -> WireError {
         StoreError::NotFound(_) => not_found(),
         other => {
             tracing::error!("store: {other}");
-            WireError::new(ErrorCode::Internal, "the bridge's store failed; nothing was changed")
+            WireError::new(
+                ErrorCode::Internal,
+                "the bridge's store failed; nothing was changed",
+            )
         }
     }
 }

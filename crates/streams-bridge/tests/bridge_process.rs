@@ -115,11 +115,17 @@ fn rooms_survive_restart_and_kill_9_without_plaintext_on_disk() {
     {
         let b = client(port, &bob);
         let seen = b.get_room(&room.id).unwrap();
-        assert_eq!(seen.private_meta(), Some(&b"private plan of Persistent"[..]));
+        assert_eq!(
+            seen.private_meta(),
+            Some(&b"private plan of Persistent"[..])
+        );
         // An update is committed, then the process is killed without warning.
         let mut update = streams_client::RoomUpdate::new(room.id.clone());
         update.private_meta = Some(b"written before the crash".to_vec());
-        assert!(b.update_room(update).is_err(), "plain users may not update by default");
+        assert!(
+            b.update_room(update).is_err(),
+            "plain users may not update by default"
+        );
         let a = client(port, &alice);
         let mut update = streams_client::RoomUpdate::new(room.id.clone());
         update.private_meta = Some(b"written before the crash".to_vec());
@@ -136,10 +142,7 @@ fn rooms_survive_restart_and_kill_9_without_plaintext_on_disk() {
         assert_eq!(seen.private_meta(), Some(&b"written before the crash"[..]));
         assert_eq!(seen.version, 2);
         let e = client(port, &eve);
-        assert_eq!(
-            e.list_rooms(None, Default::default()).unwrap().total,
-            0
-        );
+        assert_eq!(e.list_rooms(None, Default::default()).unwrap().total, 0);
     }
     bridge.child.kill().unwrap();
     let _ = bridge.child.wait();
@@ -176,7 +179,8 @@ fn clients_reconnect_and_resubscribe_after_the_bridge_restarts() {
     let port = free_port();
     let mut bridge = start(data.path(), port);
     let b = client(port, &bob);
-    b.subscribe(EventScope::Context(ContextId::default())).unwrap();
+    b.subscribe(EventScope::Context(ContextId::default()))
+        .unwrap();
 
     bridge.child.kill().unwrap();
     let _ = bridge.child.wait();
@@ -206,8 +210,10 @@ fn clients_reconnect_and_resubscribe_after_the_bridge_restarts() {
     let a = client(port, &alice);
     let room = create_room(&a, "after restart", &[bob.user_id()]);
     // Bob's context subscription was renewed on reconnect, so the event reaches him.
-    let event = wait_event(&b, Duration::from_secs(5), |ev| {
-        matches!(ev, RoomEvent::Created(r) if r.id == room.id)
-    });
+    let event = wait_event(
+        &b,
+        Duration::from_secs(5),
+        |ev| matches!(ev, RoomEvent::Created(r) if r.id == room.id),
+    );
     assert!(event.is_some());
 }

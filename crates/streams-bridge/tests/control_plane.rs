@@ -39,9 +39,7 @@ fn members_read_private_meta_and_outsiders_see_nothing() {
 
     // The outsider gets the same answer as for a room that does not exist, and an empty listing.
     let missing = e.get_room(&room.id).unwrap_err();
-    let nonexistent = e
-        .get_room(&streams_proto::RoomId::random())
-        .unwrap_err();
+    let nonexistent = e.get_room(&streams_proto::RoomId::random()).unwrap_err();
     assert_eq!(missing.code(), Some(ErrorCode::NotFound));
     assert_eq!(missing, nonexistent);
     let page = e.list_rooms(None, Paging::default()).unwrap();
@@ -50,7 +48,10 @@ fn members_read_private_meta_and_outsiders_see_nothing() {
     assert_eq!(b.list_rooms(None, Paging::default()).unwrap().total, 1);
 
     // The bridge's database never holds the private plaintext.
-    assert!(!dir_contains(bridge.dir.path(), b"private plan of Strategy"));
+    assert!(!dir_contains(
+        bridge.dir.path(),
+        b"private plan of Strategy"
+    ));
     assert!(!dir_contains(bridge.dir.path(), b"Strategy"));
 }
 
@@ -109,10 +110,7 @@ fn crud_paging_and_delete_permissions() {
     let fetched = b.get_room(&ids[0]).unwrap();
     assert_eq!(fetched.name(), Some("renamed"));
     assert_eq!(fetched.public_meta, b"new public");
-    assert_eq!(
-        fetched.private_meta(),
-        Some(&b"private plan of room 0"[..])
-    );
+    assert_eq!(fetched.private_meta(), Some(&b"private plan of room 0"[..]));
 
     // A plain user may not delete under the default policy; the manager may.
     let denied = b.delete_room(&ids[0]).unwrap_err();
@@ -236,7 +234,10 @@ fn removed_members_lose_access_and_cannot_decrypt_the_new_epoch() {
     rotate.rotate_key = true;
     let rotated = a.update_room(rotate).unwrap();
     assert_eq!(rotated.key_epoch, 2);
-    assert_eq!(b.get_room(&room.id).unwrap().private_meta(), Some(&b"after carol"[..]));
+    assert_eq!(
+        b.get_room(&room.id).unwrap().private_meta(),
+        Some(&b"after carol"[..])
+    );
 }
 
 #[test]
@@ -269,9 +270,11 @@ fn events_reach_members_only() {
     // Eve's own room is her sentinel: events are ordered per connection, so anything about Alice's
     // room would have arrived before it.
     let sentinel = create_room(&e, "eve's", &[]);
-    let eve_saw = events_until(&e, WAIT, |ev| {
-        matches!(ev, RoomEvent::Created(r) if r.id == sentinel.id)
-    });
+    let eve_saw = events_until(
+        &e,
+        WAIT,
+        |ev| matches!(ev, RoomEvent::Created(r) if r.id == sentinel.id),
+    );
     assert_eq!(eve_saw.len(), 1, "eve saw {eve_saw:?}");
 
     // Presence: Bob joins, Alice (subscribed) sees it; Eve cannot join.
@@ -289,7 +292,10 @@ fn events_reach_members_only() {
         e.join_room(&room.id).unwrap_err().code(),
         Some(ErrorCode::NotFound)
     );
-    assert_eq!(a.participants(&room.id).unwrap(), vec![bob.user_id().clone()]);
+    assert_eq!(
+        a.participants(&room.id).unwrap(),
+        vec![bob.user_id().clone()]
+    );
 
     // Bob's connection drops: he leaves.
     drop(b);
@@ -306,9 +312,11 @@ fn events_reach_members_only() {
     // Deletion reaches members.
     a.delete_room(&room.id).unwrap();
     let sentinel_again = create_room(&e, "eve's second", &[]);
-    let eve_saw = events_until(&e, WAIT, |ev| {
-        matches!(ev, RoomEvent::Created(r) if r.id == sentinel_again.id)
-    });
+    let eve_saw = events_until(
+        &e,
+        WAIT,
+        |ev| matches!(ev, RoomEvent::Created(r) if r.id == sentinel_again.id),
+    );
     assert_eq!(eve_saw.len(), 1, "eve saw {eve_saw:?}");
     assert!(wait_event(&a, WAIT, |ev| matches!(ev, RoomEvent::Deleted { .. })).is_some());
 }

@@ -15,9 +15,8 @@ use streams_proto::wire::{
 use streams_proto::{CryptoError, EpochRecord, Identity, RoomId};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn recv(ws: &mut Ws) -> ServerMessage {
     loop {
@@ -38,10 +37,7 @@ async fn send_text(ws: &mut Ws, text: String) {
 
 fn error_of(msg: ServerMessage) -> (Option<u64>, ErrorCode) {
     match msg {
-        ServerMessage::Response {
-            id,
-            result: Err(e),
-        } => (id, e.code),
+        ServerMessage::Response { id, result: Err(e) } => (id, e.code),
         other => panic!("expected an error, got {other:?}"),
     }
 }
@@ -72,7 +68,11 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
     let (mut ws, challenge) = hello(&url).await;
 
     // Before authentication only the handshake is answered.
-    send_text(&mut ws, r#"{"type":"request","id":1,"request":{"op":"ping"}}"#.into()).await;
+    send_text(
+        &mut ws,
+        r#"{"type":"request","id":1,"request":{"op":"ping"}}"#.into(),
+    )
+    .await;
     assert_eq!(
         error_of(recv(&mut ws).await),
         (Some(1), ErrorCode::NotAuthenticated)
@@ -106,7 +106,10 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
         r#"{"type":"request","id":2,"request":{"op":"launch_missiles"}}"#.into(),
     )
     .await;
-    assert_eq!(error_of(recv(&mut ws).await), (Some(2), ErrorCode::Malformed));
+    assert_eq!(
+        error_of(recv(&mut ws).await),
+        (Some(2), ErrorCode::Malformed)
+    );
     let huge = format!(
         r#"{{"type":"request","id":3,"request":{{"op":"get_room","room_id":"{}"}}}}"#,
         "a".repeat(2 << 20)
@@ -120,7 +123,10 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
         r#"{"type":"request","id":4,"request":{"op":"get_room","room_id":"no/slashes"}}"#.into(),
     )
     .await;
-    assert_eq!(error_of(recv(&mut ws).await), (Some(4), ErrorCode::Malformed));
+    assert_eq!(
+        error_of(recv(&mut ws).await),
+        (Some(4), ErrorCode::Malformed)
+    );
 
     // A genesis signed by someone other than the caller, and one with a broken signature.
     let membership = Membership {
@@ -136,18 +142,16 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
         0,
     )
     .unwrap();
-    let meta = streams_proto::SignedMeta::seal(
-        &mallory,
-        &genesis,
-        &secret,
-        vec![],
-        &Default::default(),
-    )
-    .unwrap();
+    let meta =
+        streams_proto::SignedMeta::seal(&mallory, &genesis, &secret, vec![], &Default::default())
+            .unwrap();
     let create = |id, genesis: EpochRecord, meta| {
         serde_json::to_string(&ClientMessage::Request {
             id,
-            request: Request::CreateRoom { genesis, meta },
+            request: Request::CreateRoom {
+                genesis: Box::new(genesis),
+                meta: Box::new(meta),
+            },
         })
         .unwrap()
     };
@@ -166,10 +170,17 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
     );
 
     // Still alive, and nothing was written.
-    send_text(&mut ws, r#"{"type":"request","id":7,"request":{"op":"ping"}}"#.into()).await;
+    send_text(
+        &mut ws,
+        r#"{"type":"request","id":7,"request":{"op":"ping"}}"#.into(),
+    )
+    .await;
     assert!(matches!(
         recv(&mut ws).await,
-        ServerMessage::Response { id: Some(7), result: Ok(_) }
+        ServerMessage::Response {
+            id: Some(7),
+            result: Ok(_)
+        }
     ));
     let store = SqliteStore::open(&bridge.db).unwrap();
     assert_eq!(
@@ -182,7 +193,11 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
 }
 
 /// Rewrites a stored room as a malicious bridge operator could.
-fn tamper(bridge: &TestBridge, room_id: &RoomId, edit: impl FnOnce(&mut streams_proto::RoomRecord)) {
+fn tamper(
+    bridge: &TestBridge,
+    room_id: &RoomId,
+    edit: impl FnOnce(&mut streams_proto::RoomRecord),
+) {
     let mut store = SqliteStore::open(&bridge.db).unwrap();
     let mut room = store.room(room_id).unwrap().unwrap();
     assert!(store.delete_room(room_id).unwrap());
@@ -210,9 +225,14 @@ fn a_bridge_that_forges_members_or_keys_is_caught() {
         membership.users.push(mallory.user_id().clone());
         let forged = forge_next(&latest, &mallory, membership);
         r.epochs.push(forged.0);
-        r.meta =
-            streams_proto::SignedMeta::seal(&mallory, &r.epochs[1], &forged.1, vec![], &Default::default())
-                .unwrap();
+        r.meta = streams_proto::SignedMeta::seal(
+            &mallory,
+            &r.epochs[1],
+            &forged.1,
+            vec![],
+            &Default::default(),
+        )
+        .unwrap();
     });
     let err = b.get_room(&room.id).unwrap_err();
     assert!(

@@ -160,7 +160,9 @@ impl StreamsClient {
                     last_reason = reason;
                 }
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => return Err(ClientError::Disconnected(last_reason)),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(ClientError::Disconnected(last_reason));
+                }
                 Err(RecvTimeoutError::Disconnected) => return Err(ClientError::Stopped),
             }
         }
@@ -195,7 +197,8 @@ impl StreamsClient {
 
     /// Deletes a room.
     pub fn delete_room(&self, room_id: &RoomId) -> Result<(), ClientError> {
-        self.call(Operation::DeleteRoom(room_id.clone())).map(|_| ())
+        self.call(Operation::DeleteRoom(room_id.clone()))
+            .map(|_| ())
     }
 
     /// Joins a room; returns who is present.

@@ -72,7 +72,10 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<(Ws, UserId), Con
             match next_message(&mut ws).await? {
                 ServerMessage::Welcome { user_id } => return Ok((ws, user_id)),
                 ServerMessage::Response { result: Err(e), .. } => {
-                    return Err(ConnectError(format!("the bridge refused this key: {}", e.message)));
+                    return Err(ConnectError(format!(
+                        "the bridge refused this key: {}",
+                        e.message
+                    )));
                 }
                 other => tracing::debug!("ignoring {other:?} during handshake"),
             }
@@ -101,7 +104,9 @@ async fn next_message(ws: &mut Ws) -> Result<ServerMessage, ConnectError> {
 
 async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), String> {
     let text = serde_json::to_string(msg).map_err(|e| e.to_string())?;
-    ws.send(Message::text(text)).await.map_err(|e| e.to_string())
+    ws.send(Message::text(text))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// How a link ended.

@@ -106,7 +106,10 @@ pub fn create_request(identity: &Identity, new: &NewRoom) -> Result<Request, Cli
         new.public_meta.clone(),
         &private,
     )?;
-    Ok(Request::CreateRoom { genesis, meta })
+    Ok(Request::CreateRoom {
+        genesis: Box::new(genesis),
+        meta: Box::new(meta),
+    })
 }
 
 fn apply(list: &[UserId], add: &[UserId], remove: &[UserId]) -> Vec<UserId> {
@@ -141,7 +144,9 @@ pub fn update_request(
         policy: update.policy.unwrap_or(latest.policy),
     };
     if membership.managers.is_empty() {
-        return Err(ClientError::Invalid("a room needs at least one manager".into()));
+        return Err(ClientError::Invalid(
+            "a room needs at least one manager".into(),
+        ));
     }
     let new_epoch = update.rotate_key || membership != latest.membership();
     let (epoch, record, secret) = if new_epoch {
@@ -155,12 +160,9 @@ pub fn update_request(
     } else {
         (None, latest.clone(), latest.unwrap_secret(identity)?)
     };
-    let old = current
-        .private
-        .clone()
-        .ok_or(CryptoError::NotAMember {
-            epoch: latest.epoch,
-        })?;
+    let old = current.private.clone().ok_or(CryptoError::NotAMember {
+        epoch: latest.epoch,
+    })?;
     let private = PrivateMeta {
         name: update.name.clone().unwrap_or(old.name),
         data: update
@@ -178,8 +180,8 @@ pub fn update_request(
         room_id: current.id.clone(),
         version: update.version.unwrap_or(current.version),
         force: update.force,
-        epoch,
-        meta,
+        epoch: epoch.map(Box::new),
+        meta: Box::new(meta),
     })
 }
 

@@ -4,8 +4,8 @@
 //! Commands arrive on a bounded crossbeam channel; events leave on another. Neither side ever blocks on
 //! the other: when the event channel is full the oldest event is dropped and counted.
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -249,12 +249,22 @@ fn restore(s: &Arc<Shared>) {
     let s = Arc::clone(s);
     tokio::spawn(async move {
         for scope in scopes {
-            if let Err(e) = s.call(Request::Subscribe { scope: scope.clone() }).await {
+            if let Err(e) = s
+                .call(Request::Subscribe {
+                    scope: scope.clone(),
+                })
+                .await
+            {
                 tracing::warn!(?scope, "could not renew subscription: {e}");
             }
         }
         for room_id in joined {
-            if let Err(e) = s.call(Request::JoinRoom { room_id: room_id.clone() }).await {
+            if let Err(e) = s
+                .call(Request::JoinRoom {
+                    room_id: room_id.clone(),
+                })
+                .await
+            {
                 tracing::warn!(room = %room_id, "could not rejoin: {e}");
                 Shared::lock(&s.joined).remove(&room_id);
             }
@@ -274,7 +284,9 @@ async fn supervise(
         attempt += 1;
         shared
             .events
-            .push(ClientEvent::Connection(ConnectionState::Connecting { attempt }));
+            .push(ClientEvent::Connection(ConnectionState::Connecting {
+                attempt,
+            }));
         let reason = match link::connect(&url, &shared.identity).await {
             Ok((ws, user_id)) => {
                 backoff.reset();
@@ -282,7 +294,9 @@ async fn supervise(
                 tracing::info!(%url, "connected to the bridge");
                 shared
                     .events
-                    .push(ClientEvent::Connection(ConnectionState::Connected { user_id }));
+                    .push(ClientEvent::Connection(ConnectionState::Connected {
+                        user_id,
+                    }));
                 restore(&shared);
                 let events = Arc::clone(&shared);
                 match link::run(ws, &mut requests, |event| events.on_event(event)).await {
@@ -303,7 +317,9 @@ async fn supervise(
         tracing::warn!(%url, "disconnected: {reason}");
         shared
             .events
-            .push(ClientEvent::Connection(ConnectionState::Disconnected { reason }));
+            .push(ClientEvent::Connection(ConnectionState::Disconnected {
+                reason,
+            }));
         let delay = backoff.next_delay(rand::random::<f64>());
         tokio::time::sleep(delay).await;
     }
@@ -356,9 +372,11 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
             }
         });
     if forwarder.is_err() {
-        shared.events.push(ClientEvent::Connection(ConnectionState::Disconnected {
-            reason: "cannot start the command thread".into(),
-        }));
+        shared
+            .events
+            .push(ClientEvent::Connection(ConnectionState::Disconnected {
+                reason: "cannot start the command thread".into(),
+            }));
         return;
     }
     let timeout = config.request_timeout;

@@ -17,7 +17,9 @@ pub enum CryptoError {
         author: UserId,
     },
     /// An epoch record was signed by someone who was not a manager when it was made.
-    #[error("epoch {epoch} of room {room} was signed by {author}, who is not a manager of the previous epoch")]
+    #[error(
+        "epoch {epoch} of room {room} was signed by {author}, who is not a manager of the previous epoch"
+    )]
     NotAManager {
         /// The room.
         room: RoomId,
@@ -37,7 +39,9 @@ pub enum CryptoError {
         why: &'static str,
     },
     /// The chain is shorter than one already seen (a rollback) or forks from it.
-    #[error("room {room}: the bridge served a chain that forks from or rolls back the one verified before")]
+    #[error(
+        "room {room}: the bridge served a chain that forks from or rolls back the one verified before"
+    )]
     ChainRollback {
         /// The room.
         room: RoomId,

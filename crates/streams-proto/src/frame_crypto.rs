@@ -162,7 +162,8 @@ mod tests {
         assert_eq!(frame_key_id(&frame).unwrap(), enc.key_id());
         let mut dec = FrameDecryptor::new();
         assert!(dec.decrypt(&frame, b"").is_err(), "unknown kid");
-        dec.add_sender(&secret, alice.user_id(), enc.key_id()).unwrap();
+        dec.add_sender(&secret, alice.user_id(), enc.key_id())
+            .unwrap();
         assert_eq!(dec.decrypt(&frame, b"").unwrap(), b"opus frame");
         let mut bad = frame.clone();
         let last = bad.len() - 1;

@@ -61,12 +61,13 @@ impl Identity {
     /// Reads a key file, refusing one that group or others can read.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         check_owner_only(path)?;
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            KeyFileError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?,
+            );
         let mut lines = text.lines();
         if lines.next() != Some(KEY_FILE_HEADER) {
             return Err(KeyFileError::Format(path.to_path_buf()));

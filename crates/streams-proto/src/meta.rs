@@ -183,11 +183,13 @@ mod tests {
         assert_eq!(meta.open(&bobs_secret).unwrap(), private);
         // The ciphertext does not contain the plaintext.
         let needle = b"agenda";
-        assert!(!meta
-            .private_meta
-            .0
-            .windows(needle.len())
-            .any(|w| w == needle));
+        assert!(
+            !meta
+                .private_meta
+                .0
+                .windows(needle.len())
+                .any(|w| w == needle)
+        );
 
         let mut flipped = meta.clone();
         let last = flipped.private_meta.0.len() - 1;
@@ -209,8 +211,7 @@ mod tests {
     fn outsiders_cannot_author_meta() {
         let (_alice, _bob, rec, secret) = room();
         let eve = Identity::generate();
-        let meta =
-            SignedMeta::seal(&eve, &rec, &secret, vec![], &PrivateMeta::default()).unwrap();
+        let meta = SignedMeta::seal(&eve, &rec, &secret, vec![], &PrivateMeta::default()).unwrap();
         assert!(matches!(
             meta.verify(&rec),
             Err(CryptoError::MetaAuthorNotMember { .. })

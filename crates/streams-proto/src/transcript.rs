@@ -16,7 +16,8 @@ impl Transcript {
 
     /// Appends a length-prefixed byte field.
     pub fn bytes(&mut self, field: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        self.0
+            .extend_from_slice(&(field.len() as u64).to_be_bytes());
         self.0.extend_from_slice(field);
         self
     }

@@ -102,9 +102,9 @@ pub enum Request {
     /// Create a room from its signed genesis epoch and metadata.
     CreateRoom {
         /// Epoch 0, signed by the caller.
-        genesis: EpochRecord,
+        genesis: Box<EpochRecord>,
         /// Metadata of epoch 0, signed by the caller.
-        meta: SignedMeta,
+        meta: Box<SignedMeta>,
     },
     /// Update a room: new metadata, and a new epoch when membership or policy changes or keys rotate.
     UpdateRoom {
@@ -117,9 +117,9 @@ pub enum Request {
         force: bool,
         /// The next epoch record, if any.
         #[serde(default)]
-        epoch: Option<EpochRecord>,
+        epoch: Option<Box<EpochRecord>>,
         /// Metadata for the (possibly new) current epoch.
-        meta: SignedMeta,
+        meta: Box<SignedMeta>,
     },
     /// Fetch one room.
     GetRoom {

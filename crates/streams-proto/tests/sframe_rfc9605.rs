@@ -58,7 +58,11 @@ fn aes_gcm_encryption_matches_rfc9605() {
         let frame = MediaFrameView::try_with_meta_data(&mut counter, &pt, &metadata).unwrap();
         let mut out = Vec::new();
         let encrypted = frame.encrypt_into(&key, &mut out).unwrap();
-        assert_eq!(encrypted.sframe_cipher_text(), ct.as_slice(), "suite {suite:?}");
+        assert_eq!(
+            encrypted.sframe_cipher_text(),
+            ct.as_slice(),
+            "suite {suite:?}"
+        );
 
         let dkey = DecryptionKey::derive_from(suite, kid, &base_key).unwrap();
         let view = EncryptedFrameView::try_with_meta_data(&ct, &metadata).unwrap();

@@ -31,8 +31,12 @@ pub enum StoreError {
 /// Where rooms and registered users live.
 pub trait Store: Send + 'static {
     /// Registers a user in a context; `false` if already registered.
-    fn add_user(&mut self, user: &UserId, context: &ContextId, now_ms: i64)
-    -> Result<bool, StoreError>;
+    fn add_user(
+        &mut self,
+        user: &UserId,
+        context: &ContextId,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Removes a user; `false` if not registered.
     fn remove_user(&mut self, user: &UserId) -> Result<bool, StoreError>;
     /// All registered users.

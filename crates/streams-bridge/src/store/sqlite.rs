@@ -70,8 +70,10 @@ impl SqliteStore {
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         let mut store = SqliteStore { conn };
         store.migrate()?;
@@ -203,8 +205,7 @@ struct RoomRow {
     meta_json: String,
 }
 
-const ROOM_COLUMNS: &str =
-    "r.id, r.context_id, r.created_at, r.created_by, r.modified_at, r.modified_by, r.version, r.meta_json";
+const ROOM_COLUMNS: &str = "r.id, r.context_id, r.created_at, r.created_by, r.modified_at, r.modified_by, r.version, r.meta_json";
 
 fn room_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRow> {
     Ok(RoomRow {
@@ -338,9 +339,11 @@ impl Store for SqliteStore {
             .map_err(db)?;
         if updated == 0 {
             let exists = tx
-                .query_row("SELECT 1 FROM rooms WHERE id = ?1", [room.id.as_str()], |_| {
-                    Ok(())
-                })
+                .query_row(
+                    "SELECT 1 FROM rooms WHERE id = ?1",
+                    [room.id.as_str()],
+                    |_| Ok(()),
+                )
                 .optional()
                 .map_err(db)?
                 .is_some();

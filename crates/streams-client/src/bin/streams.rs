@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use streams_client::{ClientConfig, ClientEvent, NewRoom, Room, RoomEvent, RoomUpdate, StreamsClient};
+use streams_client::{
+    ClientConfig, ClientEvent, NewRoom, Room, RoomEvent, RoomUpdate, StreamsClient,
+};
 use streams_proto::policy::{Access, Policy};
 use streams_proto::wire::{EventScope, Paging, SortOrder};
 use streams_proto::{ContextId, Identity, RoomId, UserId};
@@ -15,7 +17,12 @@ use streams_proto::{ContextId, Identity, RoomId, UserId};
 #[command(name = "streams", version)]
 struct Cli {
     /// The bridge's WebSocket URL.
-    #[arg(long, global = true, env = "STREAMS_BRIDGE", default_value = "ws://127.0.0.1:7800")]
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMS_BRIDGE",
+        default_value = "ws://127.0.0.1:7800"
+    )]
     bridge: String,
     /// Your key file (see `streams keygen`). Default: ~/.config/streams/key.
     #[arg(long, global = true, env = "STREAMS_KEY")]
@@ -238,8 +245,14 @@ fn print_room(room: &Room, json: bool) {
         return;
     }
     println!("room {}", view.id);
-    println!("  name:         {}", view.name.as_deref().unwrap_or("(encrypted)"));
-    println!("  version:      {}   key epoch: {}", view.version, view.key_epoch);
+    println!(
+        "  name:         {}",
+        view.name.as_deref().unwrap_or("(encrypted)")
+    );
+    println!(
+        "  version:      {}   key epoch: {}",
+        view.version, view.key_epoch
+    );
     println!("  users:        {}", view.users.join(", "));
     println!("  managers:     {}", view.managers.join(", "));
     println!("  public meta:  {}", view.public_meta);
@@ -415,10 +428,12 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
             ClientEvent::Room(RoomEvent::Deleted { room_id, .. }) => EventLine::RoomDeleted {
                 room_id: room_id.to_string(),
             },
-            ClientEvent::Room(RoomEvent::UserJoined { room_id, user_id }) => EventLine::UserJoined {
-                room_id: room_id.to_string(),
-                user_id: user_id.to_string(),
-            },
+            ClientEvent::Room(RoomEvent::UserJoined { room_id, user_id }) => {
+                EventLine::UserJoined {
+                    room_id: room_id.to_string(),
+                    user_id: user_id.to_string(),
+                }
+            }
             ClientEvent::Room(RoomEvent::UserLeft { room_id, user_id }) => EventLine::UserLeft {
                 room_id: room_id.to_string(),
                 user_id: user_id.to_string(),
@@ -446,7 +461,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
             identity.save(out).map_err(|e| e.to_string())?;
             if cli.json {
-                println!("{}", serde_json::json!({ "user_id": identity.user_id().as_str() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "user_id": identity.user_id().as_str() })
+                );
             } else {
                 println!("{}", identity.user_id());
             }
