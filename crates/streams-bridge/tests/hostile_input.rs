@@ -63,8 +63,11 @@ fn auth(identity: &Identity, challenge: &Bytes) -> String {
 async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
     let alice = Identity::generate();
     let mallory = Identity::generate();
-    let bridge = bridge_with_users(&[&alice]);
+    let bob = Identity::generate();
+    let bridge = bridge_with_users(&[&alice, &bob]);
     let url = bridge.handle.url();
+    // A well-behaved client connected throughout.
+    let bystander = tokio::task::block_in_place(|| connect(&url, &bob));
     let (mut ws, challenge) = hello(&url).await;
 
     // Before authentication only the handshake is answered.
@@ -190,6 +193,28 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
             .1,
         0
     );
+
+    // The other client never noticed.
+    tokio::task::block_in_place(|| {
+        let room = create_room(&bystander, "unbothered", &[]);
+        assert_eq!(
+            bystander.get_room(&room.id).unwrap().name(),
+            Some("unbothered")
+        );
+        let disconnects = bystander
+            .events()
+            .try_iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    streams_client::ClientEvent::Connection(
+                        streams_client::ConnectionState::Disconnected { .. }
+                    )
+                )
+            })
+            .count();
+        assert_eq!(disconnects, 0);
+    });
 }
 
 /// Rewrites a stored room as a malicious bridge operator could.

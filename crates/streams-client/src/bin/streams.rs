@@ -49,7 +49,8 @@ enum Command {
         #[command(subcommand)]
         action: RoomAction,
     },
-    /// Print room and presence events as JSON lines.
+    /// Print room and presence events as JSON lines (the first line, `{"event":"subscribed",…}`, says
+    /// that listening has begun).
     Events {
         /// Only this room (default: every room of the default context you are a member of).
         #[arg(long)]
@@ -401,7 +402,12 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
         Some(id) => EventScope::Room(room_id(id)?),
         None => EventScope::Context(ContextId::default()),
     };
-    client.subscribe(scope).map_err(|e| e.to_string())?;
+    client.subscribe(scope.clone()).map_err(|e| e.to_string())?;
+    // Tells scripts that events from now on will be printed.
+    println!(
+        "{}",
+        serde_json::json!({ "event": "subscribed", "scope": scope })
+    );
     let deadline = seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
     loop {
         let wait = match deadline {
@@ -448,6 +454,7 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
             ClientEvent::Reply { .. } => continue,
         };
         println!("{}", serde_json::to_string(&line).unwrap_or_default());
+        let _ = std::io::Write::flush(&mut std::io::stdout());
     }
 }
 

@@ -1,0 +1,209 @@
+//! The `streams` command line as a new user runs it, against a real bridge on loopback: three keys,
+//! a room for two of them with private metadata, listings as each (the outsider sees nothing), a bridge
+//! restart, the private metadata read back by a member, and no plaintext in the bridge's files.
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use streams_bridge::{Bridge, BridgeConfig, BridgeHandle, SqliteStore, Store};
+use streams_proto::{ContextId, UserId};
+
+const STREAMS: &str = env!("CARGO_BIN_EXE_streams");
+
+fn streams(bridge: &BridgeHandle, key: &Path, args: &[&str]) -> Output {
+    Command::new(STREAMS)
+        .arg("--bridge")
+        .arg(bridge.url())
+        .arg("--key")
+        .arg(key)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok_stdout(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn keygen(path: &Path) -> UserId {
+    let out = Command::new(STREAMS)
+        .args(["keygen", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    UserId::parse(ok_stdout(out).trim()).unwrap()
+}
+
+fn start(db: &Path) -> BridgeHandle {
+    Bridge::spawn(BridgeConfig {
+        db: db.to_path_buf(),
+        open: false,
+        ..BridgeConfig::ephemeral()
+    })
+    .unwrap()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+#[test]
+fn a_new_user_creates_lists_restarts_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("bridge.db");
+    let (alice_key, bob_key, eve_key) = (
+        keys.join("alice.key"),
+        keys.join("bob.key"),
+        keys.join("eve.key"),
+    );
+    let alice = keygen(&alice_key);
+    let bob = keygen(&bob_key);
+    let eve = keygen(&eve_key);
+    {
+        let mut store = SqliteStore::open(&db).unwrap();
+        for user in [&alice, &bob, &eve] {
+            store.add_user(user, &ContextId::default(), 0).unwrap();
+        }
+    }
+
+    let mut bridge = start(&db);
+    let room_id = ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &[
+            "room",
+            "create",
+            "--name",
+            "Harbor plans",
+            "--user",
+            bob.as_str(),
+            "--public-meta",
+            "map: harbor",
+            "--private-meta",
+            "meet at the lighthouse",
+        ],
+    ))
+    .trim()
+    .to_string();
+
+    for (key, expected) in [(&alice_key, 1), (&bob_key, 1), (&eve_key, 0)] {
+        let listing = json(&ok_stdout(streams(
+            &bridge,
+            key,
+            &["room", "list", "--json"],
+        )));
+        assert_eq!(listing["total"], expected, "{listing}");
+        assert_eq!(
+            listing["rooms"].as_array().unwrap().len(),
+            expected as usize
+        );
+    }
+
+    // Restart the bridge on the same database (a new port, like a redeploy).
+    drop(bridge);
+    bridge = start(&db);
+    let room = json(&ok_stdout(streams(
+        &bridge,
+        &bob_key,
+        &["room", "get", &room_id, "--json"],
+    )));
+    assert_eq!(room["name"], "Harbor plans");
+    assert_eq!(room["private_meta"], "meet at the lighthouse");
+    assert_eq!(room["public_meta"], "map: harbor");
+    assert_eq!(room["users"][0], bob.as_str());
+    assert_eq!(room["managers"][0], alice.as_str());
+
+    let denied = streams(&bridge, &eve_key, &["room", "get", &room_id]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("no such room"));
+
+    // Alice removes Bob: a new epoch, and Bob is out.
+    let updated = json(&ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &[
+            "room",
+            "update",
+            &room_id,
+            "--remove-user",
+            bob.as_str(),
+            "--json",
+        ],
+    )));
+    assert_eq!(updated["key_epoch"], 1);
+    assert!(
+        !streams(&bridge, &bob_key, &["room", "get", &room_id])
+            .status
+            .success()
+    );
+    drop(bridge);
+
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for secret in [&b"meet at the lighthouse"[..], b"Harbor plans"] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+        }
+    }
+}
+
+#[test]
+fn events_print_json_lines_and_loose_key_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bridge.db");
+    let (alice_key, bob_key) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
+    let alice = keygen(&alice_key);
+    let bob = keygen(&bob_key);
+    {
+        let mut store = SqliteStore::open(&db).unwrap();
+        store.add_user(&alice, &ContextId::default(), 0).unwrap();
+        store.add_user(&bob, &ContextId::default(), 0).unwrap();
+    }
+    let bridge = start(&db);
+
+    let mut listener = Command::new(STREAMS)
+        .args(["--bridge", &bridge.url(), "--key"])
+        .arg(&bob_key)
+        .args(["events", "--seconds", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(listener.stdout.take().unwrap()).lines();
+    let first = json(&lines.next().unwrap().unwrap());
+    assert_eq!(first["event"], "subscribed");
+
+    let room_id = ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &["room", "create", "--name", "Ops", "--user", bob.as_str()],
+    ))
+    .trim()
+    .to_string();
+    let rest: Vec<serde_json::Value> = lines.map(|l| json(&l.unwrap())).collect();
+    assert!(listener.wait().unwrap().success());
+    let created: Vec<&serde_json::Value> = rest
+        .iter()
+        .filter(|v| v["event"] == "room_created")
+        .collect();
+    assert_eq!(created.len(), 1, "{rest:?}");
+    assert_eq!(created[0]["room"]["id"], room_id.as_str());
+    assert_eq!(created[0]["room"]["name"], "Ops", "events arrive decrypted");
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bob_key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let out = streams(&bridge, &bob_key, &["room", "list"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+}
