@@ -116,7 +116,7 @@ impl RoomApplier<'_, '_> {
             RoomEvent::Created(room) | RoomEvent::Updated(room) => {
                 self.upsert(room);
             }
-            RoomEvent::Deleted { room_id, .. } => {
+            RoomEvent::Deleted { room_id, .. } | RoomEvent::RemovedFrom { room_id, .. } => {
                 if let Some(entity) = self.index.remove(room_id) {
                     // Participants go with it (linked spawn).
                     self.commands.entity(entity).despawn();

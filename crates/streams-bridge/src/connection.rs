@@ -24,6 +24,9 @@ use crate::state::BridgeState;
 /// How long a client has to authenticate.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one outgoing message may take to write before the peer counts as gone.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The WebSocket layer's own hard cap. Messages above [`MAX_MESSAGE_BYTES`] but below this get a typed
 /// `too_large` reply; only a message above this closes the connection (memory protection).
 pub const HARD_MESSAGE_CAP: usize = 16 * MAX_MESSAGE_BYTES;
@@ -77,8 +80,13 @@ pub async fn serve(state: Arc<BridgeState>, stream: TcpStream, peer: SocketAddr)
             let Ok(text) = serde_json::to_string(&msg) else {
                 continue;
             };
-            if sink.send(Message::text(text)).await.is_err() {
-                break;
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::text(text))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::warn!(%peer, "peer stopped reading; closing the connection");
+                    break;
+                }
             }
         }
         let _ = sink.close().await;
@@ -226,15 +234,38 @@ async fn request_loop(
         };
         let reply = match frame {
             None | Some(Ok(Message::Close(_))) => return,
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
+                // Above the hard cap the stream cannot be resynchronised: answer, then close.
+                let _ = outbox
+                    .send(error_reply(
+                        None,
+                        ErrorCode::TooLarge,
+                        format!("message exceeds the hard cap of {HARD_MESSAGE_CAP} bytes ({e}); closing"),
+                    ))
+                    .await;
+                return;
+            }
             Some(Err(e)) => {
                 tracing::debug!(user = %caller.user, "connection error: {e}");
                 return;
             }
             Some(Ok(Message::Text(text))) => match parse(text.as_str()) {
-                Ok(ClientMessage::Request { id, request }) => ServerMessage::Response {
-                    id: Some(id),
-                    result: requests::handle(state, caller, request).await,
-                },
+                Ok(ClientMessage::Request { id, request }) => {
+                    if !still_registered(state, &caller.user).await {
+                        let _ = outbox
+                            .send(error_reply(
+                                Some(id),
+                                ErrorCode::NotRegistered,
+                                "this key is no longer registered with the bridge",
+                            ))
+                            .await;
+                        return;
+                    }
+                    ServerMessage::Response {
+                        id: Some(id),
+                        result: requests::handle(state, caller, request).await,
+                    }
+                }
                 Ok(ClientMessage::Auth { .. }) => {
                     error_reply(None, ErrorCode::Invalid, "already authenticated")
                 }
@@ -251,15 +282,26 @@ async fn request_loop(
     }
 }
 
+/// Whether the user may still use the bridge (an administrator may have removed the key meanwhile).
+async fn still_registered(state: &BridgeState, user: &UserId) -> bool {
+    if state.open {
+        return true;
+    }
+    let id = user.clone();
+    state
+        .with_store(move |s| s.is_registered(&id))
+        .await
+        .unwrap_or(false)
+}
+
 async fn announce_left(state: &BridgeState, room_id: RoomId, user_id: UserId) {
     let id = room_id.clone();
     let Ok(Some(room)) = state.with_store(move |s| s.room(&id)).await else {
         return;
     };
-    let audience = room.latest().map(|r| r.members()).unwrap_or_default();
     state.hub().publish(
         &Event::UserLeft { room_id, user_id },
         &room.context_id,
-        &audience,
+        &requests::audience(&room),
     );
 }

@@ -25,7 +25,7 @@ struct Cli {
     #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// Development mode: accept any key without registration.
-    #[arg(long)]
+    #[arg(long, global = true)]
     open: bool,
     #[command(subcommand)]
     command: Option<Command>,

@@ -127,7 +127,8 @@ fn check_context(ctx: &ContextId) -> Result<(), WireError> {
     }
 }
 
-/// Loads a room the caller may get; a room it may not see is reported exactly like a missing one.
+/// Loads a room the caller may get. A room an outsider may not see is reported exactly like a missing
+/// one; a member without the get right is told so.
 async fn visible_room(
     state: &BridgeState,
     caller: &Caller,
@@ -138,17 +139,31 @@ async fn visible_room(
         .with_store(move |s| s.room(&id))
         .await?
         .ok_or_else(not_found)?;
-    if room.policy().allows(Right::Get, room.role_of(&caller.user)) {
+    let role = room.role_of(&caller.user);
+    if room.policy().allows(Right::Get, role) {
         Ok(room)
-    } else {
+    } else if role == Role::Outsider {
         Err(not_found())
+    } else {
+        Err(forbidden(Right::Get))
     }
 }
 
-/// Everyone who should hear about a room: its users and managers.
+/// Who hears about a room: its users and managers that the policy lets see it.
+pub fn audience(room: &RoomRecord) -> Vec<UserId> {
+    let policy = room.policy();
+    room.latest()
+        .map(EpochRecord::members)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| policy.allows(Right::Get, room.role_of(m)))
+        .collect()
+}
+
 fn publish(state: &BridgeState, room: &RoomRecord, event: &Event) {
-    let audience = room.latest().map(EpochRecord::members).unwrap_or_default();
-    state.hub().publish(event, &room.context_id, &audience);
+    state
+        .hub()
+        .publish(event, &room.context_id, &audience(room));
 }
 
 async fn check_registered(state: &BridgeState, record: &EpochRecord) -> Result<(), WireError> {
@@ -174,9 +189,23 @@ async fn check_registered(state: &BridgeState, record: &EpochRecord) -> Result<(
     }
 }
 
-fn check_meta(meta: &SignedMeta, record: &EpochRecord, caller: &Caller) -> Result<(), WireError> {
+fn check_meta(
+    meta: &SignedMeta,
+    record: &EpochRecord,
+    caller: &Caller,
+    version: u64,
+) -> Result<(), WireError> {
     if meta.author != caller.user {
         return Err(invalid("metadata must be signed by the caller"));
+    }
+    if meta.version != version {
+        return Err(WireError::new(
+            ErrorCode::Conflict,
+            format!(
+                "metadata was written as version {} but the room's next version is {version}",
+                meta.version
+            ),
+        ));
     }
     if meta.epoch != record.epoch {
         return Err(WireError::new(
@@ -201,7 +230,7 @@ async fn create_room(
         return Err(invalid("the genesis epoch must be signed by the caller"));
     }
     genesis.verify_genesis().map_err(signature_error)?;
-    check_meta(&meta, &genesis, caller)?;
+    check_meta(&meta, &genesis, caller, 1)?;
     check_registered(state, &genesis).await?;
     let now = now_ms();
     let room = RoomRecord {
@@ -286,7 +315,7 @@ async fn update_room(
         updated.epochs.push(next);
     }
     let latest = updated.latest().cloned().unwrap_or(current.clone());
-    check_meta(&meta, &latest, caller)?;
+    check_meta(&meta, &latest, caller, room.version + 1)?;
     updated.meta = meta;
     updated.version = room.version + 1;
     updated.modified_at = now_ms();
@@ -315,15 +344,21 @@ async fn update_room(
             );
         }
     }
-    // Members of the new state, and those just removed (so they learn it), hear of the update.
-    let mut audience = latest.members();
-    audience.extend(removed);
-    state.hub().publish(
+    publish(
+        state,
+        &updated,
         &Event::RoomUpdated {
             room: Box::new(updated.clone()),
         },
+    );
+    // Those just removed learn only that much.
+    state.hub().publish(
+        &Event::RemovedFromRoom {
+            room_id: room_id.clone(),
+            context_id: updated.context_id.clone(),
+        },
         &updated.context_id,
-        &audience,
+        &removed,
     );
     Ok(ResponseBody::Room {
         room: Box::new(updated),

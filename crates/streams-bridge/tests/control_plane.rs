@@ -174,7 +174,10 @@ fn a_changed_policy_takes_effect() {
     let updated = b.update_room(by_bob).unwrap();
     assert_eq!(updated.public_meta, b"bob was here");
 
-    // Managers-only visibility hides the room from plain users entirely.
+    // Managers-only visibility: a plain member is told it lacks the right, sees no listing entry and
+    // hears no events of the room; an outsider still cannot tell the room exists.
+    b.subscribe(EventScope::Context(ContextId::default()))
+        .unwrap();
     let mut hide = RoomUpdate::new(room.id.clone());
     hide.policy = Some(Policy {
         get: Access::Manager,
@@ -183,9 +186,19 @@ fn a_changed_policy_takes_effect() {
     a.update_room(hide).unwrap();
     assert_eq!(
         b.get_room(&room.id).unwrap_err().code(),
-        Some(ErrorCode::NotFound)
+        Some(ErrorCode::Forbidden)
     );
     assert_eq!(b.list_rooms(None, Paging::default()).unwrap().total, 0);
+    let mut touch = RoomUpdate::new(room.id.clone());
+    touch.public_meta = Some(b"managers only now".to_vec());
+    a.update_room(touch).unwrap();
+    let sentinel = create_room(&b, "bob's own", &[]);
+    let bob_saw = events_until(
+        &b,
+        WAIT,
+        |ev| matches!(ev, RoomEvent::Created(r) if r.id == sentinel.id),
+    );
+    assert_eq!(bob_saw.len(), 1, "bob saw {bob_saw:?}");
 
     // A plain user cannot change members or policy, even when allowed to update metadata.
     let mut grab = RoomUpdate::new(room.id.clone());
@@ -209,6 +222,8 @@ fn removed_members_lose_access_and_cannot_decrypt_the_new_epoch() {
     );
     let room = create_room(&a, "trio", &[bob.user_id(), carol.user_id()]);
     assert_eq!(c.get_room(&room.id).unwrap().name(), Some("trio"));
+    c.subscribe(EventScope::Context(ContextId::default()))
+        .unwrap();
 
     let mut remove = RoomUpdate::new(room.id.clone());
     remove.remove_users = vec![carol.user_id().clone()];
@@ -219,6 +234,14 @@ fn removed_members_lose_access_and_cannot_decrypt_the_new_epoch() {
     assert_eq!(
         c.get_room(&room.id).unwrap_err().code(),
         Some(ErrorCode::NotFound)
+    );
+    // Carol hears that she was removed, and nothing of the room's new state.
+    let told = events_until(&c, WAIT, |ev| matches!(ev, RoomEvent::RemovedFrom { .. }));
+    assert!(
+        !told
+            .iter()
+            .any(|ev| matches!(ev, RoomEvent::Updated(r) if r.key_epoch == 1)),
+        "{told:?}"
     );
     let seen_by_bob = b.get_room(&room.id).unwrap();
     assert_eq!(seen_by_bob.private_meta(), Some(&b"after carol"[..]));
@@ -350,4 +373,11 @@ fn unregistered_keys_are_refused_with_instructions() {
         })
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Invalid));
+
+    // A key removed by the administrator while connected is refused at its next request.
+    let mut store = streams_bridge::SqliteStore::open(&bridge.db).unwrap();
+    use streams_bridge::Store;
+    assert!(store.remove_user(alice.user_id()).unwrap());
+    let err = a.list_rooms(None, Paging::default()).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotRegistered));
 }

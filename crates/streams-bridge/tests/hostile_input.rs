@@ -6,7 +6,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use streams_bridge::{SqliteStore, Store};
-use streams_client::{ClientError, RoomUpdate};
+use streams_client::{ClientConfig, ClientError, RoomUpdate, StreamsClient};
 use streams_proto::bytes::Bytes;
 use streams_proto::epoch::Membership;
 use streams_proto::wire::{
@@ -137,17 +137,17 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
         managers: vec![],
         policy: Default::default(),
     };
-    let (genesis, secret) = EpochRecord::genesis(
+    let (genesis, secret) =
+        EpochRecord::genesis(&mallory, Default::default(), membership.clone(), 0).unwrap();
+    let meta = streams_proto::SignedMeta::seal(
         &mallory,
-        RoomId::random(),
-        Default::default(),
-        membership.clone(),
-        0,
+        &genesis,
+        &secret,
+        1,
+        vec![],
+        &Default::default(),
     )
     .unwrap();
-    let meta =
-        streams_proto::SignedMeta::seal(&mallory, &genesis, &secret, vec![], &Default::default())
-            .unwrap();
     let create = |id, genesis: EpochRecord, meta| {
         serde_json::to_string(&ClientMessage::Request {
             id,
@@ -161,9 +161,9 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
     send_text(&mut ws, create(5, genesis, meta)).await;
     assert_eq!(error_of(recv(&mut ws).await), (Some(5), ErrorCode::Invalid));
     let (mut genesis, secret) =
-        EpochRecord::genesis(&alice, RoomId::random(), Default::default(), membership, 0).unwrap();
+        EpochRecord::genesis(&alice, Default::default(), membership, 0).unwrap();
     let meta =
-        streams_proto::SignedMeta::seal(&alice, &genesis, &secret, vec![], &Default::default())
+        streams_proto::SignedMeta::seal(&alice, &genesis, &secret, 1, vec![], &Default::default())
             .unwrap();
     genesis.created_at += 1;
     send_text(&mut ws, create(6, genesis.clone(), meta)).await;
@@ -254,6 +254,7 @@ fn a_bridge_that_forges_members_or_keys_is_caught() {
             &mallory,
             &r.epochs[1],
             &forged.1,
+            r.version + 1,
             vec![],
             &Default::default(),
         )
@@ -286,18 +287,94 @@ fn a_bridge_that_forges_members_or_keys_is_caught() {
         "{err:?}"
     );
 
-    // 4. Rollback: after Alice removes nobody but rotates the key, the bridge serves the old chain.
+    // 4. A look-alike room under Alice's id, properly signed by Mallory, shown to someone who has
+    //    never seen the room: the id is derived from its creator, so it does not verify.
+    let (dave, dave_trust) = (
+        Identity::generate(),
+        tempfile::NamedTempFile::new().unwrap(),
+    );
+    tamper(&bridge, &room.id, |r| {
+        let membership = Membership {
+            users: vec![bob.user_id().clone(), dave.user_id().clone()],
+            managers: vec![mallory.user_id().clone()],
+            policy: Default::default(),
+        };
+        let (mut fake, secret) =
+            EpochRecord::genesis(&mallory, Default::default(), membership, 0).unwrap();
+        fake.room_id = r.id.clone();
+        r.epochs = vec![fake];
+        r.meta = streams_proto::SignedMeta::seal(
+            &mallory,
+            &r.epochs[0],
+            &secret,
+            1,
+            vec![],
+            &Default::default(),
+        )
+        .unwrap();
+    });
+    {
+        let mut store = SqliteStore::open(&bridge.db).unwrap();
+        store
+            .add_user(dave.user_id(), &Default::default(), 0)
+            .unwrap();
+    }
+    let d = connect_with_trust(&url, &dave, dave_trust.path());
+    let err = d.get_room(&room.id).unwrap_err();
+    assert!(matches!(err, ClientError::Crypto(_)), "{err:?}");
+
+    // 5. Rollback of the chain, remembered across client restarts: Bob (with a trust file) sees
+    //    epoch 1; later a new Bob process is served the old chain.
     tamper(&bridge, &room.id, |r| *r = room.record.clone());
+    let bob_trust = tempfile::NamedTempFile::new().unwrap();
+    drop(b);
     let mut rotate = RoomUpdate::new(room.id.clone());
     rotate.rotate_key = true;
     a.update_room(rotate).unwrap();
-    assert_eq!(b.get_room(&room.id).unwrap().key_epoch, 1);
+    {
+        let b = connect_with_trust(&url, &bob, bob_trust.path());
+        assert_eq!(b.get_room(&room.id).unwrap().key_epoch, 1);
+    }
+    let rotated = SqliteStore::open(&bridge.db)
+        .unwrap()
+        .room(&room.id)
+        .unwrap()
+        .unwrap();
     tamper(&bridge, &room.id, |r| *r = room.record.clone());
+    let b = connect_with_trust(&url, &bob, bob_trust.path());
     let err = b.get_room(&room.id).unwrap_err();
     assert!(
         matches!(err, ClientError::Crypto(CryptoError::ChainRollback { .. })),
         "{err:?}"
     );
+
+    // 6. Rollback of metadata within an epoch: Bob has seen version 3; the bridge serves version 2.
+    tamper(&bridge, &room.id, |r| *r = rotated.clone());
+    let mut touch = RoomUpdate::new(room.id.clone());
+    touch.public_meta = Some(b"v3".to_vec());
+    a.update_room(touch).unwrap();
+    assert_eq!(b.get_room(&room.id).unwrap().version, 3);
+    tamper(&bridge, &room.id, |r| *r = rotated.clone());
+    let err = b.get_room(&room.id).unwrap_err();
+    assert!(
+        matches!(err, ClientError::Crypto(CryptoError::ChainRollback { .. })),
+        "{err:?}"
+    );
+}
+
+fn connect_with_trust(url: &str, identity: &Identity, trust: &std::path::Path) -> StreamsClient {
+    let mut config = ClientConfig::new(url, identity.clone());
+    config.trust_file = Some(trust.to_path_buf());
+    // NamedTempFile creates an empty file; the trust store wants none or its own JSON.
+    if std::fs::metadata(trust)
+        .map(|m| m.len() == 0)
+        .unwrap_or(false)
+    {
+        std::fs::remove_file(trust).unwrap();
+    }
+    let client = StreamsClient::start(config).unwrap();
+    client.wait_connected(Duration::from_secs(5)).unwrap();
+    client
 }
 
 /// Builds a successor record as if `author` were allowed to (the bridge's forgery).
@@ -307,14 +384,10 @@ fn forge_next(
     membership: Membership,
 ) -> (EpochRecord, streams_proto::RoomSecret) {
     // A fake genesis gives a validly self-signed record; re-home it onto the real chain.
-    let (mut fake, secret) = EpochRecord::genesis(
-        author,
-        prev.room_id.clone(),
-        prev.context_id.clone(),
-        membership,
-        0,
-    )
-    .unwrap();
+    let (mut fake, secret) =
+        EpochRecord::genesis(author, prev.context_id.clone(), membership, 0).unwrap();
+    fake.room_id = prev.room_id.clone();
+    fake.nonce = Bytes::default();
     fake.epoch = prev.epoch + 1;
     fake.prev_hash = Bytes(prev.hash().to_vec());
     (fake, secret)

@@ -196,6 +196,13 @@ pub enum RoomEvent {
         /// Its context.
         context_id: ContextId,
     },
+    /// This user was removed from the room.
+    RemovedFrom {
+        /// The room.
+        room_id: RoomId,
+        /// Its context.
+        context_id: ContextId,
+    },
     /// A user joined.
     UserJoined {
         /// The room.

@@ -12,6 +12,7 @@ use crate::api::{
 };
 use crate::backoff::Backoff;
 use crate::error::ClientError;
+use crate::rooms::TrustStore;
 use crate::runtime::{self, Command, EventSink, RuntimeConfig};
 
 /// How to reach the bridge and as whom.
@@ -28,6 +29,8 @@ pub struct ClientConfig {
     pub command_capacity: usize,
     /// Capacity of the event channel (oldest events are dropped beyond it).
     pub event_capacity: usize,
+    /// Where verified room heads are kept across restarts (rollback protection); memory only if `None`.
+    pub trust_file: Option<std::path::PathBuf>,
 }
 
 impl ClientConfig {
@@ -40,6 +43,7 @@ impl ClientConfig {
             backoff: Backoff::default(),
             command_capacity: 256,
             event_capacity: 1024,
+            trust_file: None,
         }
     }
 }
@@ -62,11 +66,16 @@ impl StreamsClient {
         let (event_tx, event_rx) = crossbeam_channel::bounded(config.event_capacity.max(1));
         let sink = EventSink::new(event_tx, event_rx.clone());
         let user_id = config.identity.user_id().clone();
+        let trust = match config.trust_file {
+            Some(path) => TrustStore::open(path)?,
+            None => TrustStore::in_memory(),
+        };
         let runtime_config = RuntimeConfig {
             url: config.bridge_url,
             identity: config.identity,
             backoff: config.backoff,
             request_timeout: config.request_timeout,
+            trust,
         };
         let thread_sink = sink.clone();
         let thread = std::thread::Builder::new()

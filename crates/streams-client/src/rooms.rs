@@ -1,7 +1,10 @@
 //! Room crypto on the client side: building signed create/update requests, and verifying and decrypting
 //! what the bridge serves. Remembers each room's verified chain head to refuse rollbacks and forks.
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
 
 use streams_proto::epoch::Membership;
 use streams_proto::policy::Role;
@@ -14,38 +17,101 @@ use streams_proto::{
 use crate::api::{NewRoom, Room, RoomUpdate};
 use crate::error::ClientError;
 
-/// Chain heads verified so far, per room (trust on first use within this client's lifetime).
-#[derive(Default)]
-pub struct TrustStore {
-    heads: Mutex<HashMap<RoomId, VerifiedChain>>,
+/// What this client has verified of one room: its chain head and the newest metadata version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Seen {
+    chain: VerifiedChain,
+    meta_version: u64,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// Rooms verified so far: their chain heads and newest metadata versions. A bridge that later serves a
+/// fork, an older chain or older metadata is refused. Kept in a file (owner-only) when one is given, so
+/// the protection survives restarts — each `streams` command is a new process.
+#[derive(Default)]
+pub struct TrustStore {
+    seen: Mutex<HashMap<RoomId, Seen>>,
+    file: Option<PathBuf>,
 }
 
 impl TrustStore {
+    /// A store kept only in memory.
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// A store backed by `path` (created when first written). An unreadable file is an error: silently
+    /// starting over would drop the rollback protection.
+    pub fn open(path: PathBuf) -> Result<Self, ClientError> {
+        let seen = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Invalid(format!("trust file {} is corrupt: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => {
+                return Err(ClientError::Invalid(format!(
+                    "cannot read trust file {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        Ok(TrustStore {
+            seen: Mutex::new(seen),
+            file: Some(path),
+        })
+    }
+
+    fn save(&self, seen: &HashMap<RoomId, Seen>) {
+        let Some(path) = &self.file else { return };
+        let result = (|| -> std::io::Result<()> {
+            let tmp = path.with_extension("tmp");
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(&tmp)?;
+            std::io::Write::write_all(&mut file, &serde_json::to_vec(seen)?)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = result {
+            tracing::warn!("cannot save trust file {}: {e}", path.display());
+        }
+    }
+
     /// Verifies a served room and decrypts what this identity may read.
-    pub fn open(&self, identity: &Identity, record: RoomRecord) -> Result<Room, ClientError> {
+    pub fn open_room(&self, identity: &Identity, record: RoomRecord) -> Result<Room, ClientError> {
         let verified = verify_chain(&record.id, &record.epochs)?;
+        let latest = record
+            .latest()
+            .ok_or_else(|| ClientError::Unexpected("room without epochs".into()))?;
+        record.meta.verify(latest)?;
         {
-            let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(seen) = heads.get(&record.id)
-                && !seen.is_extended_by(&record.epochs)
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(before) = seen.get(&record.id)
+                && (!before.chain.is_extended_by(&record.epochs)
+                    || record.meta.version < before.meta_version)
             {
                 return Err(CryptoError::ChainRollback {
                     room: record.id.clone(),
                 }
                 .into());
             }
-            heads.insert(record.id.clone(), verified);
+            let changed = seen.get(&record.id).map(|s| (&s.chain, s.meta_version))
+                != Some((&verified, record.meta.version));
+            if changed {
+                seen.insert(
+                    record.id.clone(),
+                    Seen {
+                        chain: verified,
+                        meta_version: record.meta.version,
+                    },
+                );
+                self.save(&seen);
+            }
         }
-        let latest = record
-            .latest()
-            .ok_or_else(|| ClientError::Unexpected("room without epochs".into()))?;
-        record.meta.verify(latest)?;
         let role = latest.role_of(identity.user_id());
         let private = if role == Role::Outsider {
             None
@@ -53,14 +119,15 @@ impl TrustStore {
             let secret = latest.unwrap_secret(identity)?;
             Some(record.meta.open(&secret)?)
         };
+        let creator = record.epochs[0].author.clone();
         Ok(Room {
             id: record.id.clone(),
             context_id: record.context_id.clone(),
             created_at: record.created_at,
-            created_by: record.created_by.clone(),
+            created_by: creator,
             modified_at: record.modified_at,
-            modified_by: record.modified_by.clone(),
-            version: record.version,
+            modified_by: record.meta.author.clone(),
+            version: record.meta.version,
             users: latest.users.clone(),
             managers: latest.managers.clone(),
             policy: latest.policy,
@@ -71,14 +138,12 @@ impl TrustStore {
             record,
         })
     }
+}
 
-    /// Forgets a deleted room.
-    pub fn forget(&self, room: &RoomId) {
-        self.heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(room);
-    }
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Builds the signed genesis epoch and metadata of a new room.
@@ -90,7 +155,6 @@ pub fn create_request(identity: &Identity, new: &NewRoom) -> Result<Request, Cli
     };
     let (genesis, secret) = EpochRecord::genesis(
         identity,
-        RoomId::random(),
         new.context_id.clone().unwrap_or_default(),
         membership,
         now_ms(),
@@ -103,6 +167,7 @@ pub fn create_request(identity: &Identity, new: &NewRoom) -> Result<Request, Cli
         identity,
         &genesis,
         &secret,
+        1,
         new.public_meta.clone(),
         &private,
     )?;
@@ -175,7 +240,14 @@ pub fn update_request(
         .public_meta
         .clone()
         .unwrap_or_else(|| current.public_meta.clone());
-    let meta = SignedMeta::seal(identity, &record, &secret, public, &private)?;
+    let meta = SignedMeta::seal(
+        identity,
+        &record,
+        &secret,
+        current.version + 1,
+        public,
+        &private,
+    )?;
     Ok(Request::UpdateRoom {
         room_id: current.id.clone(),
         version: update.version.unwrap_or(current.version),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use streams_proto::wire::{Event, EventScope, Request, ResponseBody};
-use streams_proto::{Identity, RoomId};
+use streams_proto::{CryptoError, Identity, RoomId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{
@@ -93,18 +93,29 @@ impl Shared {
 
     fn open_room(&self, body: ResponseBody) -> Result<Room, ClientError> {
         match body {
-            ResponseBody::Room { room } => self.trust.open(&self.identity, *room),
+            ResponseBody::Room { room } => self.trust.open_room(&self.identity, *room),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
 
+    /// Fetches and verifies a room. A reply older than what an event already showed can be an honest
+    /// race (read before a concurrent update, delivered after its event): one refetch settles it; a
+    /// bridge that keeps serving the old state is refused.
     async fn get_room(&self, room_id: &RoomId) -> Result<Room, ClientError> {
-        let body = self
-            .call(Request::GetRoom {
-                room_id: room_id.clone(),
-            })
-            .await?;
-        self.open_room(body)
+        let mut retried = false;
+        loop {
+            let body = self
+                .call(Request::GetRoom {
+                    room_id: room_id.clone(),
+                })
+                .await?;
+            match self.open_room(body) {
+                Err(ClientError::Crypto(CryptoError::ChainRollback { .. })) if !retried => {
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,14 +126,14 @@ impl Shared {
         let room_event = match event {
             Event::RoomCreated { room } => {
                 let id = room.id.clone();
-                match self.trust.open(&self.identity, *room) {
+                match self.trust.open_room(&self.identity, *room) {
                     Ok(room) => RoomEvent::Created(Box::new(room)),
                     Err(error) => RoomEvent::Rejected { room_id: id, error },
                 }
             }
             Event::RoomUpdated { room } => {
                 let id = room.id.clone();
-                match self.trust.open(&self.identity, *room) {
+                match self.trust.open_room(&self.identity, *room) {
                     Ok(room) => RoomEvent::Updated(Box::new(room)),
                     Err(error) => RoomEvent::Rejected { room_id: id, error },
                 }
@@ -131,9 +142,18 @@ impl Shared {
                 room_id,
                 context_id,
             } => {
-                self.trust.forget(&room_id);
                 Self::lock(&self.joined).remove(&room_id);
                 RoomEvent::Deleted {
+                    room_id,
+                    context_id,
+                }
+            }
+            Event::RemovedFromRoom {
+                room_id,
+                context_id,
+            } => {
+                Self::lock(&self.joined).remove(&room_id);
+                RoomEvent::RemovedFrom {
                     room_id,
                     context_id,
                 }
@@ -177,7 +197,7 @@ async fn execute(s: &Shared, op: Operation) -> Result<Reply, ClientError> {
             };
             for record in rooms {
                 let id = record.id.clone();
-                match s.trust.open(&s.identity, record) {
+                match s.trust.open_room(&s.identity, record) {
                     Ok(room) => page.rooms.push(room),
                     Err(e) => page.rejected.push((id, e)),
                 }
@@ -189,7 +209,6 @@ async fn execute(s: &Shared, op: Operation) -> Result<Reply, ClientError> {
                 room_id: room_id.clone(),
             })
             .await?;
-            s.trust.forget(&room_id);
             Shared::lock(&s.joined).remove(&room_id);
             Ok(Reply::Done)
         }
@@ -335,6 +354,8 @@ pub struct RuntimeConfig {
     pub backoff: Backoff,
     /// How long one operation may take.
     pub request_timeout: Duration,
+    /// Verified room heads (see [`TrustStore`]).
+    pub trust: TrustStore,
 }
 
 /// Runs the runtime on the current thread until the command channel closes.
@@ -354,7 +375,7 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
     let (request_tx, request_rx) = mpsc::channel(256);
     let shared = Arc::new(Shared {
         identity: config.identity,
-        trust: TrustStore::default(),
+        trust: config.trust,
         joined: Mutex::new(HashSet::new()),
         scopes: Mutex::new(HashSet::new()),
         requests: request_tx,

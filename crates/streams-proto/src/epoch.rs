@@ -80,6 +80,10 @@ pub struct EpochRecord {
     pub epoch: u64,
     /// SHA-256 of the previous record (32 zero bytes for genesis).
     pub prev_hash: Bytes,
+    /// Genesis only: 16 random bytes that, with the author, derive the room id ([`RoomId::derive`]).
+    /// Empty in later records.
+    #[serde(default)]
+    pub nonce: Bytes,
     /// Users, sorted and unique.
     pub users: Vec<UserId>,
     /// Managers, sorted and unique.
@@ -109,9 +113,9 @@ pub struct Membership {
 
 impl EpochRecord {
     /// Makes the genesis record of a new room, signed by `author`, who becomes a manager if not listed.
+    /// The room id is derived from the author and a fresh nonce.
     pub fn genesis(
         author: &Identity,
-        room_id: RoomId,
         context_id: ContextId,
         mut membership: Membership,
         now_ms: i64,
@@ -119,12 +123,13 @@ impl EpochRecord {
         if !membership.managers.contains(author.user_id()) {
             membership.managers.push(author.user_id().clone());
         }
+        let nonce: [u8; 16] = rand::random();
         Self::build(
             author,
-            room_id,
+            RoomId::derive(author.user_id(), &nonce),
             context_id,
             0,
-            Bytes(vec![0; 32]),
+            (Bytes(vec![0; 32]), Bytes(nonce.to_vec())),
             membership,
             now_ms,
         )
@@ -149,7 +154,7 @@ impl EpochRecord {
             self.room_id.clone(),
             self.context_id.clone(),
             self.epoch + 1,
-            Bytes(self.hash().to_vec()),
+            (Bytes(self.hash().to_vec()), Bytes::default()),
             membership,
             now_ms,
         )
@@ -160,7 +165,7 @@ impl EpochRecord {
         room_id: RoomId,
         context_id: ContextId,
         epoch: u64,
-        prev_hash: Bytes,
+        (prev_hash, nonce): (Bytes, Bytes),
         membership: Membership,
         now_ms: i64,
     ) -> Result<(EpochRecord, RoomSecret), CryptoError> {
@@ -172,6 +177,7 @@ impl EpochRecord {
             context_id,
             epoch,
             prev_hash,
+            nonce,
             users,
             managers,
             policy: membership.policy,
@@ -217,7 +223,8 @@ impl EpochRecord {
         t.text(self.room_id.as_str())
             .text(self.context_id.as_str())
             .u64(self.epoch)
-            .bytes(self.prev_hash.as_slice());
+            .bytes(self.prev_hash.as_slice())
+            .bytes(self.nonce.as_slice());
         t.u64(self.users.len() as u64);
         for u in &self.users {
             t.text(u.as_str());
@@ -291,6 +298,9 @@ impl EpochRecord {
         if next.prev_hash.as_slice() != self.hash() {
             return Err(broken("previous hash does not match"));
         }
+        if !next.nonce.0.is_empty() {
+            return Err(broken("only the genesis record carries a nonce"));
+        }
         if !self.managers.contains(&next.author) {
             return Err(CryptoError::NotAManager {
                 room: self.room_id.clone(),
@@ -315,6 +325,15 @@ impl EpochRecord {
                 room: self.room_id.clone(),
                 epoch: 0,
                 author: self.author.clone(),
+            });
+        }
+        if self.nonce.0.len() != 16
+            || RoomId::derive(&self.author, self.nonce.as_slice()) != self.room_id
+        {
+            return Err(CryptoError::BrokenChain {
+                room: self.room_id.clone(),
+                epoch: 0,
+                why: "the room id is not derived from its creator and nonce",
             });
         }
         self.verify_self()
@@ -387,7 +406,7 @@ fn sorted_unique(mut ids: Vec<UserId>) -> Vec<UserId> {
 }
 
 /// What a verified chain establishes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedChain {
     /// The room.
     pub room_id: RoomId,
@@ -456,7 +475,6 @@ mod tests {
         );
         let (rec, secret) = EpochRecord::genesis(
             &alice,
-            RoomId::random(),
             ContextId::default(),
             membership(&[&alice, &bob], &[&alice]),
             1,
@@ -484,7 +502,6 @@ mod tests {
         );
         let (e0, s0) = EpochRecord::genesis(
             &alice,
-            RoomId::random(),
             ContextId::default(),
             membership(&[&alice, &bob, &carol], &[&alice]),
             1,
@@ -509,7 +526,6 @@ mod tests {
         );
         let (e0, _) = EpochRecord::genesis(
             &alice,
-            RoomId::random(),
             ContextId::default(),
             membership(&[&alice, &bob], &[&alice]),
             1,
@@ -524,7 +540,7 @@ mod tests {
             e0.room_id.clone(),
             e0.context_id.clone(),
             1,
-            Bytes(e0.hash().to_vec()),
+            (Bytes(e0.hash().to_vec()), Bytes::default()),
             forged_membership,
             2,
         )
@@ -546,17 +562,24 @@ mod tests {
             verify_chain(&e0.room_id, &[swapped]),
             Err(CryptoError::BadSignature { .. })
         ));
-        // A whole fake room under the same id, signed by Mallory: valid alone, but it is not the chain
-        // the client verified before.
-        let seen = verify_chain(&e0.room_id, std::slice::from_ref(&e0)).unwrap();
-        let (fake, _) = EpochRecord::genesis(
+        // A whole fake room under Alice's room id, properly signed by Mallory: the id is not derived
+        // from Mallory and her nonce, so even a first-time viewer rejects it.
+        let (fake, _) = EpochRecord::build(
             &mallory,
             e0.room_id.clone(),
             ContextId::default(),
+            0,
+            (Bytes(vec![0; 32]), e0.nonce.clone()),
             membership(&[&alice, &bob], &[&mallory]),
             1,
         )
         .unwrap();
+        assert!(matches!(
+            verify_chain(&e0.room_id, std::slice::from_ref(&fake)),
+            Err(CryptoError::BrokenChain { .. })
+        ));
+        // And a chain the client verified before is recognised when extended, not when replaced.
+        let seen = verify_chain(&e0.room_id, std::slice::from_ref(&e0)).unwrap();
         assert!(!seen.is_extended_by(&[fake]));
         assert!(seen.is_extended_by(std::slice::from_ref(&e0)));
     }

@@ -66,6 +66,14 @@ pub enum CryptoError {
     /// Decryption failed (wrong key or tampered ciphertext).
     #[error("decryption failed: {0}")]
     Decrypt(&'static str),
+    /// An SFrame encryptor for this (epoch, track) was already handed out in this device session.
+    #[error("an encryptor for epoch {epoch} track {track} already exists in this session")]
+    KeyReuse {
+        /// The epoch.
+        epoch: u64,
+        /// The track.
+        track: u8,
+    },
     /// Encryption failed (should not happen with valid keys).
     #[error("encryption failed: {0}")]
     Encrypt(&'static str),

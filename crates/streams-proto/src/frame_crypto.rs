@@ -8,9 +8,12 @@
 //!
 //! and each KID's base key is `HKDF-SHA256(room secret of the epoch, "sframe base key" ‖ sender ‖ KID)`.
 //! Because the sender's user id and a fresh random session are both in the derivation, two devices of one
-//! user, or one device after a restart, never share a key, so no (key, counter) pair repeats even though
-//! every new key starts its counter at 0. A sender that exhausts the counter gets an error, never a wrap.
-use std::collections::HashMap;
+//! user, or one device after a restart, never share a key. Within a process, a [`DeviceSession`] hands out
+//! each (epoch, track) encryptor once, so no (key, counter) pair repeats even though every key starts its
+//! counter at 0. A sender that exhausts the counter gets an error, never a wrap. Receivers look keys up by
+//! (sender, KID): a member cannot replace another member's key by reusing its KID.
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use sframe::CipherSuite;
 use sframe::frame::{EncryptedFrameView, MediaFrameView, MonotonicCounter};
@@ -24,25 +27,53 @@ use crate::transcript::Transcript;
 /// The SFrame cipher suite used for all media.
 pub const CIPHER_SUITE: CipherSuite = CipherSuite::AesGcm256Sha512;
 
-/// A sender's device session: 40 random bits drawn once per process start (per client instance).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DeviceSession(u64);
+/// A sender's device session: 40 random bits drawn once per client instance, and the (epoch, track)
+/// pairs it has already handed an encryptor for.
+#[derive(Debug)]
+pub struct DeviceSession {
+    value: u64,
+    issued: Mutex<HashSet<(u64, u8)>>,
+}
 
 impl DeviceSession {
     /// A new random session.
     pub fn random() -> Self {
-        DeviceSession(rand::random::<u64>() & 0xFF_FFFF_FFFF)
+        DeviceSession {
+            value: rand::random::<u64>() & 0xFF_FFFF_FFFF,
+            issued: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The 40-bit value.
-    pub fn value(self) -> u64 {
-        self.0
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+
+    /// The encryptor for `sender`'s track `track` in `epoch`. Each (epoch, track) is handed out once per
+    /// session: a second request is [`CryptoError::KeyReuse`], because a new encryptor would restart the
+    /// counter under the same key.
+    pub fn encryptor(
+        &self,
+        secret: &RoomSecret,
+        epoch: u64,
+        sender: &UserId,
+        track: u8,
+    ) -> Result<FrameEncryptor, CryptoError> {
+        let fresh = self
+            .issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((epoch, track));
+        if !fresh {
+            return Err(CryptoError::KeyReuse { epoch, track });
+        }
+        FrameEncryptor::new(secret, key_id(epoch, self.value, track), sender)
     }
 }
 
-/// Builds the KID for an epoch, device session and track index.
-pub fn key_id(epoch: u64, session: DeviceSession, track: u8) -> u64 {
-    ((epoch & 0xFFFF) << 48) | (session.0 << 8) | u64::from(track)
+/// Builds the KID for an epoch, device session value and track index.
+pub fn key_id(epoch: u64, session: u64, track: u8) -> u64 {
+    ((epoch & 0xFFFF) << 48) | ((session & 0xFF_FFFF_FFFF) << 8) | u64::from(track)
 }
 
 /// Reads the KID from a protected frame's header.
@@ -66,15 +97,7 @@ pub struct FrameEncryptor {
 }
 
 impl FrameEncryptor {
-    /// An encryptor for `sender`'s track `track` in `epoch`, within device session `session`.
-    pub fn new(
-        secret: &RoomSecret,
-        epoch: u64,
-        sender: &UserId,
-        session: DeviceSession,
-        track: u8,
-    ) -> Result<Self, CryptoError> {
-        let kid = key_id(epoch, session, track);
+    fn new(secret: &RoomSecret, kid: u64, sender: &UserId) -> Result<Self, CryptoError> {
         let key = EncryptionKey::derive_from(CIPHER_SUITE, kid, &base_key(secret, sender, kid)[..])
             .map_err(|_| CryptoError::Encrypt("SFrame key derivation"))?;
         Ok(FrameEncryptor {
@@ -102,10 +125,10 @@ impl FrameEncryptor {
     }
 }
 
-/// Opens protected frames from any number of senders, looked up by KID.
+/// Opens protected frames from any number of senders, looked up by (sender, KID).
 #[derive(Default)]
 pub struct FrameDecryptor {
-    keys: HashMap<u64, DecryptionKey>,
+    keys: HashMap<(UserId, u64), DecryptionKey>,
 }
 
 impl FrameDecryptor {
@@ -123,25 +146,34 @@ impl FrameDecryptor {
     ) -> Result<(), CryptoError> {
         let key = DecryptionKey::derive_from(CIPHER_SUITE, kid, &base_key(secret, sender, kid)[..])
             .map_err(|_| CryptoError::Decrypt("SFrame key derivation"))?;
-        self.keys.insert(kid, key);
+        self.keys.insert((sender.clone(), kid), key);
         Ok(())
     }
 
     /// Forgets a sender's key.
-    pub fn remove(&mut self, kid: u64) {
-        self.keys.remove(&kid);
+    pub fn remove(&mut self, sender: &UserId, kid: u64) {
+        self.keys.remove(&(sender.clone(), kid));
     }
 
-    /// Decrypts one frame. Unknown KIDs, wrong keys and tampering are errors; nothing is returned then.
-    pub fn decrypt(&self, frame: &[u8], metadata: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// Decrypts one frame from `sender`. Unknown KIDs, wrong keys and tampering are errors; nothing is
+    /// returned then.
+    pub fn decrypt(
+        &self,
+        sender: &UserId,
+        frame: &[u8],
+        metadata: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let view = EncryptedFrameView::try_with_meta_data(frame, metadata)
             .map_err(|_| CryptoError::Decrypt("not an SFrame frame"))?;
-        if !self.keys.contains_key(&view.header().key_id()) {
-            return Err(CryptoError::Decrypt("unknown SFrame key id"));
-        }
+        let key = self
+            .keys
+            .get(&(sender.clone(), view.header().key_id()))
+            .ok_or(CryptoError::Decrypt(
+                "unknown SFrame key id for this sender",
+            ))?;
         let mut out = Vec::with_capacity(frame.len());
         let plain = view
-            .decrypt_into(&self.keys, &mut out)
+            .decrypt_into(key, &mut out)
             .map_err(|_| CryptoError::Decrypt("SFrame authentication failed"))?;
         Ok(plain.payload().to_vec())
     }
@@ -157,23 +189,45 @@ mod tests {
         let secret = RoomSecret::random();
         let alice = Identity::generate();
         let session = DeviceSession::random();
-        let mut enc = FrameEncryptor::new(&secret, 3, alice.user_id(), session, 1).unwrap();
+        let mut enc = session.encryptor(&secret, 3, alice.user_id(), 1).unwrap();
+        assert!(
+            matches!(
+                session.encryptor(&secret, 3, alice.user_id(), 1),
+                Err(CryptoError::KeyReuse { epoch: 3, track: 1 })
+            ),
+            "a second encryptor would restart the counter under the same key"
+        );
         let frame = enc.encrypt(b"opus frame", b"").unwrap();
         assert_eq!(frame_key_id(&frame).unwrap(), enc.key_id());
         let mut dec = FrameDecryptor::new();
-        assert!(dec.decrypt(&frame, b"").is_err(), "unknown kid");
+        assert!(
+            dec.decrypt(alice.user_id(), &frame, b"").is_err(),
+            "unknown kid"
+        );
         dec.add_sender(&secret, alice.user_id(), enc.key_id())
             .unwrap();
-        assert_eq!(dec.decrypt(&frame, b"").unwrap(), b"opus frame");
+        assert_eq!(
+            dec.decrypt(alice.user_id(), &frame, b"").unwrap(),
+            b"opus frame"
+        );
         let mut bad = frame.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(dec.decrypt(&bad, b"").is_err());
+        assert!(dec.decrypt(alice.user_id(), &bad, b"").is_err());
+        // Another member cannot pass frames off under Alice's KID, nor take over her key slot.
+        let mallory = Identity::generate();
+        dec.add_sender(&secret, mallory.user_id(), enc.key_id())
+            .unwrap();
+        assert!(dec.decrypt(mallory.user_id(), &frame, b"").is_err());
+        assert_eq!(
+            dec.decrypt(alice.user_id(), &frame, b"").unwrap(),
+            b"opus frame"
+        );
         // Another epoch's secret with the same KID does not open it.
         let mut other = FrameDecryptor::new();
         other
             .add_sender(&RoomSecret::random(), alice.user_id(), enc.key_id())
             .unwrap();
-        assert!(other.decrypt(&frame, b"").is_err());
+        assert!(other.decrypt(alice.user_id(), &frame, b"").is_err());
     }
 }

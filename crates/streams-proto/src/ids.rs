@@ -135,10 +135,21 @@ text_id!(
 );
 
 impl RoomId {
-    /// A fresh random room id.
+    /// A random id that no room has (for tests and probes; real rooms use [`RoomId::derive`]).
     pub fn random() -> Self {
         let raw: [u8; 16] = rand::random();
         RoomId(bs58::encode(raw).into_string())
+    }
+
+    /// The id of a room created by `creator` with `nonce`: the first 16 bytes of a labelled SHA-256,
+    /// base58. The genesis epoch record carries the nonce and is signed by the creator, so a bridge can
+    /// neither serve a look-alike room under this id nor let someone else claim it.
+    pub fn derive(creator: &UserId, nonce: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut t = crate::transcript::Transcript::new("bevy_streams room id v1");
+        t.text(creator.as_str()).bytes(nonce);
+        let digest = Sha256::digest(t.finish());
+        RoomId(bs58::encode(&digest[..16]).into_string())
     }
 }
 

@@ -30,6 +30,9 @@ pub struct SignedMeta {
     pub room_id: RoomId,
     /// The epoch whose secret encrypts `private_meta`.
     pub epoch: u64,
+    /// The room version this metadata was written as (1 at creation, +1 per update). Signed, so a
+    /// bridge cannot serve older metadata as current to a client that has seen newer.
+    pub version: u64,
     /// Public metadata, readable by the bridge.
     pub public_meta: Bytes,
     /// Nonce followed by AES-256-GCM ciphertext of a JSON [`PrivateMeta`].
@@ -41,17 +44,19 @@ pub struct SignedMeta {
 }
 
 impl SignedMeta {
-    /// Encrypts and signs metadata for `record`'s epoch.
+    /// Encrypts and signs metadata for `record`'s epoch, as room version `version`.
     pub fn seal(
         author: &Identity,
         record: &EpochRecord,
         secret: &RoomSecret,
+        version: u64,
         public_meta: Vec<u8>,
         private: &PrivateMeta,
     ) -> Result<SignedMeta, CryptoError> {
         let mut meta = SignedMeta {
             room_id: record.room_id.clone(),
             epoch: record.epoch,
+            version,
             public_meta: Bytes(public_meta),
             private_meta: Bytes::default(),
             author: author.user_id().clone(),
@@ -131,6 +136,7 @@ impl SignedMeta {
         let mut t = Transcript::new("bevy_streams room meta v1");
         t.text(self.room_id.as_str())
             .u64(self.epoch)
+            .u64(self.version)
             .bytes(self.public_meta.as_slice())
             .bytes(self.private_meta.as_slice())
             .text(self.author.as_str());
@@ -157,7 +163,6 @@ mod tests {
         let bob = Identity::generate();
         let (rec, secret) = EpochRecord::genesis(
             &alice,
-            RoomId::random(),
             ContextId::default(),
             Membership {
                 users: vec![bob.user_id().clone()],
@@ -177,7 +182,8 @@ mod tests {
             name: "war room".into(),
             data: Bytes(b"agenda: ship it".to_vec()),
         };
-        let meta = SignedMeta::seal(&alice, &rec, &secret, b"public".to_vec(), &private).unwrap();
+        let meta =
+            SignedMeta::seal(&alice, &rec, &secret, 1, b"public".to_vec(), &private).unwrap();
         meta.verify(&rec).unwrap();
         let bobs_secret = rec.unwrap_secret(&bob).unwrap();
         assert_eq!(meta.open(&bobs_secret).unwrap(), private);
@@ -197,6 +203,10 @@ mod tests {
         assert!(flipped.verify(&rec).is_err());
         assert!(flipped.open(&secret).is_err());
 
+        let mut replayed = meta.clone();
+        replayed.version = 2;
+        assert!(replayed.verify(&rec).is_err(), "the version is signed");
+
         let mut public_changed = meta.clone();
         public_changed.public_meta = Bytes(b"PUBLIC".to_vec());
         assert!(matches!(
@@ -211,7 +221,8 @@ mod tests {
     fn outsiders_cannot_author_meta() {
         let (_alice, _bob, rec, secret) = room();
         let eve = Identity::generate();
-        let meta = SignedMeta::seal(&eve, &rec, &secret, vec![], &PrivateMeta::default()).unwrap();
+        let meta =
+            SignedMeta::seal(&eve, &rec, &secret, 1, vec![], &PrivateMeta::default()).unwrap();
         assert!(matches!(
             meta.verify(&rec),
             Err(CryptoError::MetaAuthorNotMember { .. })

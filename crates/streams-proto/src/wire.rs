@@ -292,6 +292,13 @@ pub enum Event {
         /// Its context.
         context_id: ContextId,
     },
+    /// This user was removed from a room (only the room id: the new state is no longer theirs to see).
+    RemovedFromRoom {
+        /// The room.
+        room_id: RoomId,
+        /// Its context.
+        context_id: ContextId,
+    },
     /// A user joined a room.
     UserJoined {
         /// The room.
@@ -314,6 +321,7 @@ impl Event {
         match self {
             Event::RoomCreated { room } | Event::RoomUpdated { room } => &room.id,
             Event::RoomDeleted { room_id, .. }
+            | Event::RemovedFromRoom { room_id, .. }
             | Event::UserJoined { room_id, .. }
             | Event::UserLeft { room_id, .. } => room_id,
         }

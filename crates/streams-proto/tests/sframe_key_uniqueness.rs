@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use streams_proto::RoomSecret;
-use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor, FrameEncryptor, key_id};
+use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor, key_id};
 use streams_proto::identity::Identity;
 
 /// The SFrame header of a frame: KID and counter (first byte config, then KID and CTR big-endian).
@@ -33,17 +33,19 @@ fn one_user_on_two_devices_and_after_a_restart_never_reuses_a_key() {
     let laptop = DeviceSession::random();
     let phone = DeviceSession::random();
     let laptop_after_restart = DeviceSession::random();
-    assert_ne!(laptop, phone);
-    assert_ne!(laptop, laptop_after_restart);
+    assert_ne!(laptop.value(), phone.value());
+    assert_ne!(laptop.value(), laptop_after_restart.value());
 
-    let sessions = [laptop, phone, laptop_after_restart];
+    let sessions = [&laptop, &phone, &laptop_after_restart];
     let mut kids = HashSet::new();
     let mut frames = Vec::new();
     for session in sessions {
         for track in 0..2u8 {
-            let mut enc = FrameEncryptor::new(&secret, 5, alice.user_id(), session, track).unwrap();
+            let mut enc = session
+                .encryptor(&secret, 5, alice.user_id(), track)
+                .unwrap();
             assert!(kids.insert(enc.key_id()), "KID reused");
-            assert_eq!(enc.key_id(), key_id(5, session, track));
+            assert_eq!(enc.key_id(), key_id(5, session.value(), track));
             for _ in 0..3 {
                 frames.push((enc.key_id(), enc.encrypt(b"same payload", b"").unwrap()));
             }
@@ -62,19 +64,22 @@ fn one_user_on_two_devices_and_after_a_restart_never_reuses_a_key() {
         dec.add_sender(&secret, alice.user_id(), *kid).unwrap();
     }
     for (_, frame) in &frames {
-        assert_eq!(dec.decrypt(frame, b"").unwrap(), b"same payload");
+        assert_eq!(
+            dec.decrypt(alice.user_id(), frame, b"").unwrap(),
+            b"same payload"
+        );
     }
     // A frame relabelled with another device's KID does not authenticate under that key.
     let (kid_a, frame_a) = &frames[0];
     let (kid_b, _) = frames.iter().find(|(k, _)| k != kid_a).unwrap();
     let mut only_b = FrameDecryptor::new();
     only_b.add_sender(&secret, alice.user_id(), *kid_b).unwrap();
-    assert!(only_b.decrypt(frame_a, b"").is_err());
+    assert!(only_b.decrypt(alice.user_id(), frame_a, b"").is_err());
 }
 
 #[test]
 fn epochs_get_distinct_kids() {
-    let session = DeviceSession::random();
+    let session = DeviceSession::random().value();
     assert_ne!(key_id(1, session, 0), key_id(2, session, 0));
     assert_eq!(key_id(7, session, 3) >> 48, 7);
     assert_eq!(key_id(7, session, 3) & 0xFF, 3);

@@ -268,6 +268,10 @@ fn connect(cli: &Cli) -> Result<StreamsClient, String> {
     let identity = Identity::load(&path).map_err(|e| e.to_string())?;
     let mut config = ClientConfig::new(cli.bridge.clone(), identity);
     config.request_timeout = Duration::from_secs(10);
+    // Rooms verified by this key are remembered beside it, so a bridge cannot roll them back later.
+    let mut trust = path.clone().into_os_string();
+    trust.push(".trust");
+    config.trust_file = Some(PathBuf::from(trust));
     let client = StreamsClient::start(config).map_err(|e| e.to_string())?;
     client
         .wait_connected(Duration::from_secs(10))
@@ -390,6 +394,7 @@ enum EventLine {
     RoomCreated { room: RoomView },
     RoomUpdated { room: RoomView },
     RoomDeleted { room_id: String },
+    RemovedFromRoom { room_id: String },
     UserJoined { room_id: String, user_id: String },
     UserLeft { room_id: String, user_id: String },
     Rejected { room_id: String, error: String },
@@ -434,6 +439,11 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
             ClientEvent::Room(RoomEvent::Deleted { room_id, .. }) => EventLine::RoomDeleted {
                 room_id: room_id.to_string(),
             },
+            ClientEvent::Room(RoomEvent::RemovedFrom { room_id, .. }) => {
+                EventLine::RemovedFromRoom {
+                    room_id: room_id.to_string(),
+                }
+            }
             ClientEvent::Room(RoomEvent::UserJoined { room_id, user_id }) => {
                 EventLine::UserJoined {
                     room_id: room_id.to_string(),
