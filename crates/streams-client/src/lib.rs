@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audio;
 pub mod backoff;
 pub mod client;
 pub mod error;
