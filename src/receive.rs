@@ -107,7 +107,7 @@ impl RoomApplier<'_, '_> {
                 }
             }
             Reply::Participants { room_id, users } => self.sync_participants(room_id, users),
-            Reply::Done => {}
+            Reply::Done | Reply::Answer { .. } | Reply::Streams(_) => {}
         }
     }
 
@@ -124,6 +124,9 @@ impl RoomApplier<'_, '_> {
             }
             RoomEvent::UserJoined { room_id, user_id } => self.add_participant(room_id, user_id),
             RoomEvent::UserLeft { room_id, user_id } => self.remove_participant(room_id, user_id),
+            // Media streams become entities with the plugin's media work; for now they arrive as
+            // messages only.
+            RoomEvent::StreamPublished { .. } | RoomEvent::StreamUnpublished { .. } => {}
             RoomEvent::Rejected { room_id, error } => {
                 warn!("room {room_id} failed verification: {error}");
             }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use streams_proto::UserId;
 use streams_proto::bytes::Bytes;
 use streams_proto::identity;
 use streams_proto::wire::{
     ClientMessage, ErrorCode, Event, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, WireError,
     auth_transcript,
 };
-use streams_proto::{RoomId, UserId};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
@@ -128,8 +128,11 @@ pub async fn serve(state: Arc<BridgeState>, stream: TcpStream, peer: SocketAddr)
     }
 
     let left = state.hub().unregister(conn);
+    for (room_id, stream_id) in state.sfu.close(conn, None).await {
+        announce(&state, Event::StreamUnpublished { room_id, stream_id }).await;
+    }
     for (room_id, user_id) in left {
-        announce_left(&state, room_id, user_id).await;
+        announce(&state, Event::UserLeft { room_id, user_id }).await;
     }
     tracing::info!(%peer, user = %caller.user, "client disconnected");
     drop(outbox);
@@ -294,14 +297,13 @@ async fn still_registered(state: &BridgeState, user: &UserId) -> bool {
         .unwrap_or(false)
 }
 
-async fn announce_left(state: &BridgeState, room_id: RoomId, user_id: UserId) {
-    let id = room_id.clone();
+/// Tells a room's audience about something that happened outside a request (a disconnect).
+async fn announce(state: &BridgeState, event: Event) {
+    let id = event.room_id().clone();
     let Ok(Some(room)) = state.with_store(move |s| s.room(&id)).await else {
         return;
     };
-    state.hub().publish(
-        &Event::UserLeft { room_id, user_id },
-        &room.context_id,
-        &requests::audience(&room),
-    );
+    state
+        .hub()
+        .publish(&event, &room.context_id, &requests::audience(&room));
 }

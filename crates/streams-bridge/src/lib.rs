@@ -9,6 +9,7 @@ pub mod connection;
 pub mod hub;
 pub mod requests;
 pub mod server;
+pub mod sfu;
 pub mod state;
 pub mod store;
 

@@ -17,6 +17,9 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7800", global = true)]
     listen: SocketAddr,
+    /// UDP address for media (one port shared by all media sessions).
+    #[arg(long, default_value = "127.0.0.1:7801", global = true)]
+    media_listen: SocketAddr,
     /// Directory for the store (created owner-only if missing). Default: $XDG_DATA_HOME/streams-bridge
     /// or ~/.local/share/streams-bridge.
     #[arg(long, global = true)]
@@ -134,6 +137,7 @@ fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
     runtime.block_on(async {
         let config = BridgeConfig {
             listen: cli.listen,
+            media_listen: cli.media_listen,
             db: db.clone(),
             open: cli.open,
         };

@@ -4,7 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use streams_proto::policy::{Right, Role};
 use streams_proto::wire::{
-    ErrorCode, Event, EventScope, MAX_PAGE_LIMIT, Paging, Request, ResponseBody, WireError,
+    ErrorCode, Event, EventScope, MAX_PAGE_LIMIT, Paging, Request, ResponseBody, TrackAnnounce,
+    TrackSubscription, WireError,
 };
 use streams_proto::{ContextId, CryptoError, EpochRecord, RoomId, RoomRecord, SignedMeta, UserId};
 
@@ -81,6 +82,13 @@ pub async fn handle(
         Request::JoinRoom { room_id } => join_room(state, caller, room_id).await,
         Request::LeaveRoom { room_id } => {
             let room = visible_room(state, caller, &room_id).await?;
+            for (room_id, stream_id) in state.sfu.close(caller.conn, Some(room_id.clone())).await {
+                publish(
+                    state,
+                    &room,
+                    &Event::StreamUnpublished { room_id, stream_id },
+                );
+            }
             let left = state.hub().leave(caller.conn, &room_id);
             if let Some(user) = left {
                 publish(
@@ -112,6 +120,32 @@ pub async fn handle(
         Request::Unsubscribe { scope } => {
             state.hub().unsubscribe(caller.conn, &scope);
             Ok(ResponseBody::Done)
+        }
+        Request::Negotiate {
+            room_id,
+            offer,
+            publish,
+            subscribe,
+        } => negotiate(state, caller, room_id, offer, publish, subscribe).await,
+        Request::CloseMedia { room_id } => {
+            let room = visible_room(state, caller, &room_id).await?;
+            let closed = state.sfu.close(caller.conn, Some(room_id)).await;
+            for (room_id, stream_id) in closed {
+                publish(
+                    state,
+                    &room,
+                    &Event::StreamUnpublished { room_id, stream_id },
+                );
+            }
+            Ok(ResponseBody::Done)
+        }
+        Request::ListStreams { room_id } => {
+            let room = visible_room(state, caller, &room_id).await?;
+            if room.role_of(&caller.user) == Role::Outsider {
+                return Err(forbidden(Right::Subscribe));
+            }
+            let streams = state.sfu.streams(room_id.clone()).await?;
+            Ok(ResponseBody::Streams { room_id, streams })
         }
     }
 }
@@ -411,6 +445,54 @@ async fn delete_room(
         },
     );
     Ok(ResponseBody::Done)
+}
+
+async fn negotiate(
+    state: &BridgeState,
+    caller: &Caller,
+    room_id: RoomId,
+    offer: String,
+    publish_tracks: Vec<TrackAnnounce>,
+    subscribe: Vec<TrackSubscription>,
+) -> Result<ResponseBody, WireError> {
+    let room = visible_room(state, caller, &room_id).await?;
+    let role = room.role_of(&caller.user);
+    let policy = room.policy();
+    // Media is for the room's members, within what the policy grants them.
+    if role == Role::Outsider
+        || (!publish_tracks.is_empty() && !policy.allows(Right::Publish, role))
+    {
+        return Err(forbidden(Right::Publish));
+    }
+    if !subscribe.is_empty() && !policy.allows(Right::Subscribe, role) {
+        return Err(forbidden(Right::Subscribe));
+    }
+    let publishing = !publish_tracks.is_empty();
+    let (answer, stream) = state
+        .sfu
+        .negotiate(
+            caller.conn,
+            room_id.clone(),
+            caller.user.clone(),
+            offer,
+            publish_tracks,
+            subscribe,
+        )
+        .await?;
+    if publishing {
+        publish(
+            state,
+            &room,
+            &Event::StreamPublished {
+                room_id,
+                stream: stream.clone(),
+            },
+        );
+    }
+    Ok(ResponseBody::Answer {
+        answer,
+        stream_id: stream.stream_id,
+    })
 }
 
 async fn join_room(

@@ -8,14 +8,17 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::connection;
+use crate::sfu::SfuHandle;
 use crate::state::BridgeState;
 use crate::store::{SqliteStore, StoreError};
 
 /// Where and how a bridge runs.
 #[derive(Clone, Debug)]
 pub struct BridgeConfig {
-    /// Address to listen on (port 0 picks a free one).
+    /// Address to listen on for signaling (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// UDP address for media (port 0 picks a free one).
+    pub media_listen: SocketAddr,
     /// SQLite database file, or `:memory:`.
     pub db: PathBuf,
     /// Development mode: any key may connect, no registration needed.
@@ -27,6 +30,7 @@ impl BridgeConfig {
     pub fn ephemeral() -> Self {
         BridgeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             db: PathBuf::from(":memory:"),
             open: true,
         }
@@ -70,9 +74,13 @@ impl Bridge {
                     addr: config.listen,
                     source,
                 })?;
+        let sfu = SfuHandle::start(config.media_listen).map_err(|source| BridgeError::Bind {
+            addr: config.media_listen,
+            source,
+        })?;
         Ok(Bridge {
             listener,
-            state: Arc::new(BridgeState::new(Box::new(store), config.open)),
+            state: Arc::new(BridgeState::new(Box::new(store), sfu, config.open)),
         })
     }
 
@@ -173,6 +181,21 @@ impl BridgeHandle {
     /// How many authenticated connections are open.
     pub fn connection_count(&self) -> usize {
         self.state.hub().connection_count()
+    }
+
+    /// The SFU's UDP address.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.state.sfu.addr()
+    }
+
+    /// How many media sessions the SFU holds.
+    pub fn media_session_count(&self) -> usize {
+        let sfu = self.state.sfu.clone();
+        // The SFU answers from its own thread; a small runtime waits for it.
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map(|rt| rt.block_on(sfu.session_count()))
+            .unwrap_or(0)
     }
 
     /// Stops the bridge and waits for its thread.

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use streams_proto::wire::{ErrorCode, WireError};
 
 use crate::hub::Hub;
+use crate::sfu::SfuHandle;
 use crate::store::{Store, StoreError};
 
 /// Shared by all connections of one bridge.
@@ -11,16 +12,19 @@ pub struct BridgeState {
     store: Arc<Mutex<Box<dyn Store>>>,
     /// Connections, subscriptions, presence.
     pub hub: Mutex<Hub>,
+    /// The media forwarder.
+    pub sfu: SfuHandle,
     /// Development mode: any key may connect.
     pub open: bool,
 }
 
 impl BridgeState {
-    /// Wraps a store.
-    pub fn new(store: Box<dyn Store>, open: bool) -> Self {
+    /// Wraps a store and an SFU.
+    pub fn new(store: Box<dyn Store>, sfu: SfuHandle, open: bool) -> Self {
         BridgeState {
             store: Arc::new(Mutex::new(store)),
             hub: Mutex::new(Hub::default()),
+            sfu,
             open,
         }
     }

@@ -104,6 +104,22 @@ pub enum Operation {
     Subscribe(EventScope),
     /// Stop receiving events of a scope.
     Unsubscribe(EventScope),
+    /// Negotiate this client's media session in a room with an SDP offer (see
+    /// [`crate::media::session::MediaSession`]).
+    Negotiate {
+        /// The room.
+        room_id: RoomId,
+        /// The SDP offer.
+        offer: String,
+        /// Tracks the offer publishes.
+        publish: Vec<streams_proto::wire::TrackAnnounce>,
+        /// Receiving m-lines and the remote tracks they carry.
+        subscribe: Vec<streams_proto::wire::TrackSubscription>,
+    },
+    /// End this client's media session in a room.
+    CloseMedia(RoomId),
+    /// The streams published in a room.
+    ListStreams(RoomId),
 }
 
 /// A room as a member (or permitted outsider) sees it: verified, and decrypted where possible.
@@ -173,6 +189,15 @@ pub enum Reply {
     Room(Box<Room>),
     /// A page of rooms.
     Rooms(RoomPage),
+    /// The bridge's SDP answer.
+    Answer {
+        /// The answer.
+        answer: String,
+        /// This client's stream id in the room.
+        stream_id: u64,
+    },
+    /// The streams of a room.
+    Streams(Vec<streams_proto::wire::StreamInfo>),
     /// Who is present in a room.
     Participants {
         /// The room.
@@ -202,6 +227,20 @@ pub enum RoomEvent {
         room_id: RoomId,
         /// Its context.
         context_id: ContextId,
+    },
+    /// A stream was published (or its tracks changed).
+    StreamPublished {
+        /// The room.
+        room_id: RoomId,
+        /// The stream.
+        stream: streams_proto::wire::StreamInfo,
+    },
+    /// A stream was unpublished.
+    StreamUnpublished {
+        /// The room.
+        room_id: RoomId,
+        /// The stream.
+        stream_id: u64,
     },
     /// A user joined.
     UserJoined {

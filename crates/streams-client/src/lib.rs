@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod client;
 pub mod error;
 pub mod link;
+pub mod media;
 pub mod rooms;
 pub mod runtime;
 

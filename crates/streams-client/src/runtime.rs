@@ -158,6 +158,12 @@ impl Shared {
                     context_id,
                 }
             }
+            Event::StreamPublished { room_id, stream } => {
+                RoomEvent::StreamPublished { room_id, stream }
+            }
+            Event::StreamUnpublished { room_id, stream_id } => {
+                RoomEvent::StreamUnpublished { room_id, stream_id }
+            }
             Event::UserJoined { room_id, user_id } => RoomEvent::UserJoined { room_id, user_id },
             Event::UserLeft { room_id, user_id } => RoomEvent::UserLeft { room_id, user_id },
         };
@@ -240,6 +246,31 @@ async fn execute(s: &Shared, op: Operation) -> Result<Reply, ClientError> {
             Shared::lock(&s.scopes).insert(scope);
             Ok(Reply::Done)
         }
+        Operation::Negotiate {
+            room_id,
+            offer,
+            publish,
+            subscribe,
+        } => match s
+            .call(Request::Negotiate {
+                room_id,
+                offer,
+                publish,
+                subscribe,
+            })
+            .await?
+        {
+            ResponseBody::Answer { answer, stream_id } => Ok(Reply::Answer { answer, stream_id }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        },
+        Operation::CloseMedia(room_id) => {
+            s.call(Request::CloseMedia { room_id }).await?;
+            Ok(Reply::Done)
+        }
+        Operation::ListStreams(room_id) => match s.call(Request::ListStreams { room_id }).await? {
+            ResponseBody::Streams { streams, .. } => Ok(Reply::Streams(streams)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        },
         Operation::Unsubscribe(scope) => {
             s.call(Request::Unsubscribe {
                 scope: scope.clone(),

@@ -76,6 +76,13 @@ pub fn key_id(epoch: u64, session: u64, track: u8) -> u64 {
     ((epoch & 0xFFFF) << 48) | ((session & 0xFF_FFFF_FFFF) << 8) | u64::from(track)
 }
 
+/// Reads the (KID, counter) of a protected frame's header. Authenticated only once the frame decrypts.
+pub fn frame_header(frame: &[u8]) -> Result<(u64, u64), CryptoError> {
+    EncryptedFrameView::try_new(frame)
+        .map(|f| (f.header().key_id(), f.header().counter()))
+        .map_err(|_| CryptoError::Decrypt("not an SFrame frame"))
+}
+
 /// Reads the KID from a protected frame's header.
 pub fn frame_key_id(frame: &[u8]) -> Result<u64, CryptoError> {
     EncryptedFrameView::try_new(frame)

@@ -95,6 +95,60 @@ pub enum EventScope {
     Room(RoomId),
 }
 
+/// What a published track carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    /// Microphone or synthetic audio.
+    Audio,
+    /// Camera video.
+    Video,
+    /// Screen sharing.
+    Screen,
+}
+
+/// A track the client publishes: its m-line id in the offer, and the SFrame key id of its frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackAnnounce {
+    /// The media id (SDP `a=mid`) in the client's offer.
+    pub mid: String,
+    /// What it carries.
+    pub kind: TrackKind,
+    /// The SFrame KID its frames are protected with (receivers derive the key from it).
+    pub key_id: u64,
+}
+
+/// A published track as others see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    /// Identifies the track for subscriptions.
+    pub track_id: String,
+    /// What it carries.
+    pub kind: TrackKind,
+    /// Its SFrame KID.
+    pub key_id: u64,
+}
+
+/// A published stream: one member's tracks in one room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The stream id (the publisher's media session).
+    pub stream_id: u64,
+    /// Who publishes it.
+    pub user_id: UserId,
+    /// Its tracks.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// One receiving m-line of a subscriber's offer and the remote track it should carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSubscription {
+    /// The media id (SDP `a=mid`) in the subscriber's offer.
+    pub mid: String,
+    /// The remote track.
+    pub track_id: String,
+}
+
 /// A request. Each gets one response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -164,6 +218,32 @@ pub enum Request {
         /// The scope.
         scope: EventScope,
     },
+    /// Negotiate this connection's media session in a room (created on first use): publish the
+    /// `publish` tracks and receive the `subscribe` ones. Each call carries a fresh SDP offer of the
+    /// whole session; the answer comes back in [`ResponseBody::Answer`]. Publishing needs the publish
+    /// right; subscribing, the subscribe right.
+    Negotiate {
+        /// The room.
+        room_id: RoomId,
+        /// The client's SDP offer.
+        offer: String,
+        /// Tracks the offer sends.
+        #[serde(default)]
+        publish: Vec<TrackAnnounce>,
+        /// Receiving m-lines and the tracks they should carry.
+        #[serde(default)]
+        subscribe: Vec<TrackSubscription>,
+    },
+    /// End this connection's media session in a room (unpublish and unsubscribe everything).
+    CloseMedia {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// The streams published in a room.
+    ListStreams {
+        /// The room.
+        room_id: RoomId,
+    },
     /// Liveness check.
     Ping,
 }
@@ -195,6 +275,20 @@ pub enum ResponseBody {
     },
     /// Answer to [`Request::Ping`].
     Pong,
+    /// The bridge's SDP answer to a [`Request::Negotiate`].
+    Answer {
+        /// The SDP answer.
+        answer: String,
+        /// This connection's stream id in the room.
+        stream_id: u64,
+    },
+    /// The streams of a room.
+    Streams {
+        /// The room.
+        room_id: RoomId,
+        /// Its published streams.
+        streams: Vec<StreamInfo>,
+    },
 }
 
 /// Every error the bridge answers with.
@@ -299,6 +393,20 @@ pub enum Event {
         /// Its context.
         context_id: ContextId,
     },
+    /// A stream was published or its tracks changed.
+    StreamPublished {
+        /// The room.
+        room_id: RoomId,
+        /// The stream.
+        stream: StreamInfo,
+    },
+    /// A stream was unpublished (or its publisher left).
+    StreamUnpublished {
+        /// The room.
+        room_id: RoomId,
+        /// The stream.
+        stream_id: u64,
+    },
     /// A user joined a room.
     UserJoined {
         /// The room.
@@ -322,6 +430,8 @@ impl Event {
             Event::RoomCreated { room } | Event::RoomUpdated { room } => &room.id,
             Event::RoomDeleted { room_id, .. }
             | Event::RemovedFromRoom { room_id, .. }
+            | Event::StreamPublished { room_id, .. }
+            | Event::StreamUnpublished { room_id, .. }
             | Event::UserJoined { room_id, .. }
             | Event::UserLeft { room_id, .. } => room_id,
         }

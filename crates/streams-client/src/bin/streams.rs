@@ -391,14 +391,43 @@ fn room_command(cli: &Cli, action: &RoomAction) -> Result<(), String> {
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum EventLine {
-    RoomCreated { room: RoomView },
-    RoomUpdated { room: RoomView },
-    RoomDeleted { room_id: String },
-    RemovedFromRoom { room_id: String },
-    UserJoined { room_id: String, user_id: String },
-    UserLeft { room_id: String, user_id: String },
-    Rejected { room_id: String, error: String },
-    Connection { state: String },
+    RoomCreated {
+        room: RoomView,
+    },
+    RoomUpdated {
+        room: RoomView,
+    },
+    RoomDeleted {
+        room_id: String,
+    },
+    RemovedFromRoom {
+        room_id: String,
+    },
+    StreamPublished {
+        room_id: String,
+        stream_id: u64,
+        user_id: String,
+        tracks: usize,
+    },
+    StreamUnpublished {
+        room_id: String,
+        stream_id: u64,
+    },
+    UserJoined {
+        room_id: String,
+        user_id: String,
+    },
+    UserLeft {
+        room_id: String,
+        user_id: String,
+    },
+    Rejected {
+        room_id: String,
+        error: String,
+    },
+    Connection {
+        state: String,
+    },
 }
 
 fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), String> {
@@ -442,6 +471,20 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
             ClientEvent::Room(RoomEvent::RemovedFrom { room_id, .. }) => {
                 EventLine::RemovedFromRoom {
                     room_id: room_id.to_string(),
+                }
+            }
+            ClientEvent::Room(RoomEvent::StreamPublished { room_id, stream }) => {
+                EventLine::StreamPublished {
+                    room_id: room_id.to_string(),
+                    stream_id: stream.stream_id,
+                    user_id: stream.user_id.to_string(),
+                    tracks: stream.tracks.len(),
+                }
+            }
+            ClientEvent::Room(RoomEvent::StreamUnpublished { room_id, stream_id }) => {
+                EventLine::StreamUnpublished {
+                    room_id: room_id.to_string(),
+                    stream_id,
                 }
             }
             ClientEvent::Room(RoomEvent::UserJoined { room_id, user_id }) => {

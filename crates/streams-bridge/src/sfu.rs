@@ -1,0 +1,428 @@
+//! The SFU: one UDP socket shared by every media session (str0m's `Rtc::accepts` picks the session of
+//! each datagram), driven on a thread of its own. It forwards SFrame-encrypted frames from publishers to
+//! subscribers without decoding them, and never negotiates the audio-level header extension (it would
+//! tell the bridge who is speaking).
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use str0m::change::SdpOffer;
+use str0m::media::{MediaData, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::Extension;
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use streams_proto::wire::{
+    ErrorCode, StreamInfo, TrackAnnounce, TrackInfo, TrackSubscription, WireError,
+};
+use streams_proto::{RoomId, UserId};
+use tokio::sync::oneshot;
+
+use crate::hub::ConnId;
+
+/// The longest the SFU thread sleeps before looking at new commands.
+const COMMAND_POLL: Duration = Duration::from_millis(5);
+
+type Reply<T> = oneshot::Sender<T>;
+
+enum Command {
+    Negotiate {
+        conn: ConnId,
+        room: RoomId,
+        user: UserId,
+        offer: String,
+        publish: Vec<TrackAnnounce>,
+        subscribe: Vec<TrackSubscription>,
+        reply: Reply<Result<(String, StreamInfo), WireError>>,
+    },
+    Close {
+        conn: ConnId,
+        room: Option<RoomId>,
+        reply: Reply<Vec<(RoomId, u64)>>,
+    },
+    List {
+        room: RoomId,
+        reply: Reply<Vec<StreamInfo>>,
+    },
+    Count {
+        reply: Reply<usize>,
+    },
+}
+
+/// Talks to the SFU thread. The thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct SfuHandle {
+    commands: Sender<Command>,
+    addr: SocketAddr,
+}
+
+fn gone() -> WireError {
+    WireError::new(ErrorCode::Internal, "the media engine stopped")
+}
+
+impl SfuHandle {
+    /// Binds the UDP socket and starts the SFU thread.
+    pub fn start(bind: SocketAddr) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(bind)?;
+        let addr = socket.local_addr()?;
+        let (commands, receiver) = crossbeam_channel::bounded(256);
+        std::thread::Builder::new()
+            .name("streams-sfu".into())
+            .spawn(move || Sfu::new(socket, addr).run(receiver))?;
+        tracing::info!(%addr, "SFU listening (UDP)");
+        Ok(SfuHandle { commands, addr })
+    }
+
+    /// The UDP address media flows to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, WireError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.try_send(make(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// Applies a client's offer for its media session in `room`; returns the answer and its stream.
+    pub async fn negotiate(
+        &self,
+        conn: ConnId,
+        room: RoomId,
+        user: UserId,
+        offer: String,
+        publish: Vec<TrackAnnounce>,
+        subscribe: Vec<TrackSubscription>,
+    ) -> Result<(String, StreamInfo), WireError> {
+        self.ask(|reply| Command::Negotiate {
+            conn,
+            room,
+            user,
+            offer,
+            publish,
+            subscribe,
+            reply,
+        })
+        .await?
+    }
+
+    /// Ends a connection's media sessions (in one room, or all); returns the streams that were
+    /// published.
+    pub async fn close(&self, conn: ConnId, room: Option<RoomId>) -> Vec<(RoomId, u64)> {
+        self.ask(|reply| Command::Close { conn, room, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The streams published in a room.
+    pub async fn streams(&self, room: RoomId) -> Result<Vec<StreamInfo>, WireError> {
+        self.ask(|reply| Command::List { room, reply }).await
+    }
+
+    /// How many media sessions exist (for tests and stats).
+    pub async fn session_count(&self) -> usize {
+        self.ask(|reply| Command::Count { reply })
+            .await
+            .unwrap_or(0)
+    }
+}
+
+struct Session {
+    id: u64,
+    conn: ConnId,
+    room: RoomId,
+    user: UserId,
+    rtc: Rtc,
+    timeout: Instant,
+    published: Vec<TrackAnnounce>,
+    /// Local (sending) mid → the remote track it carries.
+    subscribed: HashMap<String, String>,
+}
+
+impl Session {
+    fn stream(&self) -> StreamInfo {
+        StreamInfo {
+            stream_id: self.id,
+            user_id: self.user.clone(),
+            tracks: self
+                .published
+                .iter()
+                .map(|t| TrackInfo {
+                    track_id: track_id(self.id, &t.mid),
+                    kind: t.kind,
+                    key_id: t.key_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn track_id(stream: u64, mid: &str) -> String {
+    format!("{stream}:{mid}")
+}
+
+struct Sfu {
+    socket: UdpSocket,
+    addr: SocketAddr,
+    next_id: u64,
+    sessions: Vec<Session>,
+}
+
+impl Sfu {
+    fn new(socket: UdpSocket, addr: SocketAddr) -> Self {
+        Sfu {
+            socket,
+            addr,
+            next_id: 0,
+            sessions: Vec::new(),
+        }
+    }
+
+    fn run(mut self, commands: Receiver<Command>) {
+        let mut buf = vec![0u8; 2000];
+        loop {
+            loop {
+                match commands.try_recv() {
+                    Ok(command) => self.handle(command),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            let now = Instant::now();
+            for i in 0..self.sessions.len() {
+                if self.sessions[i].timeout <= now {
+                    let _ = self.sessions[i].rtc.handle_input(Input::Timeout(now));
+                    self.drain(i);
+                }
+            }
+            self.sessions.retain(|s| {
+                let alive = s.rtc.is_alive();
+                if !alive {
+                    tracing::info!(session = s.id, "media session ended");
+                }
+                alive
+            });
+            let next = self
+                .sessions
+                .iter()
+                .map(|s| s.timeout)
+                .min()
+                .unwrap_or(now + COMMAND_POLL);
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), COMMAND_POLL);
+            let _ = self.socket.set_read_timeout(Some(wait));
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, source)) => self.receive(source, &buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => tracing::debug!("SFU socket: {e}"),
+            }
+        }
+    }
+
+    fn receive(&mut self, source: SocketAddr, data: &[u8]) {
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.addr,
+                contents,
+            },
+        );
+        if let Some(i) = self.sessions.iter().position(|s| s.rtc.accepts(&input)) {
+            if let Err(e) = self.sessions[i].rtc.handle_input(input) {
+                tracing::debug!(session = self.sessions[i].id, "bad input: {e}");
+            }
+            self.drain(i);
+        }
+    }
+
+    /// Polls a session until it has nothing more to say; forwards the media it received.
+    fn drain(&mut self, index: usize) {
+        let mut media = Vec::new();
+        let session = &mut self.sessions[index];
+        loop {
+            match session.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    session.timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::MediaData(data))) => media.push(data),
+                Ok(Output::Event(Event::IceConnectionStateChange(state))) => {
+                    tracing::debug!(session = session.id, ?state, "ICE state");
+                }
+                Ok(Output::Event(_)) => {}
+                Err(e) => {
+                    tracing::warn!(session = session.id, "media session failed: {e}");
+                    session.rtc.disconnect();
+                    session.timeout = Instant::now();
+                    break;
+                }
+            }
+        }
+        let from = session.id;
+        for data in media {
+            self.forward(from, &data);
+        }
+    }
+
+    fn forward(&mut self, from: u64, data: &MediaData) {
+        let track = track_id(from, &data.mid.to_string());
+        let targets: Vec<(usize, Mid)> = self
+            .sessions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.subscribed
+                    .iter()
+                    .filter(|(_, t)| **t == track)
+                    .map(move |(mid, _)| (i, Mid::from(mid.as_str())))
+            })
+            .collect();
+        for (i, mid) in targets {
+            let Some(writer) = self.sessions[i].rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer
+                .payload_params()
+                .find(|p| p.spec().codec == data.params.spec().codec)
+                .map(|p| p.pt())
+            else {
+                continue;
+            };
+            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                tracing::debug!("forwarding failed: {e}");
+            }
+            self.drain(i);
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Negotiate {
+                conn,
+                room,
+                user,
+                offer,
+                publish,
+                subscribe,
+                reply,
+            } => {
+                let _ = reply.send(self.negotiate(conn, room, user, &offer, publish, subscribe));
+            }
+            Command::Close { conn, room, reply } => {
+                let mut closed = Vec::new();
+                self.sessions.retain_mut(|s| {
+                    let matches = s.conn == conn && room.as_ref().is_none_or(|r| *r == s.room);
+                    if matches {
+                        if !s.published.is_empty() {
+                            closed.push((s.room.clone(), s.id));
+                        }
+                        s.rtc.disconnect();
+                    }
+                    !matches
+                });
+                // Subscriptions to closed streams end with them.
+                for s in &mut self.sessions {
+                    s.subscribed.retain(|_, track| {
+                        !closed
+                            .iter()
+                            .any(|(_, id)| track.starts_with(&format!("{id}:")))
+                    });
+                }
+                let _ = reply.send(closed);
+            }
+            Command::List { room, reply } => {
+                let streams = self
+                    .sessions
+                    .iter()
+                    .filter(|s| s.room == room && !s.published.is_empty())
+                    .map(Session::stream)
+                    .collect();
+                let _ = reply.send(streams);
+            }
+            Command::Count { reply } => {
+                let _ = reply.send(self.sessions.len());
+            }
+        }
+    }
+
+    fn negotiate(
+        &mut self,
+        conn: ConnId,
+        room: RoomId,
+        user: UserId,
+        offer: &str,
+        publish: Vec<TrackAnnounce>,
+        subscribe: Vec<TrackSubscription>,
+    ) -> Result<(String, StreamInfo), WireError> {
+        let invalid = |m: String| WireError::new(ErrorCode::Invalid, m);
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| invalid(format!("unreadable SDP offer: {e}")))?;
+        for sub in &subscribe {
+            let known = self.sessions.iter().any(|s| {
+                s.room == room
+                    && s.published
+                        .iter()
+                        .any(|t| track_id(s.id, &t.mid) == sub.track_id)
+            });
+            if !known {
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("no track {} in this room", sub.track_id),
+                ));
+            }
+        }
+        let index = match self
+            .sessions
+            .iter()
+            .position(|s| s.conn == conn && s.room == room)
+        {
+            Some(i) => i,
+            None => {
+                self.next_id += 1;
+                let mut rtc = Rtc::builder()
+                    .set_ice_lite(true)
+                    .clear_codecs()
+                    .enable_opus(true, false)
+                    .clear_extension_map()
+                    .set_extension(3, Extension::TransportSequenceNumber)
+                    .set_extension(4, Extension::RtpMid)
+                    .build(Instant::now());
+                let candidate = Candidate::host(self.addr, "udp")
+                    .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+                rtc.add_local_candidate(candidate);
+                self.sessions.push(Session {
+                    id: self.next_id,
+                    conn,
+                    room: room.clone(),
+                    user,
+                    rtc,
+                    timeout: Instant::now(),
+                    published: Vec::new(),
+                    subscribed: HashMap::new(),
+                });
+                self.sessions.len() - 1
+            }
+        };
+        let answer = self.sessions[index]
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| invalid(format!("offer rejected: {e}")))?;
+        let session = &mut self.sessions[index];
+        session.published = publish;
+        session.subscribed = subscribe.into_iter().map(|s| (s.mid, s.track_id)).collect();
+        let stream = session.stream();
+        self.drain(index);
+        Ok((answer.to_sdp_string(), stream))
+    }
+}

@@ -1,0 +1,199 @@
+//! Voice through the SFU: a publisher sends an SFrame-encrypted Opus tone over WebRTC (str0m) to the
+//! bridge, which forwards it to a subscriber without being able to read it.
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use streams_client::audio::analysis::dominant_frequency;
+use streams_client::audio::codec::{FrameDuration, VoiceDecoder, VoiceEncoder, VoiceSettings};
+use streams_client::audio::jitter::{JitterBuffer, Playout};
+use streams_client::audio::source::{AudioSource, ToneSource};
+use streams_client::media::frame;
+use streams_client::media::session::MediaSession;
+use streams_client::{Operation, Reply, StreamsClient};
+use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor};
+use streams_proto::wire::{TrackAnnounce, TrackKind, TrackSubscription};
+use streams_proto::{Identity, RoomId};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+fn negotiate(
+    client: &StreamsClient,
+    room: &RoomId,
+    offer: String,
+    publish: Vec<TrackAnnounce>,
+    subscribe: Vec<TrackSubscription>,
+) -> String {
+    match client
+        .call(Operation::Negotiate {
+            room_id: room.clone(),
+            offer,
+            publish,
+            subscribe,
+        })
+        .unwrap()
+    {
+        Reply::Answer { answer, .. } => answer,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Runs `session` until connected (or panics after 5 s).
+fn connect_media(session: &mut MediaSession) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !session.is_connected() {
+        assert!(Instant::now() < deadline, "media session did not connect");
+        session
+            .run_until(Instant::now() + Duration::from_millis(10))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let bridge = bridge_with_users(&[&alice, &bob]);
+    let url = bridge.handle.url();
+    let (a, b) = (connect(&url, &alice), connect(&url, &bob));
+    let room = create_room(&a, "voice", &[bob.user_id()]);
+    let record = a.get_room(&room.id).unwrap().record;
+    let latest = record.latest().unwrap();
+    let alice_secret = latest.unwrap_secret(&alice).unwrap();
+    let bob_secret = latest.unwrap_secret(&bob).unwrap();
+
+    // Alice publishes one audio track.
+    let device = DeviceSession::random();
+    let mut encryptor = device
+        .encryptor(&alice_secret, latest.epoch, alice.user_id(), 0)
+        .unwrap();
+    let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
+    let (offer, send_mids, _) = publisher.offer(1, 0).unwrap();
+    let answer = negotiate(
+        &a,
+        &room.id,
+        offer,
+        vec![TrackAnnounce {
+            mid: send_mids[0].clone(),
+            kind: TrackKind::Audio,
+            key_id: encryptor.key_id(),
+        }],
+        vec![],
+    );
+    publisher.accept_answer(&answer).unwrap();
+
+    // Bob finds the stream and subscribes to its track.
+    let Reply::Streams(streams) = b.call(Operation::ListStreams(room.id.clone())).unwrap() else {
+        panic!("no streams reply")
+    };
+    assert_eq!(streams.len(), 1);
+    assert_eq!(&streams[0].user_id, alice.user_id());
+    let track = streams[0].tracks[0].clone();
+    assert_eq!(track.key_id, encryptor.key_id());
+    let mut subscriber = MediaSession::bind(LOOPBACK).unwrap();
+    let (offer, _, recv_mids) = subscriber.offer(0, 1).unwrap();
+    let answer = negotiate(
+        &b,
+        &room.id,
+        offer,
+        vec![],
+        vec![TrackSubscription {
+            mid: recv_mids[0].clone(),
+            track_id: track.track_id.clone(),
+        }],
+    );
+    subscriber.accept_answer(&answer).unwrap();
+    let mut decryptor = FrameDecryptor::new();
+    decryptor
+        .add_sender(&bob_secret, alice.user_id(), track.key_id)
+        .unwrap();
+
+    connect_media(&mut publisher);
+    connect_media(&mut subscriber);
+
+    // Alice sends 2 s of a 440 Hz tone in real time, 20 ms frames.
+    const FRAMES: u64 = 100;
+    let mid = send_mids[0].clone();
+    let sender = std::thread::spawn(move || {
+        let mut encoder = VoiceEncoder::new(VoiceSettings::default()).unwrap();
+        let mut tone = ToneSource::new(440.0, 0.5);
+        let mut pcm = vec![0.0; encoder.frame_len()];
+        let start = Instant::now();
+        for i in 0..FRAMES {
+            let due = start + Duration::from_millis(20 * i);
+            publisher.run_until(due).unwrap();
+            tone.fill(&mut pcm);
+            let encoded = encoder.encode(&pcm).unwrap();
+            let protected = frame::seal(&mut encryptor, now_us(), &encoded).unwrap();
+            publisher
+                .write_audio(&mid, Instant::now(), i * 960, &protected)
+                .unwrap();
+        }
+        publisher
+            .run_until(Instant::now() + Duration::from_millis(300))
+            .unwrap();
+        publisher
+    });
+
+    // Bob receives, decrypts, buffers and decodes in real time.
+    let mut jitter = JitterBuffer::new(20);
+    let mut decoder = VoiceDecoder::new(FrameDuration::Ms20, false).unwrap();
+    let (mut decoded, mut frames, mut failures) = (Vec::new(), 0u64, 0u64);
+    let start = Instant::now();
+    let mut tick = 0u64;
+    while start.elapsed() < Duration::from_millis(20 * FRAMES + 600) {
+        tick += 1;
+        for received in subscriber
+            .run_until(start + Duration::from_millis(20 * tick))
+            .unwrap()
+        {
+            match frame::open(&decryptor, alice.user_id(), &received.data) {
+                Ok(opened) => jitter.push(
+                    now_us(),
+                    opened.counter,
+                    opened.encoded,
+                    Some(opened.capture_us),
+                ),
+                Err(_) => failures += 1,
+            }
+        }
+        match jitter.pull(now_us()) {
+            Playout::Packet { payload, .. } => {
+                frames += 1;
+                decoded.extend(decoder.decode(&payload).unwrap());
+            }
+            Playout::Recover { next_payload, .. } => {
+                decoded.extend(decoder.recover_from(&next_payload).unwrap())
+            }
+            Playout::Conceal { .. } => decoded.extend(decoder.conceal().unwrap()),
+            Playout::Silence => {}
+        }
+    }
+    let _publisher = sender.join().unwrap();
+
+    assert_eq!(failures, 0, "no frame failed to decrypt");
+    assert!(
+        frames >= FRAMES * 9 / 10,
+        "{frames} of {FRAMES} frames decoded"
+    );
+    let f = dominant_frequency(&decoded[decoded.len().min(4800)..], 48_000);
+    assert!((f - 440.0).abs() <= 5.0, "arrived at {f} Hz");
+    assert_eq!(bridge.handle.media_session_count(), 2);
+
+    // Leaving ends the sessions.
+    a.leave_room(&room.id).unwrap();
+    b.call(Operation::CloseMedia(room.id.clone())).unwrap();
+    assert_eq!(bridge.handle.media_session_count(), 0);
+    let Reply::Streams(streams) = b.call(Operation::ListStreams(room.id.clone())).unwrap() else {
+        panic!("no streams reply")
+    };
+    assert!(streams.is_empty());
+}

@@ -1,0 +1,4 @@
+//! The media plane on the client side: a WebRTC session with the bridge's SFU per room
+//! ([`session::MediaSession`]) and the encrypted frame format carried over it ([`frame`]).
+pub mod frame;
+pub mod session;
