@@ -41,6 +41,7 @@ fn start(data_dir: &Path, port: u16) -> Running {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data_dir.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--media-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "debug")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
