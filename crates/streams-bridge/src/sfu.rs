@@ -152,6 +152,7 @@ impl Session {
                     track_id: track_id(self.id, &t.mid),
                     kind: t.kind,
                     key_id: t.key_id,
+                    frame_ms: t.frame_ms,
                 })
                 .collect(),
         }

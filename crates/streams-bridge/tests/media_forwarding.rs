@@ -85,6 +85,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             mid: send_mids[0].clone(),
             kind: TrackKind::Audio,
             key_id: encryptor.key_id(),
+            frame_ms: 20,
         }],
         vec![],
     );

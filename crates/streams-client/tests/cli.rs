@@ -207,3 +207,65 @@ fn events_print_json_lines_and_loose_key_files_are_refused() {
         assert!(err.contains("chmod 600"), "{err}");
     }
 }
+
+#[test]
+fn a_bot_tone_reaches_a_listener_through_the_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_key, bob_key) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
+    let _alice = keygen(&alice_key);
+    let bob = keygen(&bob_key);
+    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).unwrap();
+    let room_id = ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &["room", "create", "--name", "Voice", "--user", bob.as_str()],
+    ))
+    .trim()
+    .to_string();
+
+    // The listener starts first; the bot sends 3 s of 440 Hz.
+    let listener = Command::new(STREAMS)
+        .args(["--bridge", &bridge.url(), "--key"])
+        .arg(&bob_key)
+        .args(["listen", "--room", &room_id, "--seconds", "5", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sent = json(&ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &[
+            "bot",
+            "--room",
+            &room_id,
+            "--tone",
+            "440",
+            "--seconds",
+            "3",
+            "--json",
+        ],
+    )));
+    let sent_frames = sent["frames"].as_u64().unwrap();
+    assert!(sent_frames >= 140, "{sent}");
+    let out = listener.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let tracks: Vec<serde_json::Value> = text.lines().map(json).collect();
+    assert_eq!(tracks.len(), 1, "{text}");
+    let track = &tracks[0];
+    assert_eq!(track["kind"], "audio");
+    assert_eq!(track["decrypt_failures"], 0);
+    let freq = track["freq_hz"].as_f64().unwrap();
+    assert!((freq - 440.0).abs() <= 5.0, "{track}");
+    let frames = track["frames"].as_u64().unwrap();
+    assert!(
+        frames * 10 >= sent_frames * 9,
+        "{frames} of {sent_frames}: {track}"
+    );
+    assert!(track["latency_p50_ms"].as_f64().unwrap() > 0.0);
+}

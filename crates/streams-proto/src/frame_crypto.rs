@@ -157,6 +157,19 @@ impl FrameDecryptor {
         Ok(())
     }
 
+    /// Like [`FrameDecryptor::add_sender`], but derives the key only the first time.
+    pub fn add_sender_if_missing(
+        &mut self,
+        secret: &RoomSecret,
+        sender: &UserId,
+        kid: u64,
+    ) -> Result<(), CryptoError> {
+        if self.keys.contains_key(&(sender.clone(), kid)) {
+            return Ok(());
+        }
+        self.add_sender(secret, sender, kid)
+    }
+
     /// Forgets a sender's key.
     pub fn remove(&mut self, sender: &UserId, kid: u64) {
         self.keys.remove(&(sender.clone(), kid));

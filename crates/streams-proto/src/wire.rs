@@ -116,6 +116,13 @@ pub struct TrackAnnounce {
     pub kind: TrackKind,
     /// The SFrame KID its frames are protected with (receivers derive the key from it).
     pub key_id: u64,
+    /// Frame duration in milliseconds (audio: 10 or 20).
+    #[serde(default = "default_frame_ms")]
+    pub frame_ms: u32,
+}
+
+fn default_frame_ms() -> u32 {
+    20
 }
 
 /// A published track as others see it.
@@ -127,6 +134,9 @@ pub struct TrackInfo {
     pub kind: TrackKind,
     /// Its SFrame KID.
     pub key_id: u64,
+    /// Frame duration in milliseconds.
+    #[serde(default = "default_frame_ms")]
+    pub frame_ms: u32,
 }
 
 /// A published stream: one member's tracks in one room.

@@ -53,7 +53,8 @@ pub struct JitterStats {
     pub lost: u64,
     /// Lost frames recovered from FEC.
     pub fec_recovered: u64,
-    /// Frames concealed: lost without FEC, and underflows.
+    /// Frames concealed: lost without FEC, and underflows in the middle of the stream (the trailing
+    /// underflow of a source that stopped is not counted).
     pub concealed: u64,
     /// Packets that arrived after their slot.
     pub late: u64,
@@ -79,6 +80,8 @@ pub struct JitterBuffer {
     jitter_us: f64,
     last_arrival_us: Option<u64>,
     over_target_pulls: u32,
+    /// Underflow concealments not yet known to be mid-stream.
+    pending_underflows: u64,
     stats: JitterStats,
 }
 
@@ -100,6 +103,7 @@ impl JitterBuffer {
             jitter_us: 0.0,
             last_arrival_us: None,
             over_target_pulls: 0,
+            pending_underflows: 0,
             stats: JitterStats::default(),
         }
     }
@@ -179,12 +183,15 @@ impl JitterBuffer {
             if silent_too_long {
                 self.next_seq = None;
                 self.last_transit = None;
+                self.pending_underflows = 0;
                 return Playout::Silence;
             }
             // Underflow: conceal and wait for the frame rather than skip it.
-            self.stats.concealed += 1;
+            self.pending_underflows += 1;
             return Playout::Conceal { seq: next };
         }
+        // Audio goes on: the underflows before this were gaps in the stream.
+        self.stats.concealed += std::mem::take(&mut self.pending_underflows);
         self.next_seq = Some(next + 1);
         let out = if let Some(q) = self.queue.remove(&next) {
             self.stats.played += 1;

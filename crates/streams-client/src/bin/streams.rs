@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use streams_client::audio::codec::{FrameDuration, VoiceSettings};
+use streams_client::audio::source::{AudioSource, ClipSource, ToneSource};
+use streams_client::media::voice_session::{listen as voice_listen, publish_voice};
 use streams_client::{
     ClientConfig, ClientEvent, NewRoom, Room, RoomEvent, RoomUpdate, StreamsClient,
 };
@@ -48,6 +51,33 @@ enum Command {
     Room {
         #[command(subcommand)]
         action: RoomAction,
+    },
+    /// Join a room's media and publish synthetic audio (a tone or a WAV clip) in real time.
+    Bot {
+        /// The room id.
+        #[arg(long)]
+        room: String,
+        /// Send a sine tone at this frequency (Hz).
+        #[arg(long, conflicts_with = "file")]
+        tone: Option<f64>,
+        /// Send this WAV clip, looped.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// How long to send.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Opus frame duration: 10 or 20 ms.
+        #[arg(long, default_value_t = 20)]
+        frame_ms: u32,
+    },
+    /// Receive every remote audio track of a room and report what arrived (one line per track).
+    Listen {
+        /// The room id.
+        #[arg(long)]
+        room: String,
+        /// How long to listen.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Print room and presence events as JSON lines (the first line, `{"event":"subscribed",…}`, says
     /// that listening has begun).
@@ -511,6 +541,91 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
     }
 }
 
+fn identity(cli: &Cli) -> Result<Identity, String> {
+    let path = cli.key.clone().unwrap_or_else(default_key_path);
+    Identity::load(&path).map_err(|e| e.to_string())
+}
+
+fn bot(
+    cli: &Cli,
+    room: &str,
+    tone: Option<f64>,
+    file: Option<&std::path::Path>,
+    seconds: u64,
+    frame_ms: u32,
+) -> Result<(), String> {
+    let source: Box<dyn AudioSource> = match (tone, file) {
+        (_, Some(path)) => Box::new(ClipSource::load(path).map_err(|e| e.to_string())?),
+        (Some(hz), None) => Box::new(ToneSource::new(hz, 0.5)),
+        (None, None) => return Err("give --tone HZ or --file PATH".into()),
+    };
+    let frame = match frame_ms {
+        10 => FrameDuration::Ms10,
+        20 => FrameDuration::Ms20,
+        other => return Err(format!("--frame-ms must be 10 or 20, not {other}")),
+    };
+    let identity = identity(cli)?;
+    let client = connect(cli)?;
+    let report = publish_voice(
+        &client,
+        &identity,
+        &cli.bridge,
+        &room_id(room)?,
+        source,
+        VoiceSettings {
+            frame,
+            ..VoiceSettings::default()
+        },
+        Duration::from_secs(seconds),
+    )
+    .map_err(|e| e.to_string())?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        println!(
+            "sent {} frames of {} ms (key epochs {:?})",
+            report.frames, report.frame_ms, report.epochs
+        );
+    }
+    Ok(())
+}
+
+fn listen(cli: &Cli, room: &str, seconds: u64) -> Result<(), String> {
+    let identity = identity(cli)?;
+    let client = connect(cli)?;
+    let reports = voice_listen(
+        &client,
+        &identity,
+        &cli.bridge,
+        &room_id(room)?,
+        Duration::from_secs(seconds),
+    )
+    .map_err(|e| e.to_string())?;
+    if reports.is_empty() && !cli.json {
+        println!("no audio track arrived");
+    }
+    for r in reports {
+        if cli.json {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        } else {
+            println!(
+                "{} from {}: {} frames, {} lost, {} concealed, {} FEC, {} decrypt failures, {:.1} Hz, {:.1} dBFS, latency p50 {:?} ms",
+                r.track_id,
+                r.user_id,
+                r.frames,
+                r.lost,
+                r.concealed,
+                r.fec_recovered,
+                r.decrypt_failures,
+                r.freq_hz,
+                r.level_dbfs,
+                r.latency_p50_ms
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: &Cli) -> Result<(), String> {
     match &cli.command {
         Command::Keygen { out } => {
@@ -538,6 +653,14 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         Command::Room { action } => room_command(cli, action),
         Command::Events { room, seconds } => events(cli, room.as_deref(), *seconds),
+        Command::Bot {
+            room,
+            tone,
+            file,
+            seconds,
+            frame_ms,
+        } => bot(cli, room, *tone, file.as_deref(), *seconds, *frame_ms),
+        Command::Listen { room, seconds } => listen(cli, room, *seconds),
     }
 }
 

@@ -2,3 +2,5 @@
 //! ([`session::MediaSession`]) and the encrypted frame format carried over it ([`frame`]).
 pub mod frame;
 pub mod session;
+pub mod voice;
+pub mod voice_session;

@@ -1,0 +1,359 @@
+//! Voice tracks, network-free: [`VoiceSender`] turns a source into paced, encrypted Opus frames;
+//! [`VoiceReceiver`] decrypts a remote track's frames into its jitter buffer and, pulled once per frame
+//! period (by an audio callback or a timer), yields PCM — recovering from FEC or concealing gaps — with
+//! level, speaking state and statistics.
+use std::collections::HashMap;
+
+use serde::Serialize;
+use streams_proto::frame_crypto::{FrameDecryptor, FrameEncryptor, frame_header};
+use streams_proto::{CryptoError, RoomSecret, UserId};
+
+use crate::audio::SAMPLE_RATE;
+use crate::audio::analysis::{SpeakingDetector, dominant_frequency, level_dbfs};
+use crate::audio::codec::{CodecError, FrameDuration, VoiceDecoder, VoiceEncoder, VoiceSettings};
+use crate::audio::jitter::{JitterBuffer, JitterStats, Playout};
+use crate::audio::source::AudioSource;
+use crate::media::frame;
+
+/// Produces a track's protected frames.
+pub struct VoiceSender {
+    source: Box<dyn AudioSource>,
+    encoder: VoiceEncoder,
+    encryptor: FrameEncryptor,
+    pcm: Vec<f32>,
+    frames: u64,
+}
+
+impl VoiceSender {
+    /// A sender of `source`, encoded with `settings`, protected by `encryptor`.
+    pub fn new(
+        source: Box<dyn AudioSource>,
+        settings: VoiceSettings,
+        encryptor: FrameEncryptor,
+    ) -> Result<Self, CodecError> {
+        let encoder = VoiceEncoder::new(settings)?;
+        let pcm = vec![0.0; encoder.frame_len()];
+        Ok(VoiceSender {
+            source,
+            encoder,
+            encryptor,
+            pcm,
+            frames: 0,
+        })
+    }
+
+    /// The SFrame key id of this track.
+    pub fn key_id(&self) -> u64 {
+        self.encryptor.key_id()
+    }
+
+    /// Replaces the encryptor (a new key epoch).
+    pub fn set_encryptor(&mut self, encryptor: FrameEncryptor) {
+        self.encryptor = encryptor;
+    }
+
+    /// The frame duration.
+    pub fn frame(&self) -> FrameDuration {
+        self.encoder.settings().frame
+    }
+
+    /// Frames produced so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// RTP time (48 kHz) of the next frame.
+    pub fn rtp_time(&self) -> u64 {
+        self.frames * self.frame().samples() as u64
+    }
+
+    /// Captures, encodes and protects the next frame; `capture_us` is the wall time of its first sample.
+    pub fn next_frame(&mut self, capture_us: u64) -> Result<Vec<u8>, SendError> {
+        self.source.fill(&mut self.pcm);
+        let encoded = self.encoder.encode(&self.pcm)?;
+        let protected = frame::seal(&mut self.encryptor, capture_us, &encoded)?;
+        self.frames += 1;
+        Ok(protected)
+    }
+}
+
+/// Producing a frame failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Encoding failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Encryption failed (e.g. the counter is exhausted).
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// Statistics of one received track.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TrackStats {
+    /// Frames decoded from their own packet (not concealment).
+    pub frames: u64,
+    /// Frames lost in transit.
+    pub lost: u64,
+    /// Frames concealed.
+    pub concealed: u64,
+    /// Lost frames recovered from FEC.
+    pub fec_recovered: u64,
+    /// Frames that failed to decrypt (dropped, never decoded).
+    pub decrypt_failures: u64,
+    /// Frames held because their key epoch was not known yet.
+    pub held: u64,
+    /// Smoothed inter-arrival jitter, ms.
+    pub jitter_ms: f64,
+    /// Target delay of the jitter buffer, ms.
+    pub buffer_delay_ms: f64,
+    /// Bytes received (protected frames).
+    pub bytes: u64,
+}
+
+/// Frames waiting for their epoch's key, at most this many.
+const MAX_HELD: usize = 50;
+
+/// Receives one remote voice track.
+pub struct VoiceReceiver {
+    sender: UserId,
+    decryptor: FrameDecryptor,
+    secrets: HashMap<u64, RoomSecret>,
+    held: Vec<(u64, Vec<u8>)>,
+    jitter: JitterBuffer,
+    decoder: VoiceDecoder,
+    frame: FrameDuration,
+    speaking: SpeakingDetector,
+    stats: TrackStats,
+    last_level: f32,
+    latencies_us: Vec<u64>,
+}
+
+impl VoiceReceiver {
+    /// A receiver of `sender`'s frames of `frame` duration.
+    pub fn new(sender: UserId, frame: FrameDuration) -> Result<Self, CodecError> {
+        Ok(VoiceReceiver {
+            sender,
+            decryptor: FrameDecryptor::new(),
+            secrets: HashMap::new(),
+            held: Vec::new(),
+            jitter: JitterBuffer::new(frame.millis()),
+            decoder: VoiceDecoder::new(frame, false)?,
+            frame,
+            speaking: SpeakingDetector::default(),
+            stats: TrackStats::default(),
+            last_level: -120.0,
+            latencies_us: Vec::new(),
+        })
+    }
+
+    /// Makes an epoch's secret available; frames held for it are opened now.
+    pub fn add_epoch(&mut self, epoch: u64, secret: RoomSecret, now_us: u64) {
+        self.secrets.insert(epoch & 0xFFFF, secret);
+        let held = std::mem::take(&mut self.held);
+        for (arrived_us, protected) in held {
+            self.accept(arrived_us.max(now_us.saturating_sub(1)), protected);
+        }
+    }
+
+    /// Takes one protected frame that arrived at `now_us`.
+    pub fn accept(&mut self, now_us: u64, protected: Vec<u8>) {
+        self.stats.bytes += protected.len() as u64;
+        let Ok((kid, _)) = frame_header(&protected) else {
+            self.stats.decrypt_failures += 1;
+            return;
+        };
+        let epoch = kid >> 48;
+        let Some(secret) = self.secrets.get(&epoch) else {
+            // A new epoch's frame before its key: hold it rather than lose it.
+            if self.held.len() < MAX_HELD {
+                self.stats.held += 1;
+                self.held.push((now_us, protected));
+            } else {
+                self.stats.decrypt_failures += 1;
+            }
+            return;
+        };
+        if self
+            .decryptor
+            .add_sender_if_missing(secret, &self.sender, kid)
+            .is_err()
+        {
+            self.stats.decrypt_failures += 1;
+            return;
+        }
+        match frame::open(&self.decryptor, &self.sender, &protected) {
+            Ok(opened) => {
+                self.jitter.push(
+                    now_us,
+                    opened.counter,
+                    opened.encoded,
+                    Some(opened.capture_us),
+                );
+            }
+            Err(_) => self.stats.decrypt_failures += 1,
+        }
+    }
+
+    /// One frame period of PCM for the mixer (silence while buffering).
+    pub fn pull(&mut self, now_us: u64) -> Vec<f32> {
+        let pcm = match self.jitter.pull(now_us) {
+            Playout::Packet {
+                payload,
+                capture_us,
+                ..
+            } => match self.decoder.decode(&payload) {
+                Ok(pcm) => {
+                    self.stats.frames += 1;
+                    if let Some(capture) = capture_us {
+                        self.latencies_us.push(now_us.saturating_sub(capture));
+                    }
+                    pcm
+                }
+                Err(_) => self.decoder.conceal().unwrap_or_default(),
+            },
+            Playout::Recover { next_payload, .. } => self
+                .decoder
+                .recover_from(&next_payload)
+                .or_else(|_| self.decoder.conceal())
+                .unwrap_or_default(),
+            Playout::Conceal { .. } => self.decoder.conceal().unwrap_or_default(),
+            Playout::Silence => vec![0.0; self.frame.samples()],
+        };
+        self.last_level = level_dbfs(&pcm);
+        self.speaking.update(now_us / 1000, self.last_level);
+        pcm
+    }
+
+    /// The frame duration, ms.
+    pub fn frame_ms(&self) -> u32 {
+        self.frame.millis()
+    }
+
+    /// The level of the last pulled frame, dBFS.
+    pub fn level_dbfs(&self) -> f32 {
+        self.last_level
+    }
+
+    /// Whether the sender is speaking.
+    pub fn is_speaking(&self) -> bool {
+        self.speaking.is_speaking()
+    }
+
+    /// The track's statistics.
+    pub fn stats(&self) -> TrackStats {
+        let j: JitterStats = self.jitter.stats();
+        TrackStats {
+            lost: j.lost,
+            concealed: j.concealed,
+            fec_recovered: j.fec_recovered,
+            jitter_ms: self.jitter.jitter_us() / 1000.0,
+            buffer_delay_ms: self.jitter.target_delay_us() as f64 / 1000.0,
+            ..self.stats.clone()
+        }
+    }
+
+    /// One-way latencies (capture of a frame's first sample → that frame leaving the jitter buffer),
+    /// microseconds, in order.
+    pub fn latencies_us(&self) -> &[u64] {
+        &self.latencies_us
+    }
+}
+
+/// The value at quantile `q` (0–1) of `values`.
+pub fn percentile(values: &[u64], q: f64) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = ((sorted.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    Some(sorted[rank])
+}
+
+/// The dominant frequency of decoded audio (skipping the first 100 ms of start-up).
+pub fn decoded_frequency(pcm: &[f32]) -> f32 {
+    let skip = (SAMPLE_RATE as usize / 10).min(pcm.len());
+    dominant_frequency(&pcm[skip..], SAMPLE_RATE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::source::ToneSource;
+    use streams_proto::Identity;
+    use streams_proto::frame_crypto::DeviceSession;
+
+    #[test]
+    fn a_rotation_mid_stream_loses_no_frame() {
+        let alice = Identity::generate();
+        let (s0, s1) = (RoomSecret::random(), RoomSecret::random());
+        let device = DeviceSession::random();
+        let enc0 = device.encryptor(&s0, 0, alice.user_id(), 0).unwrap();
+        let mut sender = VoiceSender::new(
+            Box::new(ToneSource::new(440.0, 0.5)),
+            VoiceSettings::default(),
+            enc0,
+        )
+        .unwrap();
+        let mut receiver =
+            VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
+        receiver.add_epoch(0, s0.clone(), 0);
+        let mut pcm = Vec::new();
+        for i in 0..100u64 {
+            let t = i * 20_000;
+            if i == 50 {
+                // The sender switches at once; the receiver learns the new epoch 3 frames later.
+                sender.set_encryptor(device.encryptor(&s1, 1, alice.user_id(), 0).unwrap());
+            }
+            if i == 53 {
+                receiver.add_epoch(1, s1.clone(), t);
+            }
+            let frame = sender.next_frame(t).unwrap();
+            receiver.accept(t + 1_000, frame);
+            pcm.extend(receiver.pull(t + 5_000));
+        }
+        let stats = receiver.stats();
+        assert_eq!(stats.decrypt_failures, 0);
+        assert_eq!(stats.held, 3);
+        assert_eq!(stats.lost, 0, "{stats:?}");
+        assert!((decoded_frequency(&pcm) - 440.0).abs() < 3.0);
+    }
+
+    #[test]
+    fn frames_of_another_member_or_a_foreign_key_never_reach_the_decoder() {
+        let (alice, mallory) = (Identity::generate(), Identity::generate());
+        let secret = RoomSecret::random();
+        let device = DeviceSession::random();
+        let mut forged = VoiceSender::new(
+            Box::new(ToneSource::new(300.0, 0.5)),
+            VoiceSettings::default(),
+            device
+                .encryptor(&RoomSecret::random(), 0, alice.user_id(), 0)
+                .unwrap(),
+        )
+        .unwrap();
+        let mut receiver =
+            VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
+        receiver.add_epoch(0, secret.clone(), 0);
+        for i in 0..10 {
+            receiver.accept(i * 20_000, forged.next_frame(i).unwrap());
+            receiver.accept(i * 20_000, b"garbage".to_vec());
+        }
+        // Mallory's frames with her own (valid) key, delivered as Alice's track.
+        let mut mallorys = VoiceSender::new(
+            Box::new(ToneSource::new(300.0, 0.5)),
+            VoiceSettings::default(),
+            device.encryptor(&secret, 0, mallory.user_id(), 1).unwrap(),
+        )
+        .unwrap();
+        receiver.accept(0, mallorys.next_frame(0).unwrap());
+        assert_eq!(receiver.stats().decrypt_failures, 21);
+        assert_eq!(receiver.stats().frames, 0);
+        assert_eq!(
+            receiver.pull(500_000).iter().filter(|s| **s != 0.0).count(),
+            0
+        );
+    }
+}
