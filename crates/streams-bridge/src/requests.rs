@@ -127,6 +127,20 @@ pub async fn handle(
             publish,
             subscribe,
         } => negotiate(state, caller, room_id, offer, publish, subscribe).await,
+        Request::SetSubscriptions { room_id, subscribe } => {
+            let room = visible_room(state, caller, &room_id).await?;
+            let role = room.role_of(&caller.user);
+            if !subscribe.is_empty()
+                && (role == Role::Outsider || !room.policy().allows(Right::Subscribe, role))
+            {
+                return Err(forbidden(Right::Subscribe));
+            }
+            state
+                .sfu
+                .set_subscriptions(caller.conn, room_id, subscribe)
+                .await?;
+            Ok(ResponseBody::Done)
+        }
         Request::CloseMedia { room_id } => {
             let room = visible_room(state, caller, &room_id).await?;
             let closed = state.sfu.close(caller.conn, Some(room_id)).await;
@@ -367,6 +381,14 @@ async fn update_room(
         .filter(|m| latest.role_of(m) == Role::Outsider)
         .collect();
     for user in &removed {
+        // Their media ends too: they could not decrypt it any more, and must not receive it.
+        for (room_id, stream_id) in state.sfu.close_user(room_id.clone(), user.clone()).await {
+            publish(
+                state,
+                &updated,
+                &Event::StreamUnpublished { room_id, stream_id },
+            );
+        }
         if state.hub().evict(&room_id, user) {
             publish(
                 state,

@@ -36,9 +36,20 @@ enum Command {
         subscribe: Vec<TrackSubscription>,
         reply: Reply<Result<(String, StreamInfo), WireError>>,
     },
+    SetSubscriptions {
+        conn: ConnId,
+        room: RoomId,
+        subscribe: Vec<TrackSubscription>,
+        reply: Reply<Result<(), WireError>>,
+    },
     Close {
         conn: ConnId,
         room: Option<RoomId>,
+        reply: Reply<Vec<(RoomId, u64)>>,
+    },
+    CloseUser {
+        room: RoomId,
+        user: UserId,
         reply: Reply<Vec<(RoomId, u64)>>,
     },
     List {
@@ -107,10 +118,33 @@ impl SfuHandle {
         .await?
     }
 
+    /// Replaces which tracks a connection's media session in `room` receives.
+    pub async fn set_subscriptions(
+        &self,
+        conn: ConnId,
+        room: RoomId,
+        subscribe: Vec<TrackSubscription>,
+    ) -> Result<(), WireError> {
+        self.ask(|reply| Command::SetSubscriptions {
+            conn,
+            room,
+            subscribe,
+            reply,
+        })
+        .await?
+    }
+
     /// Ends a connection's media sessions (in one room, or all); returns the streams that were
     /// published.
     pub async fn close(&self, conn: ConnId, room: Option<RoomId>) -> Vec<(RoomId, u64)> {
         self.ask(|reply| Command::Close { conn, room, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Ends every media session of `user` in `room` (the user was removed from it).
+    pub async fn close_user(&self, room: RoomId, user: UserId) -> Vec<(RoomId, u64)> {
+        self.ask(|reply| Command::CloseUser { room, user, reply })
             .await
             .unwrap_or_default()
     }
@@ -319,26 +353,33 @@ impl Sfu {
             } => {
                 let _ = reply.send(self.negotiate(conn, room, user, &offer, publish, subscribe));
             }
-            Command::Close { conn, room, reply } => {
-                let mut closed = Vec::new();
-                self.sessions.retain_mut(|s| {
-                    let matches = s.conn == conn && room.as_ref().is_none_or(|r| *r == s.room);
-                    if matches {
-                        if !s.published.is_empty() {
-                            closed.push((s.room.clone(), s.id));
-                        }
-                        s.rtc.disconnect();
-                    }
-                    !matches
+            Command::SetSubscriptions {
+                conn,
+                room,
+                subscribe,
+                reply,
+            } => {
+                let result = self.check_tracks(&room, &subscribe).and_then(|()| {
+                    let session = self
+                        .sessions
+                        .iter_mut()
+                        .find(|s| s.conn == conn && s.room == room)
+                        .ok_or_else(|| {
+                            WireError::new(ErrorCode::Invalid, "no media session in this room yet")
+                        })?;
+                    session.subscribed =
+                        subscribe.into_iter().map(|s| (s.mid, s.track_id)).collect();
+                    Ok(())
                 });
-                // Subscriptions to closed streams end with them.
-                for s in &mut self.sessions {
-                    s.subscribed.retain(|_, track| {
-                        !closed
-                            .iter()
-                            .any(|(_, id)| track.starts_with(&format!("{id}:")))
-                    });
-                }
+                let _ = reply.send(result);
+            }
+            Command::Close { conn, room, reply } => {
+                let closed =
+                    self.close(|s| s.conn == conn && room.as_ref().is_none_or(|r| *r == s.room));
+                let _ = reply.send(closed);
+            }
+            Command::CloseUser { room, user, reply } => {
+                let closed = self.close(|s| s.room == room && s.user == user);
                 let _ = reply.send(closed);
             }
             Command::List { room, reply } => {
@@ -356,6 +397,53 @@ impl Sfu {
         }
     }
 
+    /// Ends the sessions matching `which`; returns the streams they published.
+    fn close(&mut self, which: impl Fn(&Session) -> bool) -> Vec<(RoomId, u64)> {
+        let mut closed = Vec::new();
+        self.sessions.retain_mut(|s| {
+            let matches = which(s);
+            if matches {
+                if !s.published.is_empty() {
+                    closed.push((s.room.clone(), s.id));
+                }
+                s.rtc.disconnect();
+            }
+            !matches
+        });
+        // Subscriptions to closed streams end with them.
+        for s in &mut self.sessions {
+            s.subscribed.retain(|_, track| {
+                !closed
+                    .iter()
+                    .any(|(_, id)| track.starts_with(&format!("{id}:")))
+            });
+        }
+        closed
+    }
+
+    /// Every subscribed track must be published in the room.
+    fn check_tracks(
+        &self,
+        room: &RoomId,
+        subscribe: &[TrackSubscription],
+    ) -> Result<(), WireError> {
+        for sub in subscribe {
+            let known = self.sessions.iter().any(|s| {
+                s.room == *room
+                    && s.published
+                        .iter()
+                        .any(|t| track_id(s.id, &t.mid) == sub.track_id)
+            });
+            if !known {
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("no track {} in this room", sub.track_id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn negotiate(
         &mut self,
         conn: ConnId,
@@ -368,20 +456,7 @@ impl Sfu {
         let invalid = |m: String| WireError::new(ErrorCode::Invalid, m);
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| invalid(format!("unreadable SDP offer: {e}")))?;
-        for sub in &subscribe {
-            let known = self.sessions.iter().any(|s| {
-                s.room == room
-                    && s.published
-                        .iter()
-                        .any(|t| track_id(s.id, &t.mid) == sub.track_id)
-            });
-            if !known {
-                return Err(WireError::new(
-                    ErrorCode::NotFound,
-                    format!("no track {} in this room", sub.track_id),
-                ));
-            }
-        }
+        self.check_tracks(&room, &subscribe)?;
         let index = match self
             .sessions
             .iter()

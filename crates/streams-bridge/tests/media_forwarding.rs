@@ -124,6 +124,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     const FRAMES: u64 = 100;
     let mid = send_mids[0].clone();
     let sender = std::thread::spawn(move || {
+        let mut plaintext_frames = Vec::new();
         let mut encoder = VoiceEncoder::new(VoiceSettings::default()).unwrap();
         let mut tone = ToneSource::new(440.0, 0.5);
         let mut pcm = vec![0.0; encoder.frame_len()];
@@ -133,6 +134,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             publisher.run_until(due).unwrap();
             tone.fill(&mut pcm);
             let encoded = encoder.encode(&pcm).unwrap();
+            plaintext_frames.push(encoded.clone());
             let protected = frame::seal(&mut encryptor, now_us(), &encoded).unwrap();
             publisher
                 .write_audio(&mid, Instant::now(), i * 960, &protected)
@@ -141,13 +143,14 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         publisher
             .run_until(Instant::now() + Duration::from_millis(300))
             .unwrap();
-        publisher
+        (publisher, plaintext_frames)
     });
 
     // Bob receives, decrypts, buffers and decodes in real time.
     let mut jitter = JitterBuffer::new(20);
     let mut decoder = VoiceDecoder::new(FrameDuration::Ms20, false).unwrap();
     let (mut decoded, mut frames, mut failures) = (Vec::new(), 0u64, 0u64);
+    let mut forwarded: Vec<Vec<u8>> = Vec::new();
     let start = Instant::now();
     let mut tick = 0u64;
     while start.elapsed() < Duration::from_millis(20 * FRAMES + 600) {
@@ -156,6 +159,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             .run_until(start + Duration::from_millis(20 * tick))
             .unwrap()
         {
+            forwarded.push(received.data.clone());
             match frame::open(&decryptor, alice.user_id(), &received.data) {
                 Ok(opened) => jitter.push(
                     now_us(),
@@ -178,7 +182,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             Playout::Silence => {}
         }
     }
-    let _publisher = sender.join().unwrap();
+    let (mut publisher, plaintext_frames) = sender.join().unwrap();
 
     assert_eq!(failures, 0, "no frame failed to decrypt");
     assert!(
@@ -188,6 +192,61 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     let f = dominant_frequency(&decoded[decoded.len().min(4800)..], 48_000);
     assert!((f - 440.0).abs() <= 5.0, "arrived at {f} Hz");
     assert_eq!(bridge.handle.media_session_count(), 2);
+
+    // A tap on what the bridge forwards: no plaintext Opus frame of the sender appears in it, and
+    // decoding its payloads as Opus never yields the tone.
+    assert!(forwarded.len() as u64 >= FRAMES * 9 / 10);
+    for plain in plaintext_frames.iter().filter(|p| p.len() >= 16) {
+        assert!(
+            !forwarded
+                .iter()
+                .any(|f| f.windows(plain.len()).any(|w| w == plain.as_slice())),
+            "a plaintext Opus frame crossed the bridge"
+        );
+    }
+    let mut eavesdropper = VoiceDecoder::new(FrameDuration::Ms20, false).unwrap();
+    let mut overheard = Vec::new();
+    for f in &forwarded {
+        if let Ok(pcm) = eavesdropper.decode(f) {
+            overheard.extend(pcm);
+        }
+    }
+    let heard = dominant_frequency(&overheard, 48_000);
+    assert!(
+        overheard.is_empty() || (heard - 440.0).abs() > 20.0,
+        "the tap heard {heard} Hz"
+    );
+
+    // Unsubscribing stops the flow.
+    b.call(Operation::SetSubscriptions {
+        room_id: room.id.clone(),
+        subscribe: vec![],
+    })
+    .unwrap();
+    let mid = send_mids[0].clone();
+    let mut later = 0;
+    let mut encoder = VoiceEncoder::new(VoiceSettings::default()).unwrap();
+    let mut tone = ToneSource::new(440.0, 0.5);
+    let mut pcm = vec![0.0; encoder.frame_len()];
+    let mut encryptor2 = device
+        .encryptor(&alice_secret, latest.epoch, alice.user_id(), 1)
+        .unwrap();
+    for i in 0..25u64 {
+        tone.fill(&mut pcm);
+        let protected =
+            frame::seal(&mut encryptor2, now_us(), &encoder.encode(&pcm).unwrap()).unwrap();
+        publisher
+            .write_audio(&mid, Instant::now(), (FRAMES + i) * 960, &protected)
+            .unwrap();
+        publisher
+            .run_until(Instant::now() + Duration::from_millis(10))
+            .unwrap();
+        later += subscriber
+            .run_until(Instant::now() + Duration::from_millis(10))
+            .unwrap()
+            .len();
+    }
+    assert_eq!(later, 0, "frames kept flowing after unsubscribing");
 
     // Leaving ends the sessions.
     a.leave_room(&room.id).unwrap();

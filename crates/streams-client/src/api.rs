@@ -116,6 +116,13 @@ pub enum Operation {
         /// Receiving m-lines and the remote tracks they carry.
         subscribe: Vec<streams_proto::wire::TrackSubscription>,
     },
+    /// Change which remote tracks this client's media session receives (empty: none).
+    SetSubscriptions {
+        /// The room.
+        room_id: RoomId,
+        /// Receiving m-lines and their tracks.
+        subscribe: Vec<streams_proto::wire::TrackSubscription>,
+    },
     /// End this client's media session in a room.
     CloseMedia(RoomId),
     /// The streams published in a room.

@@ -263,6 +263,11 @@ async fn execute(s: &Shared, op: Operation) -> Result<Reply, ClientError> {
             ResponseBody::Answer { answer, stream_id } => Ok(Reply::Answer { answer, stream_id }),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         },
+        Operation::SetSubscriptions { room_id, subscribe } => {
+            s.call(Request::SetSubscriptions { room_id, subscribe })
+                .await?;
+            Ok(Reply::Done)
+        }
         Operation::CloseMedia(room_id) => {
             s.call(Request::CloseMedia { room_id }).await?;
             Ok(Reply::Done)

@@ -244,6 +244,14 @@ pub enum Request {
         #[serde(default)]
         subscribe: Vec<TrackSubscription>,
     },
+    /// Change which remote tracks this connection's media session receives, on m-lines already
+    /// negotiated (PrivMX `modifyRemoteStreamsSubscriptions`; an empty list unsubscribes from all).
+    SetSubscriptions {
+        /// The room.
+        room_id: RoomId,
+        /// Receiving m-lines and the tracks they should carry from now on.
+        subscribe: Vec<TrackSubscription>,
+    },
     /// End this connection's media session in a room (unpublish and unsubscribe everything).
     CloseMedia {
         /// The room.

@@ -2,6 +2,8 @@
 //! temporary SQLite file, and real clients.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
