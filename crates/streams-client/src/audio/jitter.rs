@@ -8,9 +8,10 @@
 //!   FEC when the successor is here, concealed otherwise. An empty queue is an underflow: the frame is
 //!   concealed and the play position waits (the delay stretches by a frame; drift correction trims it
 //!   later). Packets arriving after their slot are counted late and dropped.
-//! - **Clock drift**: when more than `target + 2` frames stay queued for a while (a sender clock faster
-//!   than ours), the oldest frame is dropped, so the queue never grows without bound; a slower sender
-//!   shows as occasional concealment.
+//! - **Clock drift and stretch**: when more than `target` frames stay queued for a second (a sender
+//!   clock faster than ours, or delay added by an earlier underflow), the oldest frame is dropped, so
+//!   the queue never grows without bound and latency returns to the target; a slower sender shows as
+//!   occasional concealment.
 //! - A source silent for longer than [`JitterBuffer::RESTART_AFTER_US`] rebuffers from its next packet.
 use std::collections::BTreeMap;
 
@@ -88,8 +89,10 @@ pub struct JitterBuffer {
 impl JitterBuffer {
     /// A source silent this long (µs) starts over with buffering.
     pub const RESTART_AFTER_US: u64 = 500_000;
-    /// Consecutive pulls with too deep a queue before a frame is dropped for drift.
-    const DRIFT_PULLS: u32 = 50;
+    /// Consecutive pulls (about a second of them) with too deep a queue before a frame is dropped.
+    fn drift_pulls(&self) -> u32 {
+        (1_000_000 / self.frame_us).max(1) as u32
+    }
 
     /// A buffer for frames of `frame_ms`.
     pub fn new(frame_ms: u32) -> Self {
@@ -221,9 +224,9 @@ impl JitterBuffer {
     }
 
     fn correct_drift(&mut self) {
-        if self.queue.len() as u64 > self.target_frames() + 2 {
+        if self.queue.len() as u64 > self.target_frames() {
             self.over_target_pulls += 1;
-            if self.over_target_pulls >= Self::DRIFT_PULLS {
+            if self.over_target_pulls >= self.drift_pulls() {
                 self.over_target_pulls = 0;
                 if let Some(next) = self.next_seq
                     && self.queue.remove(&next).is_some()

@@ -166,6 +166,19 @@ impl MediaSession {
 
     /// Runs the connection until `until`, returning the frames received meanwhile.
     pub fn run_until(&mut self, until: Instant) -> Result<Vec<Received>, MediaError> {
+        let mut all = Vec::new();
+        loop {
+            let mut got = self.run_until_media(until)?;
+            all.append(&mut got);
+            if Instant::now() >= until || self.failed {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Runs the connection until `until` or until media arrives, whichever is first, returning the
+    /// frames received (so a receiver can buffer each frame the moment it arrives).
+    pub fn run_until_media(&mut self, until: Instant) -> Result<Vec<Received>, MediaError> {
         loop {
             let now = Instant::now();
             if self.timeout <= now {
@@ -174,7 +187,7 @@ impl MediaSession {
                     .map_err(rtc_error)?;
                 self.drain();
             }
-            if now >= until || self.failed {
+            if now >= until || self.failed || !self.received.is_empty() {
                 return Ok(std::mem::take(&mut self.received));
             }
             let wait = self

@@ -128,6 +128,10 @@ pub struct VoiceReceiver {
     stats: TrackStats,
     last_level: f32,
     latencies_us: Vec<u64>,
+    /// Capture → arrival of each frame, µs (the network and sender part of the latency).
+    arrivals_us: Vec<u64>,
+    /// Decoded samples not yet handed out by [`VoiceReceiver::pull_samples`].
+    pending: std::collections::VecDeque<f32>,
 }
 
 impl VoiceReceiver {
@@ -145,6 +149,8 @@ impl VoiceReceiver {
             stats: TrackStats::default(),
             last_level: -120.0,
             latencies_us: Vec::new(),
+            arrivals_us: Vec::new(),
+            pending: std::collections::VecDeque::new(),
         })
     }
 
@@ -185,6 +191,8 @@ impl VoiceReceiver {
         }
         match frame::open(&self.decryptor, &self.sender, &protected) {
             Ok(opened) => {
+                self.arrivals_us
+                    .push(now_us.saturating_sub(opened.capture_us));
                 self.jitter.push(
                     now_us,
                     opened.counter,
@@ -194,6 +202,17 @@ impl VoiceReceiver {
             }
             Err(_) => self.stats.decrypt_failures += 1,
         }
+    }
+
+    /// Exactly `count` samples for an output device whose period differs from the frame duration
+    /// (e.g. 10 ms periods for 20 ms frames); a frame is decoded only when its first sample is needed,
+    /// so it leaves the buffer as late as it may and no earlier.
+    pub fn pull_samples(&mut self, now_us: u64, count: usize) -> Vec<f32> {
+        while self.pending.len() < count {
+            let frame = self.pull(now_us);
+            self.pending.extend(frame);
+        }
+        self.pending.drain(..count).collect()
     }
 
     /// One frame period of PCM for the mixer (silence while buffering).
@@ -252,6 +271,11 @@ impl VoiceReceiver {
             buffer_delay_ms: self.jitter.target_delay_us() as f64 / 1000.0,
             ..self.stats.clone()
         }
+    }
+
+    /// Capture of each frame's first sample → its arrival here, µs, in order.
+    pub fn arrivals_us(&self) -> &[u64] {
+        &self.arrivals_us
     }
 
     /// One-way latencies (capture of a frame's first sample → that frame leaving the jitter buffer),

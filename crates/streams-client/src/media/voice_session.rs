@@ -19,6 +19,9 @@ use crate::error::ClientError;
 use crate::media::session::{MediaError, MediaSession};
 use crate::media::voice::{VoiceReceiver, VoiceSender, decoded_frequency, percentile};
 
+/// Samples per output period (10 ms at 48 kHz).
+const OUTPUT_PERIOD_SAMPLES: usize = 480;
+
 /// Wall-clock microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -151,7 +154,11 @@ pub fn publish_voice(
     wait_connected(&mut session)?;
 
     let mut epochs = vec![epoch];
+    // Pacing as a real capture device: frame i holds the samples of [start + i·frame,
+    // start + (i+1)·frame); it can only be sent once its last sample exists, and its capture time is
+    // that of its first sample.
     let start = Instant::now();
+    let start_us = now_us();
     let frame = Duration::from_millis(u64::from(frame_ms));
     while start.elapsed() < duration {
         // A new epoch: switch keys at once.
@@ -182,10 +189,11 @@ pub fn publish_voice(
                 }
             }
         }
-        let due = start + frame * sender.frames() as u32;
-        session.run_until(due)?;
+        let index = sender.frames();
+        session.run_until(start + frame * (index as u32 + 1))?;
+        let capture_us = start_us + index * u64::from(frame_ms) * 1000;
         let protected = sender
-            .next_frame(now_us())
+            .next_frame(capture_us)
             .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
         session.write_audio(&mid, Instant::now(), sender.rtp_time(), &protected)?;
     }
@@ -226,10 +234,15 @@ pub struct TrackReport {
     pub latency_p50_ms: Option<f64>,
     /// 95th percentile of the same.
     pub latency_p95_ms: Option<f64>,
+    /// Median of capture of a frame's first sample → its arrival (frame duration, encoding, network).
+    pub arrival_p50_ms: Option<f64>,
     /// Smoothed jitter, ms.
     pub jitter_ms: f64,
     /// Jitter buffer target delay, ms.
     pub buffer_delay_ms: f64,
+    /// Every one-way latency measured, µs (for aggregation; not printed).
+    #[serde(skip)]
+    pub latencies_us: Vec<u64>,
 }
 
 struct Incoming {
@@ -324,19 +337,18 @@ pub fn listen(
             }
         }
         tick += 1;
-        // Pull every 10 ms; 20 ms tracks are pulled on every other tick.
+        // The output side runs with 10 ms periods, like a typical audio device.
         let due = start + Duration::from_millis(10 * tick);
-        for received in session.run_until(due)? {
-            if let Some(track) = incoming.get_mut(&received.mid) {
-                track.receiver.accept(now_us(), received.data);
+        while Instant::now() < due {
+            for received in session.run_until_media(due)? {
+                if let Some(track) = incoming.get_mut(&received.mid) {
+                    track.receiver.accept(now_us(), received.data);
+                }
             }
         }
         for track in incoming.values_mut() {
-            let every = track.receiver.frame_ms() / 10;
-            if tick.is_multiple_of(u64::from(every.max(1))) {
-                let pcm = track.receiver.pull(now_us());
-                track.pcm.extend(pcm);
-            }
+            let pcm = track.receiver.pull_samples(now_us(), OUTPUT_PERIOD_SAMPLES);
+            track.pcm.extend(pcm);
         }
     }
     client.call(Operation::CloseMedia(room_id.clone()))?;
@@ -362,8 +374,10 @@ pub fn listen(
                 level_dbfs: crate::audio::analysis::level_dbfs(&voiced),
                 latency_p50_ms: ms(percentile(lat, 0.5)),
                 latency_p95_ms: ms(percentile(lat, 0.95)),
+                arrival_p50_ms: ms(percentile(t.receiver.arrivals_us(), 0.5)),
                 jitter_ms: stats.jitter_ms,
                 buffer_delay_ms: stats.buffer_delay_ms,
+                latencies_us: lat.to_vec(),
             }
         })
         .collect())
