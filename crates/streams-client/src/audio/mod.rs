@@ -3,6 +3,7 @@
 //! frequency, speaking detection). Everything here takes time as an argument; nothing spawns threads.
 pub mod analysis;
 pub mod codec;
+pub mod device;
 pub mod jitter;
 pub mod source;
 
