@@ -337,6 +337,11 @@ impl Sfu {
                 tracing::debug!("forwarding failed: {e}");
             }
             self.drain(i);
+            // Advance the session's clock so the frame is sent now, not at its next timeout.
+            let _ = self.sessions[i]
+                .rtc
+                .handle_input(Input::Timeout(Instant::now()));
+            self.drain(i);
         }
     }
 

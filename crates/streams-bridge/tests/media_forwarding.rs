@@ -178,7 +178,9 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             Playout::Recover { next_payload, .. } => {
                 decoded.extend(decoder.recover_from(&next_payload).unwrap())
             }
-            Playout::Conceal { .. } => decoded.extend(decoder.conceal().unwrap()),
+            Playout::Conceal { .. } | Playout::Wait { .. } => {
+                decoded.extend(decoder.conceal().unwrap())
+            }
             Playout::Silence => {}
         }
     }

@@ -1,5 +1,6 @@
 //! [`StreamsClient`]: the handle a game or tool holds. Non-blocking [`StreamsClient::send`] with replies
 //! on the event channel (for game loops), and blocking helpers (for tools and tests).
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use streams_proto::wire::{EventScope, Paging};
 use streams_proto::{ContextId, Identity, RoomId, UserId};
 
 use crate::api::{
-    ClientEvent, ConnectionState, NewRoom, Operation, Reply, RequestId, Room, RoomPage, RoomUpdate,
+    ClientEvent, ConnectionState, NewRoom, Operation, Reply, RequestId, Room, RoomEvent, RoomPage,
+    RoomUpdate,
 };
 use crate::backoff::Backoff;
 use crate::error::ClientError;
@@ -48,15 +50,66 @@ impl ClientConfig {
     }
 }
 
-/// A running client. Dropping it stops its thread.
+/// A running client. Dropping it stops its thread (and every [`ClientHandle`] then reports
+/// [`ClientError::Stopped`]).
 pub struct StreamsClient {
     commands: Option<Sender<Command>>,
     events: Receiver<ClientEvent>,
     sink: EventSink,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
     user_id: UserId,
     request_timeout: Duration,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A cloneable way to run operations on a client from other threads (media engines, tools).
+#[derive(Clone)]
+pub struct ClientHandle {
+    commands: Sender<Command>,
+    next_id: Arc<AtomicU64>,
+    request_timeout: Duration,
+}
+
+impl ClientHandle {
+    /// Runs an operation and waits for its result.
+    pub fn call(&self, op: Operation) -> Result<Reply, ClientError> {
+        call(&self.commands, &self.next_id, self.request_timeout, op)
+    }
+
+    /// A channel that also receives every room event (bounded; events beyond `capacity` are dropped
+    /// for this tap only).
+    pub fn tap_room_events(&self, capacity: usize) -> Result<Receiver<RoomEvent>, ClientError> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        self.commands
+            .try_send(Command::Tap(tx))
+            .map_err(|_| ClientError::Stopped)?;
+        Ok(rx)
+    }
+}
+
+fn call(
+    commands: &Sender<Command>,
+    next_id: &AtomicU64,
+    timeout: Duration,
+    op: Operation,
+) -> Result<Reply, ClientError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    commands
+        .try_send(Command::Run {
+            id,
+            op: Box::new(op),
+            reply: Some(tx),
+        })
+        .map_err(|e| match e {
+            TrySendError::Full(_) => ClientError::Busy,
+            TrySendError::Disconnected(_) => ClientError::Stopped,
+        })?;
+    match rx.recv_timeout(timeout + Duration::from_secs(1)) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
+        Err(RecvTimeoutError::Disconnected) => Err(ClientError::Stopped),
+    }
 }
 
 impl StreamsClient {
@@ -86,7 +139,7 @@ impl StreamsClient {
             commands: Some(command_tx),
             events: event_rx,
             sink,
-            next_id: AtomicU64::new(0),
+            next_id: Arc::new(AtomicU64::new(0)),
             user_id,
             request_timeout: config.request_timeout,
             thread: Some(thread),
@@ -113,10 +166,19 @@ impl StreamsClient {
     /// Queues an operation under an id from [`StreamsClient::next_request_id`], without blocking.
     /// [`ClientError::Busy`] means the command channel is full: try again later.
     pub fn send_with_id(&self, id: RequestId, op: Operation) -> Result<(), ClientError> {
-        self.push(Command {
+        self.push(Command::Run {
             id,
-            op,
+            op: Box::new(op),
             reply: None,
+        })
+    }
+
+    /// A cloneable handle for other threads.
+    pub fn handle(&self) -> Result<ClientHandle, ClientError> {
+        Ok(ClientHandle {
+            commands: self.commands.clone().ok_or(ClientError::Stopped)?,
+            next_id: Arc::clone(&self.next_id),
+            request_timeout: self.request_timeout,
         })
     }
 
@@ -140,18 +202,8 @@ impl StreamsClient {
 
     /// Runs an operation and waits for its result.
     pub fn call(&self, op: Operation) -> Result<Reply, ClientError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let id = self.next_request_id();
-        self.push(Command {
-            id,
-            op,
-            reply: Some(tx),
-        })?;
-        match rx.recv_timeout(self.request_timeout + Duration::from_secs(1)) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
-            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Stopped),
-        }
+        let commands = self.commands.as_ref().ok_or(ClientError::Stopped)?;
+        call(commands, &self.next_id, self.request_timeout, op)
     }
 
     /// Waits until connected, consuming connection events (not room events or replies, which are kept
@@ -236,7 +288,10 @@ impl StreamsClient {
     }
 
     fn stop(&mut self) {
-        self.commands.take();
+        if let Some(commands) = self.commands.take() {
+            // Handles may keep the channel open: ask the runtime to stop explicitly.
+            let _ = commands.send_timeout(Command::Shutdown, Duration::from_secs(1));
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

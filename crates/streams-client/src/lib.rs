@@ -20,6 +20,6 @@ pub use api::{
     ClientEvent, ConnectionState, NewRoom, Operation, Reply, RequestId, Room, RoomEvent, RoomPage,
     RoomUpdate,
 };
-pub use client::{ClientConfig, StreamsClient};
+pub use client::{ClientConfig, ClientHandle, StreamsClient};
 pub use error::ClientError;
 pub use streams_proto;

@@ -23,13 +23,21 @@ use crate::link::{self, LinkEnd, Outgoing};
 use crate::rooms::{TrustStore, context_or_default, create_request, update_request};
 
 /// One command for the runtime.
-pub struct Command {
-    /// Echoed in the reply.
-    pub id: RequestId,
-    /// What to do.
-    pub op: Operation,
-    /// Where the reply goes; the event channel when `None`.
-    pub reply: Option<Sender<Result<Reply, ClientError>>>,
+pub enum Command {
+    /// Run an operation.
+    Run {
+        /// Echoed in the reply.
+        id: RequestId,
+        /// What to do.
+        op: Box<Operation>,
+        /// Where the reply goes; the event channel when `None`.
+        reply: Option<Sender<Result<Reply, ClientError>>>,
+    },
+    /// Also deliver every room event to this channel (for media engines); dropped when it is full or
+    /// closed.
+    Tap(Sender<RoomEvent>),
+    /// Stop the runtime (even while handles still exist).
+    Shutdown,
 }
 
 /// Pushes events without ever blocking: when full, the oldest event is dropped and counted.
@@ -79,6 +87,7 @@ pub struct Shared {
     scopes: Mutex<HashSet<EventScope>>,
     requests: mpsc::Sender<Outgoing>,
     events: EventSink,
+    taps: Mutex<Vec<Sender<RoomEvent>>>,
 }
 
 impl Shared {
@@ -167,6 +176,10 @@ impl Shared {
             Event::UserJoined { room_id, user_id } => RoomEvent::UserJoined { room_id, user_id },
             Event::UserLeft { room_id, user_id } => RoomEvent::UserLeft { room_id, user_id },
         };
+        Self::lock(&self.taps).retain(|tap| match tap.try_send(room_event.clone()) {
+            Ok(()) | Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+        });
         self.events.push(ClientEvent::Room(room_event));
     }
 }
@@ -416,6 +429,7 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
         scopes: Mutex::new(HashSet::new()),
         requests: request_tx,
         events,
+        taps: Mutex::new(Vec::new()),
     });
     // Bridge the blocking command channel into the runtime.
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(64);
@@ -423,7 +437,8 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
         .name("streams-client-commands".into())
         .spawn(move || {
             for command in commands {
-                if command_tx.blocking_send(command).is_err() {
+                let last = matches!(command, Command::Shutdown);
+                if command_tx.blocking_send(command).is_err() || last {
                     break;
                 }
             }
@@ -444,10 +459,18 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
             request_rx,
             config.backoff,
         ));
-        while let Some(Command { id, op, reply }) = command_rx.recv().await {
+        while let Some(command) = command_rx.recv().await {
+            let (id, op, reply) = match command {
+                Command::Run { id, op, reply } => (id, op, reply),
+                Command::Tap(tap) => {
+                    Shared::lock(&shared.taps).push(tap);
+                    continue;
+                }
+                Command::Shutdown => break,
+            };
             let s = Arc::clone(&shared);
             tokio::spawn(async move {
-                let result = tokio::time::timeout(timeout, execute(&s, op))
+                let result = tokio::time::timeout(timeout, execute(&s, *op))
                     .await
                     .unwrap_or(Err(ClientError::Timeout));
                 match reply {

@@ -188,7 +188,12 @@ impl VoiceDecoder {
 
     /// Conceals one lost frame (packet-loss concealment).
     pub fn conceal(&mut self) -> Result<Vec<f32>, CodecError> {
-        let mut out = vec![0.0f32; self.frame.samples() * self.channels];
+        self.conceal_samples(self.frame.samples())
+    }
+
+    /// Conceals `samples` per channel (a multiple of 2.5 ms; e.g. one 10 ms output period).
+    pub fn conceal_samples(&mut self, samples: usize) -> Result<Vec<f32>, CodecError> {
+        let mut out = vec![0.0f32; samples * self.channels];
         let n = self
             .decoder
             .decode_float(&[], &mut out, false)

@@ -39,6 +39,12 @@ pub enum Playout {
         /// The lost frame's sequence number.
         seq: u64,
     },
+    /// The frame has not arrived yet and nothing later has (an underflow): conceal one output period
+    /// and ask again; the play position waits for the frame.
+    Wait {
+        /// The awaited frame's sequence number.
+        seq: u64,
+    },
     /// Nothing to play yet (buffering, or the source is silent).
     Silence,
 }
@@ -191,7 +197,7 @@ impl JitterBuffer {
             }
             // Underflow: conceal and wait for the frame rather than skip it.
             self.pending_underflows += 1;
-            return Playout::Conceal { seq: next };
+            return Playout::Wait { seq: next };
         }
         // Audio goes on: the underflows before this were gaps in the stream.
         self.stats.concealed += std::mem::take(&mut self.pending_underflows);
@@ -396,7 +402,7 @@ mod tests {
         jb.push(1, 10, vec![10], None);
         assert!(matches!(jb.pull(2), Playout::Packet { seq: 10, .. }));
         // Nothing queued: an underflow conceals and waits for 11.
-        assert!(matches!(jb.pull(20_002), Playout::Conceal { seq: 11 }));
+        assert!(matches!(jb.pull(20_002), Playout::Wait { seq: 11 }));
         jb.push(20_003, 12, vec![12], None);
         // 12 is here but 11 is not: 11 is lost, recovered from 12's FEC; 12 plays next.
         assert!(matches!(jb.pull(40_002), Playout::Recover { seq: 11, .. }));
@@ -413,7 +419,10 @@ mod tests {
         assert!(matches!(jb.pull(1_000), Playout::Packet { seq: 1, .. }));
         let mut concealed = 0;
         for k in 1..100 {
-            if matches!(jb.pull(1_000 + k * FRAME), Playout::Conceal { .. }) {
+            if matches!(
+                jb.pull(1_000 + k * FRAME),
+                Playout::Conceal { .. } | Playout::Wait { .. }
+            ) {
                 concealed += 1;
             }
         }

@@ -161,6 +161,11 @@ impl MediaSession {
             )
             .map_err(rtc_error)?;
         self.drain();
+        // Let str0m's clock catch up so the frame leaves now rather than at its next timeout.
+        self.rtc
+            .handle_input(Input::Timeout(Instant::now()))
+            .map_err(rtc_error)?;
+        self.drain();
         Ok(())
     }
 

@@ -209,7 +209,10 @@ impl VoiceReceiver {
     /// so it leaves the buffer as late as it may and no earlier.
     pub fn pull_samples(&mut self, now_us: u64, count: usize) -> Vec<f32> {
         while self.pending.len() < count {
-            let frame = self.pull(now_us);
+            // An underflow conceals only the missing part of this period, so waiting for a late
+            // frame costs one output period of delay, not a whole frame.
+            let missing = count - self.pending.len();
+            let frame = self.pull_inner(now_us, Some(missing.div_ceil(120) * 120));
             self.pending.extend(frame);
         }
         self.pending.drain(..count).collect()
@@ -217,6 +220,10 @@ impl VoiceReceiver {
 
     /// One frame period of PCM for the mixer (silence while buffering).
     pub fn pull(&mut self, now_us: u64) -> Vec<f32> {
+        self.pull_inner(now_us, None)
+    }
+
+    fn pull_inner(&mut self, now_us: u64, wait_samples: Option<usize>) -> Vec<f32> {
         let pcm = match self.jitter.pull(now_us) {
             Playout::Packet {
                 payload,
@@ -238,7 +245,11 @@ impl VoiceReceiver {
                 .or_else(|_| self.decoder.conceal())
                 .unwrap_or_default(),
             Playout::Conceal { .. } => self.decoder.conceal().unwrap_or_default(),
-            Playout::Silence => vec![0.0; self.frame.samples()],
+            Playout::Wait { .. } => match wait_samples {
+                Some(n) => self.decoder.conceal_samples(n).unwrap_or_default(),
+                None => self.decoder.conceal().unwrap_or_default(),
+            },
+            Playout::Silence => vec![0.0; wait_samples.unwrap_or(self.frame.samples())],
         };
         self.last_level = level_dbfs(&pcm);
         self.speaking.update(now_us / 1000, self.last_level);
