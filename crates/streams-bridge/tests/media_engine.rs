@@ -1,0 +1,90 @@
+//! The non-blocking room media engine: one member publishes a tone track, another receives it through
+//! the mixer that an output device pulls, with track, speaking and statistics events.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use streams_client::audio::codec::VoiceSettings;
+use streams_client::audio::source::{AudioSource, ToneSource};
+use streams_client::media::engine::{MediaCommand, MediaEvent, RoomMedia};
+use streams_client::media::voice::decoded_frequency;
+use streams_proto::Identity;
+
+#[test]
+fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() {
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let bridge = bridge_with_users(&[&alice, &bob]);
+    let url = bridge.handle.url();
+    let (a, b) = (connect(&url, &alice), connect(&url, &bob));
+    let room = create_room(&a, "engine", &[bob.user_id()]);
+
+    let bobs = RoomMedia::start(b.handle().unwrap(), bob.clone(), &url, room.id.clone()).unwrap();
+    let alices =
+        RoomMedia::start(a.handle().unwrap(), alice.clone(), &url, room.id.clone()).unwrap();
+    assert!(alices.send(MediaCommand::AddAudioTrack {
+        source: Box::new(ToneSource::new(440.0, 0.5)),
+        settings: VoiceSettings::default(),
+    }));
+
+    // The test plays the output device: it pulls 10 ms from Bob's mixer every 10 ms.
+    let mixer = bobs.mixer();
+    let mut heard = Vec::new();
+    let mut events = Vec::new();
+    let start = Instant::now();
+    let mut period = 0u32;
+    while start.elapsed() < Duration::from_millis(3000) {
+        period += 1;
+        let due = start + Duration::from_millis(10) * period;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let mut out = vec![0.0f32; 480];
+        mixer.lock().unwrap().fill(&mut out);
+        heard.extend(out);
+        events.extend(bobs.events().try_iter());
+    }
+    let added = events
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::RemoteTrackAdded {
+                track_id, user_id, ..
+            } => Some((track_id.clone(), user_id.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("Bob receives Alice's track: {events:?}"));
+    assert_eq!(&added.1, alice.user_id());
+    assert!(events.iter().any(|e| matches!(
+        e,
+        MediaEvent::Speaking { track_id, speaking: true, .. } if *track_id == added.0
+    )));
+    let frames = events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Stats(stats) => stats.iter().find(|(t, _)| *t == added.0),
+            _ => None,
+        })
+        .next_back()
+        .map(|(_, s)| s.clone())
+        .expect("statistics are reported");
+    assert!(frames.frames >= 50, "{frames:?}");
+    assert_eq!(frames.decrypt_failures, 0);
+    let voiced: Vec<f32> = heard.into_iter().filter(|s| *s != 0.0).collect();
+    assert!(
+        voiced.len() >= 48_000,
+        "at least a second of audio was mixed"
+    );
+    assert!((decoded_frequency(&voiced) - 440.0).abs() <= 5.0);
+
+    // Alice stops: her stream is unpublished and Bob's engine drops the track.
+    drop(alices);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "the track was never removed");
+        if let Ok(MediaEvent::RemoteTrackRemoved { track_id }) =
+            bobs.events().recv_timeout(Duration::from_millis(100))
+        {
+            assert_eq!(track_id, added.0);
+            break;
+        }
+    }
+    assert!(mixer.lock().unwrap().track_ids().is_empty());
+}
