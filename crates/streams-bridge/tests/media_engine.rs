@@ -67,6 +67,9 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
         .expect("statistics are reported");
     assert!(frames.frames >= 50, "{frames:?}");
     assert_eq!(frames.decrypt_failures, 0);
+    assert!(frames.packets >= frames.frames);
+    // 32 kb/s Opus plus SFrame and capture-time overhead.
+    assert!((20.0..60.0).contains(&frames.bitrate_kbps), "{frames:?}");
     let voiced: Vec<f32> = heard.into_iter().filter(|s| *s != 0.0).collect();
     assert!(
         voiced.len() >= 48_000,

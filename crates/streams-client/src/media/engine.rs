@@ -14,6 +14,7 @@ use streams_proto::wire::{EventScope, StreamInfo, TrackAnnounce, TrackKind, Trac
 use streams_proto::{Identity, RoomId, RoomRecord, RoomSecret, UserId};
 
 use crate::api::{Operation, Reply, RoomEvent};
+use crate::audio::analysis::SpeakingDetector;
 use crate::audio::codec::{FrameDuration, VoiceSettings};
 use crate::audio::source::AudioSource;
 use crate::client::ClientHandle;
@@ -42,6 +43,15 @@ pub enum MediaCommand {
         gain: f32,
         /// Muted.
         muted: bool,
+    },
+    /// Configure speaking detection for every remote track (PrivMX `configureActiveSpeakerDetector`).
+    ConfigureSpeaking {
+        /// Level above which a frame counts as voiced, dBFS.
+        threshold_dbfs: f32,
+        /// How long voice must last before speaking starts, ms.
+        attack_ms: u64,
+        /// How long quiet must last before speaking ends, ms.
+        hold_ms: u64,
     },
     /// Stop everything and leave the room's media.
     Stop,
@@ -82,6 +92,15 @@ pub enum MediaEvent {
     },
     /// Statistics of every remote track (about once a second).
     Stats(Vec<(String, TrackStats)>),
+    /// What a local track has sent (about once a second, and when the engine stops).
+    LocalStats {
+        /// The track's index.
+        index: u8,
+        /// Frames sent.
+        frames: u64,
+        /// Key epochs it has used, in order.
+        epochs: Vec<u64>,
+    },
     /// The engine stopped.
     Stopped {
         /// Why.
@@ -130,6 +149,7 @@ impl RoomMedia {
             mixer: Arc::clone(&mixer),
             events: event_tx,
             speaking: HashMap::new(),
+            speaking_config: None,
             last_stats: Instant::now(),
         };
         let thread = std::thread::Builder::new()
@@ -186,6 +206,7 @@ fn secrets(record: &RoomRecord, identity: &Identity) -> HashMap<u64, RoomSecret>
 
 struct LocalTrack {
     index: u8,
+    epochs: Vec<u64>,
     mid: Option<String>,
     sender: VoiceSender,
     frame_ms: u32,
@@ -214,6 +235,7 @@ struct Engine {
     mixer: Arc<Mutex<Mixer>>,
     events: Sender<MediaEvent>,
     speaking: HashMap<String, bool>,
+    speaking_config: Option<(f32, u64, u64)>,
     last_stats: Instant,
 }
 
@@ -281,6 +303,7 @@ impl Engine {
                     .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
                 self.local.push(LocalTrack {
                     index,
+                    epochs: vec![self.epoch],
                     mid: None,
                     sender,
                     frame_ms,
@@ -290,14 +313,17 @@ impl Engine {
             MediaCommand::SubscribeAll(all) => {
                 self.subscribe_all = all;
                 if !all {
+                    self.pending_streams.clear();
                     let mids: Vec<String> = self.remote.keys().cloned().collect();
-                    for mid in mids {
-                        self.drop_remote(&mid);
+                    if !mids.is_empty() {
+                        for mid in mids {
+                            self.drop_remote(&mid);
+                        }
+                        self.client.call(Operation::SetSubscriptions {
+                            room_id: self.room_id.clone(),
+                            subscribe: vec![],
+                        })?;
                     }
-                    self.client.call(Operation::SetSubscriptions {
-                        room_id: self.room_id.clone(),
-                        subscribe: vec![],
-                    })?;
                 } else if let Reply::Streams(streams) = self
                     .client
                     .call(Operation::ListStreams(self.room_id.clone()))?
@@ -312,6 +338,22 @@ impl Engine {
             } => {
                 if let Ok(mut mixer) = self.mixer.lock() {
                     mixer.set(&track_id, gain, muted);
+                }
+            }
+            MediaCommand::ConfigureSpeaking {
+                threshold_dbfs,
+                attack_ms,
+                hold_ms,
+            } => {
+                self.speaking_config = Some((threshold_dbfs, attack_ms, hold_ms));
+                for track in self.remote.values() {
+                    if let Ok(mut r) = track.receiver.lock() {
+                        r.configure_speaking(SpeakingDetector::new(
+                            threshold_dbfs,
+                            attack_ms,
+                            hold_ms,
+                        ));
+                    }
                 }
             }
             MediaCommand::Stop => {}
@@ -361,6 +403,7 @@ impl Engine {
                             .encryptor(&secret, self.epoch, self.identity.user_id(), track.index)
                             .map_err(ClientError::from)?;
                         track.sender.set_encryptor(next);
+                        track.epochs.push(self.epoch);
                     }
                 }
             }
@@ -419,6 +462,9 @@ impl Engine {
                 .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
             for (epoch, secret) in &self.secrets {
                 receiver.add_epoch(*epoch, secret.clone(), now_us());
+            }
+            if let Some((threshold, attack, hold)) = self.speaking_config {
+                receiver.configure_speaking(SpeakingDetector::new(threshold, attack, hold));
             }
             let receiver = Arc::new(Mutex::new(receiver));
             if let Ok(mut mixer) = self.mixer.lock() {
@@ -559,10 +605,22 @@ impl Engine {
                 })
                 .collect();
             self.emit(MediaEvent::Stats(stats));
+            self.report_local();
+        }
+    }
+
+    fn report_local(&self) {
+        for track in &self.local {
+            self.emit(MediaEvent::LocalStats {
+                index: track.index,
+                frames: track.sender.frames(),
+                epochs: track.epochs.clone(),
+            });
         }
     }
 
     fn close(&mut self) {
+        self.report_local();
         let _ = self
             .client
             .call(Operation::CloseMedia(self.room_id.clone()));

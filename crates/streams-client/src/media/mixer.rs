@@ -54,6 +54,14 @@ impl Mixer {
         }
     }
 
+    /// The receiver of a track (to pull it on its own, e.g. for per-track analysis).
+    pub fn receiver(&self, track_id: &str) -> Option<Arc<Mutex<VoiceReceiver>>> {
+        self.tracks
+            .iter()
+            .find(|t| t.track_id == track_id)
+            .map(|t| Arc::clone(&t.receiver))
+    }
+
     /// The track ids mixed now.
     pub fn track_ids(&self) -> Vec<String> {
         self.tracks.iter().map(|t| t.track_id.clone()).collect()

@@ -110,6 +110,10 @@ pub struct TrackStats {
     pub buffer_delay_ms: f64,
     /// Bytes received (protected frames).
     pub bytes: u64,
+    /// Packets received (one protected frame each).
+    pub packets: u64,
+    /// Received bitrate over the track's life so far, kbit/s.
+    pub bitrate_kbps: f64,
 }
 
 /// Frames waiting for their epoch's key, at most this many.
@@ -132,6 +136,8 @@ pub struct VoiceReceiver {
     arrivals_us: Vec<u64>,
     /// Decoded samples not yet handed out by [`VoiceReceiver::pull_samples`].
     pending: std::collections::VecDeque<f32>,
+    first_arrival_us: Option<u64>,
+    last_arrival_us: u64,
 }
 
 impl VoiceReceiver {
@@ -151,6 +157,8 @@ impl VoiceReceiver {
             latencies_us: Vec::new(),
             arrivals_us: Vec::new(),
             pending: std::collections::VecDeque::new(),
+            first_arrival_us: None,
+            last_arrival_us: 0,
         })
     }
 
@@ -166,6 +174,9 @@ impl VoiceReceiver {
     /// Takes one protected frame that arrived at `now_us`.
     pub fn accept(&mut self, now_us: u64, protected: Vec<u8>) {
         self.stats.bytes += protected.len() as u64;
+        self.stats.packets += 1;
+        self.first_arrival_us.get_or_insert(now_us);
+        self.last_arrival_us = now_us;
         let Ok((kid, _)) = frame_header(&protected) else {
             self.stats.decrypt_failures += 1;
             return;
@@ -266,6 +277,11 @@ impl VoiceReceiver {
         self.last_level
     }
 
+    /// Replaces the speaking detector's settings (PrivMX `configureActiveSpeakerDetector`).
+    pub fn configure_speaking(&mut self, detector: SpeakingDetector) {
+        self.speaking = detector;
+    }
+
     /// Whether the sender is speaking.
     pub fn is_speaking(&self) -> bool {
         self.speaking.is_speaking()
@@ -274,7 +290,16 @@ impl VoiceReceiver {
     /// The track's statistics.
     pub fn stats(&self) -> TrackStats {
         let j: JitterStats = self.jitter.stats();
+        let span_us = self
+            .first_arrival_us
+            .map_or(0, |first| self.last_arrival_us.saturating_sub(first));
+        let bitrate_kbps = if span_us == 0 {
+            0.0
+        } else {
+            self.stats.bytes as f64 * 8.0 / span_us as f64 * 1000.0
+        };
         TrackStats {
+            bitrate_kbps,
             lost: j.lost,
             concealed: j.concealed,
             fec_recovered: j.fec_recovered,

@@ -1,23 +1,24 @@
-//! Blocking voice sessions for tools, bots and benchmarks: [`publish_voice`] joins a room's media and
-//! sends a source in real time; [`listen`] receives every remote audio track (including ones published
-//! later) and reports what arrived. Both follow key epochs: a sender switches to a new epoch's key at
-//! once; a receiver holds frames of an epoch it cannot open yet.
+//! Blocking voice sessions for tools, bots and benchmarks, on top of [`RoomMedia`]:
+//! [`publish_voice`] sends a source in real time; [`listen`] receives every remote audio track
+//! (including ones published later), pulls each one like an output device would, and reports what
+//! arrived. Both follow key epochs through the engine.
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use streams_proto::frame_crypto::DeviceSession;
-use streams_proto::wire::{EventScope, StreamInfo, TrackAnnounce, TrackKind, TrackSubscription};
-use streams_proto::{Identity, RoomId, RoomRecord, RoomSecret, UserId};
+use streams_proto::wire::TrackKind;
+use streams_proto::{Identity, RoomId, UserId};
 
 use crate::StreamsClient;
-use crate::api::{ClientEvent, Operation, Reply, RoomEvent};
-use crate::audio::codec::{FrameDuration, VoiceSettings};
+use crate::audio::analysis::level_dbfs;
+use crate::audio::codec::VoiceSettings;
 use crate::audio::source::AudioSource;
 use crate::error::ClientError;
-use crate::media::session::{MediaError, MediaSession};
-use crate::media::voice::{VoiceReceiver, VoiceSender, decoded_frequency, percentile};
+use crate::media::engine::{MediaCommand, MediaEvent, RoomMedia};
+use crate::media::session::MediaError;
+use crate::media::voice::{VoiceReceiver, decoded_frequency, percentile};
 
 /// Samples per output period (10 ms at 48 kHz).
 const OUTPUT_PERIOD_SAMPLES: usize = 480;
@@ -63,44 +64,12 @@ pub fn local_ip_towards(bridge_url: &str) -> IpAddr {
     }
 }
 
-fn negotiate(
-    client: &StreamsClient,
-    room: &RoomId,
-    offer: String,
-    publish: Vec<TrackAnnounce>,
-    subscribe: Vec<TrackSubscription>,
-) -> Result<String, VoiceError> {
-    match client.call(Operation::Negotiate {
-        room_id: room.clone(),
-        offer,
-        publish,
-        subscribe,
-    })? {
-        Reply::Answer { answer, .. } => Ok(answer),
-        other => Err(ClientError::Unexpected(format!("{other:?}")).into()),
+/// Why an engine stopped early, if it did.
+fn stopped(event: &MediaEvent) -> Option<String> {
+    match event {
+        MediaEvent::Stopped { reason } => Some(reason.clone()),
+        _ => None,
     }
-}
-
-fn wait_connected(session: &mut MediaSession) -> Result<(), VoiceError> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !session.is_connected() {
-        if Instant::now() > deadline || session.has_failed() {
-            return Err(
-                MediaError::State("the media connection to the bridge did not come up").into(),
-            );
-        }
-        session.run_until(Instant::now() + Duration::from_millis(10))?;
-    }
-    Ok(())
-}
-
-/// Every epoch secret of `record` this identity can unwrap, by epoch.
-fn secrets(record: &RoomRecord, identity: &Identity) -> HashMap<u64, RoomSecret> {
-    record
-        .epochs
-        .iter()
-        .filter_map(|e| e.unwrap_secret(identity).ok().map(|s| (e.epoch, s)))
-        .collect()
 }
 
 /// What a publisher sent.
@@ -115,7 +84,7 @@ pub struct PublishReport {
 }
 
 /// Publishes `source` in `room` for `duration`, in real time. The room's current key is used and
-/// replaced at once when a new epoch arrives.
+/// replaced at once when a new epoch arrives; removal from the room ends it early.
 pub fn publish_voice(
     client: &StreamsClient,
     identity: &Identity,
@@ -125,86 +94,41 @@ pub fn publish_voice(
     settings: VoiceSettings,
     duration: Duration,
 ) -> Result<PublishReport, VoiceError> {
-    client.subscribe(EventScope::Room(room_id.clone()))?;
-    let room = client.get_room(room_id)?;
-    let latest = room
-        .record
-        .latest()
-        .ok_or_else(|| VoiceError::Pipeline("room without epochs".into()))?;
-    let mut epoch = latest.epoch;
-    let secret = latest.unwrap_secret(identity).map_err(ClientError::from)?;
-    let device = DeviceSession::random();
-    let encryptor = device
-        .encryptor(&secret, epoch, identity.user_id(), 0)
-        .map_err(ClientError::from)?;
     let frame_ms = settings.frame.millis();
-    let mut sender = VoiceSender::new(source, settings, encryptor)
-        .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
-    let mut session = MediaSession::bind(local_ip_towards(bridge_url))?;
-    let (offer, send_mids, _) = session.offer(1, 0)?;
-    let mid = send_mids[0].clone();
-    let announce = TrackAnnounce {
-        mid: mid.clone(),
-        kind: TrackKind::Audio,
-        key_id: sender.key_id(),
+    let media = RoomMedia::start(
+        client.handle()?,
+        identity.clone(),
+        bridge_url,
+        room_id.clone(),
+    )?;
+    // Only this track is of interest: no remote audio to receive.
+    media.send(MediaCommand::SubscribeAll(false));
+    media.send(MediaCommand::AddAudioTrack { source, settings });
+    let mut report = PublishReport {
+        frames: 0,
         frame_ms,
+        epochs: Vec::new(),
     };
-    let answer = negotiate(client, room_id, offer, vec![announce], vec![])?;
-    session.accept_answer(&answer)?;
-    wait_connected(&mut session)?;
-
-    let mut epochs = vec![epoch];
-    // Pacing as a real capture device: frame i holds the samples of [start + i·frame,
-    // start + (i+1)·frame); it can only be sent once its last sample exists, and its capture time is
-    // that of its first sample.
-    let start = Instant::now();
-    let start_us = now_us();
-    let frame = Duration::from_millis(u64::from(frame_ms));
-    while start.elapsed() < duration {
-        // A new epoch: switch keys at once.
-        while let Ok(event) = client.events().try_recv() {
-            if let ClientEvent::Room(RoomEvent::Updated(room)) = event
-                && room.id == *room_id
-                && room.key_epoch > epoch
-            {
-                let latest = room.record.latest().expect("verified rooms have epochs");
-                match latest.unwrap_secret(identity) {
-                    Ok(secret) => {
-                        epoch = latest.epoch;
-                        let next = device
-                            .encryptor(&secret, epoch, identity.user_id(), 0)
-                            .map_err(ClientError::from)?;
-                        sender.set_encryptor(next);
-                        epochs.push(epoch);
-                    }
-                    Err(_) => {
-                        // Removed from the room: stop sending.
-                        client.call(Operation::CloseMedia(room_id.clone()))?;
-                        return Ok(PublishReport {
-                            frames: sender.frames(),
-                            frame_ms,
-                            epochs,
-                        });
-                    }
-                }
+    let deadline = Instant::now() + duration;
+    let mut early = None;
+    while Instant::now() < deadline && early.is_none() {
+        if let Ok(event) = media.events().recv_timeout(Duration::from_millis(50)) {
+            early = stopped(&event);
+            if let MediaEvent::LocalStats { frames, epochs, .. } = event {
+                report.frames = frames;
+                report.epochs = epochs;
             }
         }
-        let index = sender.frames();
-        session.run_until(start + frame * (index as u32 + 1))?;
-        let capture_us = start_us + index * u64::from(frame_ms) * 1000;
-        let protected = sender
-            .next_frame(capture_us)
-            .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
-        session.write_audio(&mid, Instant::now(), sender.rtp_time(), &protected)?;
     }
-    session.run_until(Instant::now() + Duration::from_millis(100))?;
-    client.call(Operation::CloseMedia(room_id.clone()))?;
-    session.close();
-    Ok(PublishReport {
-        frames: sender.frames(),
-        frame_ms,
-        epochs,
-    })
+    let events = media.events().clone();
+    drop(media);
+    for event in events.try_iter() {
+        if let MediaEvent::LocalStats { frames, epochs, .. } = event {
+            report.frames = frames;
+            report.epochs = epochs;
+        }
+    }
+    Ok(report)
 }
 
 /// What arrived on one remote track.
@@ -245,14 +169,8 @@ pub struct TrackReport {
     pub latencies_us: Vec<u64>,
 }
 
-struct Incoming {
-    info_user: UserId,
-    track_id: String,
-    receiver: VoiceReceiver,
-    pcm: Vec<f32>,
-}
-
-/// Receives every remote audio track of `room` for `duration` and reports each.
+/// Receives every remote audio track of `room` for `duration`, pulling each one every 10 ms like an
+/// output device, and reports each.
 pub fn listen(
     client: &StreamsClient,
     identity: &Identity,
@@ -260,125 +178,77 @@ pub fn listen(
     room_id: &RoomId,
     duration: Duration,
 ) -> Result<Vec<TrackReport>, VoiceError> {
-    client.subscribe(EventScope::Room(room_id.clone()))?;
-    let room = client.get_room(room_id)?;
-    let mut known = secrets(&room.record, identity);
-    let mut session = MediaSession::bind(local_ip_towards(bridge_url))?;
-    let mut incoming: HashMap<String, Incoming> = HashMap::new();
-    let mut subscriptions: Vec<TrackSubscription> = Vec::new();
-    let Reply::Streams(streams) = client.call(Operation::ListStreams(room_id.clone()))? else {
-        return Err(ClientError::Unexpected("streams".into()).into());
-    };
-    let mut pending: Vec<StreamInfo> = streams;
-
+    let media = RoomMedia::start(
+        client.handle()?,
+        identity.clone(),
+        bridge_url,
+        room_id.clone(),
+    )?;
+    let mixer = media.mixer();
+    let mut senders: HashMap<String, UserId> = HashMap::new();
+    // Kept here too: the engine drops a track's receiver when its stream ends.
+    let mut receivers: HashMap<String, Arc<Mutex<VoiceReceiver>>> = HashMap::new();
+    let mut pcm: HashMap<String, Vec<f32>> = HashMap::new();
     let start = Instant::now();
-    let mut tick = 0u64;
+    let mut period = 0u32;
     while start.elapsed() < duration {
-        // New streams: one more receiving m-line each, renegotiated as a whole.
-        let fresh: Vec<_> = pending
-            .drain(..)
-            .filter(|s| &s.user_id != identity.user_id())
-            .flat_map(|s| {
-                let user = s.user_id.clone();
-                s.tracks.into_iter().map(move |t| (user.clone(), t))
-            })
-            .filter(|(_, t)| {
-                t.kind == TrackKind::Audio
-                    && !subscriptions.iter().any(|s| s.track_id == t.track_id)
-            })
-            .collect();
-        if !fresh.is_empty() {
-            let (offer, _, mids) = session.offer(0, fresh.len())?;
-            for ((user, track), mid) in fresh.into_iter().zip(mids) {
-                let frame = if track.frame_ms == 10 {
-                    FrameDuration::Ms10
-                } else {
-                    FrameDuration::Ms20
-                };
-                let mut receiver = VoiceReceiver::new(user.clone(), frame)
-                    .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
-                for (epoch, secret) in &known {
-                    receiver.add_epoch(*epoch, secret.clone(), now_us());
-                }
-                subscriptions.push(TrackSubscription {
-                    mid: mid.clone(),
-                    track_id: track.track_id.clone(),
-                });
-                incoming.insert(
-                    mid,
-                    Incoming {
-                        info_user: user,
-                        track_id: track.track_id,
-                        receiver,
-                        pcm: Vec::new(),
-                    },
-                );
-            }
-            let answer = negotiate(client, room_id, offer, vec![], subscriptions.clone())?;
-            session.accept_answer(&answer)?;
-        }
-        while let Ok(event) = client.events().try_recv() {
-            match event {
-                ClientEvent::Room(RoomEvent::StreamPublished { room_id: r, stream })
-                    if r == *room_id =>
-                {
-                    pending.push(stream);
-                }
-                ClientEvent::Room(RoomEvent::Updated(room)) if room.id == *room_id => {
-                    for (epoch, secret) in secrets(&room.record, identity) {
-                        if known.insert(epoch, secret.clone()).is_none() {
-                            for track in incoming.values_mut() {
-                                track.receiver.add_epoch(epoch, secret.clone(), now_us());
-                            }
-                        }
-                    }
-                }
-                _ => {}
+        period += 1;
+        let due = start + Duration::from_millis(10) * period;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        for event in media.events().try_iter() {
+            if let MediaEvent::RemoteTrackAdded {
+                track_id, user_id, ..
+            } = event
+            {
+                senders.insert(track_id, user_id);
             }
         }
-        tick += 1;
-        // The output side runs with 10 ms periods, like a typical audio device.
-        let due = start + Duration::from_millis(10 * tick);
-        while Instant::now() < due {
-            for received in session.run_until_media(due)? {
-                if let Some(track) = incoming.get_mut(&received.mid) {
-                    track.receiver.accept(now_us(), received.data);
-                }
+        let tracks = mixer.lock().map(|m| m.track_ids()).unwrap_or_default();
+        for track_id in tracks {
+            if let Some(receiver) = mixer.lock().ok().and_then(|m| m.receiver(&track_id)) {
+                receivers.entry(track_id).or_insert(receiver);
             }
         }
-        for track in incoming.values_mut() {
-            let pcm = track.receiver.pull_samples(now_us(), OUTPUT_PERIOD_SAMPLES);
-            track.pcm.extend(pcm);
+        for (track_id, receiver) in &receivers {
+            if let Ok(mut r) = receiver.lock() {
+                let samples = r.pull_samples(now_us(), OUTPUT_PERIOD_SAMPLES);
+                pcm.entry(track_id.clone()).or_default().extend(samples);
+            }
         }
     }
-    client.call(Operation::CloseMedia(room_id.clone()))?;
-    session.close();
-    Ok(incoming
-        .into_values()
-        .map(|t| {
-            let stats = t.receiver.stats();
-            let lat = t.receiver.latencies_us();
-            let ms = |v: Option<u64>| v.map(|us| us as f64 / 1000.0);
-            // Level over the audible part: the frames that were actually decoded or concealed.
-            let voiced: Vec<f32> = t.pcm.iter().copied().filter(|s| *s != 0.0).collect();
-            TrackReport {
-                kind: TrackKind::Audio,
-                user_id: t.info_user.to_string(),
-                track_id: t.track_id,
-                frames: stats.frames,
-                lost: stats.lost,
-                concealed: stats.concealed,
-                fec_recovered: stats.fec_recovered,
-                decrypt_failures: stats.decrypt_failures,
-                freq_hz: decoded_frequency(&voiced),
-                level_dbfs: crate::audio::analysis::level_dbfs(&voiced),
-                latency_p50_ms: ms(percentile(lat, 0.5)),
-                latency_p95_ms: ms(percentile(lat, 0.95)),
-                arrival_p50_ms: ms(percentile(t.receiver.arrivals_us(), 0.5)),
-                jitter_ms: stats.jitter_ms,
-                buffer_delay_ms: stats.buffer_delay_ms,
-                latencies_us: lat.to_vec(),
-            }
-        })
-        .collect())
+    let mut reports = Vec::new();
+    for (track_id, user) in senders {
+        let Some(receiver) = receivers.get(&track_id) else {
+            continue;
+        };
+        let Ok(r) = receiver.lock() else { continue };
+        let stats = r.stats();
+        let lat = r.latencies_us();
+        let ms = |v: Option<u64>| v.map(|us| us as f64 / 1000.0);
+        // Level and frequency over the audible part: decoded or concealed frames.
+        let voiced: Vec<f32> = pcm
+            .get(&track_id)
+            .map(|p| p.iter().copied().filter(|s| *s != 0.0).collect())
+            .unwrap_or_default();
+        reports.push(TrackReport {
+            kind: TrackKind::Audio,
+            user_id: user.to_string(),
+            track_id,
+            frames: stats.frames,
+            lost: stats.lost,
+            concealed: stats.concealed,
+            fec_recovered: stats.fec_recovered,
+            decrypt_failures: stats.decrypt_failures,
+            freq_hz: decoded_frequency(&voiced),
+            level_dbfs: level_dbfs(&voiced),
+            latency_p50_ms: ms(percentile(lat, 0.5)),
+            latency_p95_ms: ms(percentile(lat, 0.95)),
+            arrival_p50_ms: ms(percentile(r.arrivals_us(), 0.5)),
+            jitter_ms: stats.jitter_ms,
+            buffer_delay_ms: stats.buffer_delay_ms,
+            latencies_us: lat.to_vec(),
+        });
+    }
+    drop(media);
+    Ok(reports)
 }
