@@ -2,9 +2,9 @@
 //! bridge, which forwards it to a subscriber without being able to read it.
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::media::{LOOPBACK, negotiate, wait_connected};
 use common::*;
 use streams_client::audio::analysis::dominant_frequency;
 use streams_client::audio::codec::{FrameDuration, VoiceDecoder, VoiceEncoder, VoiceSettings};
@@ -12,50 +12,16 @@ use streams_client::audio::jitter::{JitterBuffer, Playout};
 use streams_client::audio::source::{AudioSource, ToneSource};
 use streams_client::media::frame;
 use streams_client::media::session::MediaSession;
-use streams_client::{Operation, Reply, StreamsClient};
+use streams_client::{Operation, Reply};
+use streams_proto::Identity;
 use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor};
 use streams_proto::wire::{TrackAnnounce, TrackKind, TrackSubscription};
-use streams_proto::{Identity, RoomId};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64
-}
-
-fn negotiate(
-    client: &StreamsClient,
-    room: &RoomId,
-    offer: String,
-    publish: Vec<TrackAnnounce>,
-    subscribe: Vec<TrackSubscription>,
-) -> String {
-    match client
-        .call(Operation::Negotiate {
-            room_id: room.clone(),
-            offer,
-            publish,
-            subscribe,
-        })
-        .unwrap()
-    {
-        Reply::Answer { answer, .. } => answer,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-/// Runs `session` until connected (or panics after 5 s).
-fn connect_media(session: &mut MediaSession) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !session.is_connected() {
-        assert!(Instant::now() < deadline, "media session did not connect");
-        session
-            .run_until(Instant::now() + Duration::from_millis(10))
-            .unwrap();
-    }
 }
 
 #[test]
@@ -88,7 +54,8 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             frame_ms: 20,
         }],
         vec![],
-    );
+    )
+    .unwrap();
     publisher.accept_answer(&answer).unwrap();
 
     // Bob finds the stream and subscribes to its track.
@@ -110,15 +77,16 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             mid: recv_mids[0].clone(),
             track_id: track.track_id.clone(),
         }],
-    );
+    )
+    .unwrap();
     subscriber.accept_answer(&answer).unwrap();
     let mut decryptor = FrameDecryptor::new();
     decryptor
         .add_sender(&bob_secret, alice.user_id(), track.key_id)
         .unwrap();
 
-    connect_media(&mut publisher);
-    connect_media(&mut subscriber);
+    wait_connected(&mut publisher);
+    wait_connected(&mut subscriber);
 
     // Alice sends 2 s of a 440 Hz tone in real time, 20 ms frames.
     const FRAMES: u64 = 100;

@@ -1,9 +1,9 @@
 //! Voice under loss, key rotation while members talk, and who may publish or subscribe.
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use common::media::{LOOPBACK, negotiate, wait_connected};
 use common::relay::LossyRelay;
 use common::*;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
@@ -12,46 +12,10 @@ use streams_client::media::session::MediaSession;
 use streams_client::media::voice::{VoiceReceiver, VoiceSender, decoded_frequency};
 use streams_client::media::voice_session::{listen, now_us, publish_voice};
 use streams_client::{Operation, Reply, RoomUpdate, StreamsClient};
+use streams_proto::Identity;
 use streams_proto::frame_crypto::DeviceSession;
 use streams_proto::policy::{Access, Policy};
 use streams_proto::wire::{ErrorCode, TrackAnnounce, TrackKind, TrackSubscription};
-use streams_proto::{Identity, RoomId};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn answer_of(reply: Reply) -> String {
-    match reply {
-        Reply::Answer { answer, .. } => answer,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-fn negotiate(
-    client: &StreamsClient,
-    room: &RoomId,
-    offer: String,
-    publish: Vec<TrackAnnounce>,
-    subscribe: Vec<TrackSubscription>,
-) -> Result<String, streams_client::ClientError> {
-    client
-        .call(Operation::Negotiate {
-            room_id: room.clone(),
-            offer,
-            publish,
-            subscribe,
-        })
-        .map(answer_of)
-}
-
-fn wait_connected(session: &mut MediaSession) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !session.is_connected() {
-        assert!(Instant::now() < deadline, "media did not connect");
-        session
-            .run_until(Instant::now() + Duration::from_millis(10))
-            .unwrap();
-    }
-}
 
 /// Signal-to-noise ratio of `pcm` against the best-fitting `freq` sine in each 20 ms window (so slow
 /// phase drift after concealment is not counted as noise).

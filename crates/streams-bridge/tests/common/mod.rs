@@ -2,6 +2,7 @@
 //! temporary SQLite file, and real clients.
 #![allow(dead_code)]
 
+pub mod media;
 pub mod relay;
 
 use std::path::PathBuf;

@@ -26,11 +26,12 @@ fn describe(device: &cpal::Device) -> String {
         .unwrap_or_else(|_| "unnamed device".into())
 }
 
-/// The input (capture) devices, empty when there are none or the host cannot list them.
-pub fn input_devices() -> Vec<DeviceInfo> {
-    let host = cpal::default_host();
-    let default = host.default_input_device().map(|d| describe(&d));
-    host.input_devices()
+fn list(
+    devices: Result<impl Iterator<Item = cpal::Device>, cpal::Error>,
+    default: Option<cpal::Device>,
+) -> Vec<DeviceInfo> {
+    let default = default.map(|d| describe(&d));
+    devices
         .map(|devices| {
             devices
                 .map(|d| {
@@ -45,23 +46,16 @@ pub fn input_devices() -> Vec<DeviceInfo> {
         .unwrap_or_default()
 }
 
+/// The input (capture) devices, empty when there are none or the host cannot list them.
+pub fn input_devices() -> Vec<DeviceInfo> {
+    let host = cpal::default_host();
+    list(host.input_devices(), host.default_input_device())
+}
+
 /// The output (playback) devices, empty when there are none or the host cannot list them.
 pub fn output_devices() -> Vec<DeviceInfo> {
     let host = cpal::default_host();
-    let default = host.default_output_device().map(|d| describe(&d));
-    host.output_devices()
-        .map(|devices| {
-            devices
-                .map(|d| {
-                    let name = describe(&d);
-                    DeviceInfo {
-                        is_default: Some(&name) == default.as_ref(),
-                        name,
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    list(host.output_devices(), host.default_output_device())
 }
 
 /// A mixed source shared with the audio thread.
