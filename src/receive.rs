@@ -126,7 +126,11 @@ impl RoomApplier<'_, '_> {
             RoomEvent::UserLeft { room_id, user_id } => self.remove_participant(room_id, user_id),
             // Media streams become entities with the plugin's media work; for now they arrive as
             // messages only.
-            RoomEvent::StreamPublished { .. } | RoomEvent::StreamUnpublished { .. } => {}
+            RoomEvent::StreamPublished { .. }
+            | RoomEvent::StreamUpdated { .. }
+            | RoomEvent::StreamUnpublished { .. }
+            | RoomEvent::Subscribed { .. }
+            | RoomEvent::Unsubscribed { .. } => {}
             RoomEvent::Rejected { room_id, error } => {
                 warn!("room {room_id} failed verification: {error}");
             }

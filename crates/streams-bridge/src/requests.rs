@@ -135,10 +135,12 @@ pub async fn handle(
             {
                 return Err(forbidden(Right::Subscribe));
             }
+            let track_ids: Vec<String> = subscribe.iter().map(|s| s.track_id.clone()).collect();
             state
                 .sfu
                 .set_subscriptions(caller.conn, room_id, subscribe)
                 .await?;
+            announce_subscriptions(state, &room, caller, track_ids);
             Ok(ResponseBody::Done)
         }
         Request::CloseMedia { room_id } => {
@@ -490,7 +492,8 @@ async fn negotiate(
         return Err(forbidden(Right::Subscribe));
     }
     let publishing = !publish_tracks.is_empty();
-    let (answer, stream) = state
+    let track_ids: Vec<String> = subscribe.iter().map(|s| s.track_id.clone()).collect();
+    let negotiated = state
         .sfu
         .negotiate(
             caller.conn,
@@ -501,20 +504,56 @@ async fn negotiate(
             subscribe,
         )
         .await?;
+    let stream = negotiated.stream;
     if publishing {
+        let event = if negotiated.was_published {
+            Event::StreamUpdated {
+                room_id: room_id.clone(),
+                stream: stream.clone(),
+            }
+        } else {
+            Event::StreamPublished {
+                room_id: room_id.clone(),
+                stream: stream.clone(),
+            }
+        };
+        publish(state, &room, &event);
+    } else if negotiated.was_published {
         publish(
             state,
             &room,
-            &Event::StreamPublished {
-                room_id,
-                stream: stream.clone(),
+            &Event::StreamUnpublished {
+                room_id: room_id.clone(),
+                stream_id: stream.stream_id,
             },
         );
     }
+    announce_subscriptions(state, &room, caller, track_ids);
     Ok(ResponseBody::Answer {
-        answer,
+        answer: negotiated.answer,
         stream_id: stream.stream_id,
     })
+}
+
+fn announce_subscriptions(
+    state: &BridgeState,
+    room: &RoomRecord,
+    caller: &Caller,
+    track_ids: Vec<String>,
+) {
+    let event = if track_ids.is_empty() {
+        Event::Unsubscribed {
+            room_id: room.id.clone(),
+            user_id: caller.user.clone(),
+        }
+    } else {
+        Event::Subscribed {
+            room_id: room.id.clone(),
+            user_id: caller.user.clone(),
+            track_ids,
+        }
+    };
+    publish(state, room, &event);
 }
 
 async fn join_room(

@@ -26,6 +26,16 @@ const COMMAND_POLL: Duration = Duration::from_millis(5);
 
 type Reply<T> = oneshot::Sender<T>;
 
+/// The outcome of a negotiation.
+pub struct Negotiated {
+    /// The SDP answer.
+    pub answer: String,
+    /// The session's stream as published now.
+    pub stream: StreamInfo,
+    /// Whether the session had published tracks before this negotiation.
+    pub was_published: bool,
+}
+
 enum Command {
     Negotiate {
         conn: ConnId,
@@ -34,7 +44,7 @@ enum Command {
         offer: String,
         publish: Vec<TrackAnnounce>,
         subscribe: Vec<TrackSubscription>,
-        reply: Reply<Result<(String, StreamInfo), WireError>>,
+        reply: Reply<Result<Negotiated, WireError>>,
     },
     SetSubscriptions {
         conn: ConnId,
@@ -105,7 +115,7 @@ impl SfuHandle {
         offer: String,
         publish: Vec<TrackAnnounce>,
         subscribe: Vec<TrackSubscription>,
-    ) -> Result<(String, StreamInfo), WireError> {
+    ) -> Result<Negotiated, WireError> {
         self.ask(|reply| Command::Negotiate {
             conn,
             room,
@@ -457,7 +467,7 @@ impl Sfu {
         offer: &str,
         publish: Vec<TrackAnnounce>,
         subscribe: Vec<TrackSubscription>,
-    ) -> Result<(String, StreamInfo), WireError> {
+    ) -> Result<Negotiated, WireError> {
         let invalid = |m: String| WireError::new(ErrorCode::Invalid, m);
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| invalid(format!("unreadable SDP offer: {e}")))?;
@@ -500,10 +510,15 @@ impl Sfu {
             .accept_offer(offer)
             .map_err(|e| invalid(format!("offer rejected: {e}")))?;
         let session = &mut self.sessions[index];
+        let was_published = !session.published.is_empty();
         session.published = publish;
         session.subscribed = subscribe.into_iter().map(|s| (s.mid, s.track_id)).collect();
         let stream = session.stream();
         self.drain(index);
-        Ok((answer.to_sdp_string(), stream))
+        Ok(Negotiated {
+            answer: answer.to_sdp_string(),
+            stream,
+            was_published,
+        })
     }
 }

@@ -12,10 +12,10 @@ use streams_client::audio::jitter::{JitterBuffer, Playout};
 use streams_client::audio::source::{AudioSource, ToneSource};
 use streams_client::media::frame;
 use streams_client::media::session::MediaSession;
-use streams_client::{Operation, Reply};
+use streams_client::{Operation, Reply, RoomEvent};
 use streams_proto::Identity;
 use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor};
-use streams_proto::wire::{TrackAnnounce, TrackKind, TrackSubscription};
+use streams_proto::wire::{EventScope, TrackAnnounce, TrackKind, TrackSubscription};
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -31,6 +31,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     let url = bridge.handle.url();
     let (a, b) = (connect(&url, &alice), connect(&url, &bob));
     let room = create_room(&a, "voice", &[bob.user_id()]);
+    a.subscribe(EventScope::Room(room.id.clone())).unwrap();
     let record = a.get_room(&room.id).unwrap().record;
     let latest = record.latest().unwrap();
     let alice_secret = latest.unwrap_secret(&alice).unwrap();
@@ -187,12 +188,32 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         "the tap heard {heard} Hz"
     );
 
+    // Alice hears who subscribes to what (and the bridge knows it: it forwards by it).
+    let subscribed = wait_event(&a, Duration::from_secs(5), |e| {
+        matches!(e, RoomEvent::Subscribed { .. })
+    });
+    assert_eq!(
+        subscribed,
+        Some(RoomEvent::Subscribed {
+            room_id: room.id.clone(),
+            user_id: bob.user_id().clone(),
+            track_ids: vec![track.track_id.clone()],
+        })
+    );
+
     // Unsubscribing stops the flow.
     b.call(Operation::SetSubscriptions {
         room_id: room.id.clone(),
         subscribe: vec![],
     })
     .unwrap();
+    assert!(
+        wait_event(&a, Duration::from_secs(5), |e| matches!(
+            e,
+            RoomEvent::Unsubscribed { .. }
+        ))
+        .is_some()
+    );
     let mid = send_mids[0].clone();
     let mut later = 0;
     let mut encoder = VoiceEncoder::new(VoiceSettings::default()).unwrap();
@@ -218,11 +239,19 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     }
     assert_eq!(later, 0, "frames kept flowing after unsubscribing");
 
-    // Leaving ends the sessions.
+    // Leaving ends Alice's session; Bob's connection dropping ends his.
     a.leave_room(&room.id).unwrap();
-    b.call(Operation::CloseMedia(room.id.clone())).unwrap();
-    assert_eq!(bridge.handle.media_session_count(), 0);
-    let Reply::Streams(streams) = b.call(Operation::ListStreams(room.id.clone())).unwrap() else {
+    assert_eq!(bridge.handle.media_session_count(), 1);
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bridge.handle.media_session_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a disconnected client's media session stayed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Reply::Streams(streams) = a.call(Operation::ListStreams(room.id.clone())).unwrap() else {
         panic!("no streams reply")
     };
     assert!(streams.is_empty());

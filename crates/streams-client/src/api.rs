@@ -242,6 +242,29 @@ pub enum RoomEvent {
         /// The stream.
         stream: streams_proto::wire::StreamInfo,
     },
+    /// A stream's tracks changed.
+    StreamUpdated {
+        /// The room.
+        room_id: RoomId,
+        /// The stream now.
+        stream: streams_proto::wire::StreamInfo,
+    },
+    /// A member's subscriptions changed.
+    Subscribed {
+        /// The room.
+        room_id: RoomId,
+        /// Who.
+        user_id: UserId,
+        /// The tracks they receive now.
+        track_ids: Vec<String>,
+    },
+    /// A member stopped receiving every track.
+    Unsubscribed {
+        /// The room.
+        room_id: RoomId,
+        /// Who.
+        user_id: UserId,
+    },
     /// A stream was unpublished.
     StreamUnpublished {
         /// The room.

@@ -173,6 +173,21 @@ impl Shared {
             Event::StreamUnpublished { room_id, stream_id } => {
                 RoomEvent::StreamUnpublished { room_id, stream_id }
             }
+            Event::StreamUpdated { room_id, stream } => {
+                RoomEvent::StreamUpdated { room_id, stream }
+            }
+            Event::Subscribed {
+                room_id,
+                user_id,
+                track_ids,
+            } => RoomEvent::Subscribed {
+                room_id,
+                user_id,
+                track_ids,
+            },
+            Event::Unsubscribed { room_id, user_id } => {
+                RoomEvent::Unsubscribed { room_id, user_id }
+            }
             Event::UserJoined { room_id, user_id } => RoomEvent::UserJoined { room_id, user_id },
             Event::UserLeft { room_id, user_id } => RoomEvent::UserLeft { room_id, user_id },
         };

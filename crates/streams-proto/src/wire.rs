@@ -418,6 +418,29 @@ pub enum Event {
         /// The stream.
         stream: StreamInfo,
     },
+    /// A published stream's tracks changed (renegotiated).
+    StreamUpdated {
+        /// The room.
+        room_id: RoomId,
+        /// The stream as it is now.
+        stream: StreamInfo,
+    },
+    /// A member's subscriptions changed (PrivMX `streamsSubscribed`).
+    Subscribed {
+        /// The room.
+        room_id: RoomId,
+        /// The subscriber.
+        user_id: UserId,
+        /// The tracks it receives now.
+        track_ids: Vec<String>,
+    },
+    /// A member stopped receiving every track (PrivMX `streamsUnsubscribed`).
+    Unsubscribed {
+        /// The room.
+        room_id: RoomId,
+        /// The subscriber.
+        user_id: UserId,
+    },
     /// A stream was unpublished (or its publisher left).
     StreamUnpublished {
         /// The room.
@@ -449,6 +472,9 @@ impl Event {
             Event::RoomDeleted { room_id, .. }
             | Event::RemovedFromRoom { room_id, .. }
             | Event::StreamPublished { room_id, .. }
+            | Event::StreamUpdated { room_id, .. }
+            | Event::Subscribed { room_id, .. }
+            | Event::Unsubscribed { room_id, .. }
             | Event::StreamUnpublished { room_id, .. }
             | Event::UserJoined { room_id, .. }
             | Event::UserLeft { room_id, .. } => room_id,

@@ -443,6 +443,20 @@ enum EventLine {
         room_id: String,
         stream_id: u64,
     },
+    StreamUpdated {
+        room_id: String,
+        stream_id: u64,
+        tracks: usize,
+    },
+    Subscribed {
+        room_id: String,
+        user_id: String,
+        track_ids: Vec<String>,
+    },
+    Unsubscribed {
+        room_id: String,
+        user_id: String,
+    },
     UserJoined {
         room_id: String,
         user_id: String,
@@ -515,6 +529,28 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
                 EventLine::StreamUnpublished {
                     room_id: room_id.to_string(),
                     stream_id,
+                }
+            }
+            ClientEvent::Room(RoomEvent::StreamUpdated { room_id, stream }) => {
+                EventLine::StreamUpdated {
+                    room_id: room_id.to_string(),
+                    stream_id: stream.stream_id,
+                    tracks: stream.tracks.len(),
+                }
+            }
+            ClientEvent::Room(RoomEvent::Subscribed {
+                room_id,
+                user_id,
+                track_ids,
+            }) => EventLine::Subscribed {
+                room_id: room_id.to_string(),
+                user_id: user_id.to_string(),
+                track_ids,
+            },
+            ClientEvent::Room(RoomEvent::Unsubscribed { room_id, user_id }) => {
+                EventLine::Unsubscribed {
+                    room_id: room_id.to_string(),
+                    user_id: user_id.to_string(),
                 }
             }
             ClientEvent::Room(RoomEvent::UserJoined { room_id, user_id }) => {

@@ -365,6 +365,7 @@ impl Engine {
     fn room_event(&mut self, event: RoomEvent) -> Result<Option<String>, VoiceError> {
         match event {
             RoomEvent::StreamPublished { room_id, stream }
+            | RoomEvent::StreamUpdated { room_id, stream }
                 if room_id == self.room_id && self.subscribe_all =>
             {
                 self.pending_streams.push(stream);
