@@ -77,8 +77,8 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
     );
     assert!((decoded_frequency(&voiced) - 440.0).abs() <= 5.0);
 
-    // Alice stops: her stream is unpublished and Bob's engine drops the track.
-    drop(alices);
+    // Alice removes her track: her stream is unpublished and Bob's engine drops the track.
+    assert!(alices.send(MediaCommand::RemoveTrack(0)));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         assert!(Instant::now() < deadline, "the track was never removed");
@@ -90,4 +90,5 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
         }
     }
     assert!(mixer.lock().unwrap().track_ids().is_empty());
+    drop(alices);
 }

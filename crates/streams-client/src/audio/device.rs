@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 
 use super::SAMPLE_RATE;
+use super::resample::StreamResampler;
 use super::source::AudioSource;
 
 /// An audio device as listed to users.
@@ -139,6 +140,128 @@ fn open_device(source: SharedSource) -> Result<(String, cpal::Stream), String> {
     Ok((describe(&device), stream))
 }
 
+/// A capture device could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("no usable audio input device: {0}")]
+pub struct NoInputDevice(pub String);
+
+/// The default capture device as a mono 48 kHz [`AudioSource`]: the device callback downmixes and
+/// resamples into a buffer that the encoder drains frame by frame (zeros on underrun; the oldest audio
+/// is dropped beyond 200 ms, so device clock drift never builds latency).
+pub struct MicrophoneSource {
+    name: String,
+    buffer: Arc<Mutex<std::collections::VecDeque<f32>>>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Most captured audio kept waiting for the encoder (200 ms).
+const MAX_CAPTURE_BACKLOG: usize = SAMPLE_RATE as usize / 5;
+
+impl MicrophoneSource {
+    /// Opens the host's default input device. Without one, say why (callers fall back to a synthetic
+    /// source).
+    pub fn open_default() -> Result<Self, NoInputDevice> {
+        let buffer = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let shared = Arc::clone(&buffer);
+        // The stream lives on its own thread: cpal streams need not be `Send`.
+        let thread = std::thread::Builder::new()
+            .name("streams-capture".into())
+            .spawn(move || match open_capture(shared) {
+                Ok((name, stream)) => {
+                    let _ = ready_tx.send(Ok(name));
+                    let _ = stop_rx.recv();
+                    drop(stream);
+                }
+                Err(reason) => {
+                    let _ = ready_tx.send(Err(reason));
+                }
+            })
+            .map_err(|e| NoInputDevice(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(name)) => {
+                tracing::info!(device = %name, "capturing audio");
+                Ok(MicrophoneSource {
+                    name,
+                    buffer,
+                    stop: Some(stop_tx),
+                    thread: Some(thread),
+                })
+            }
+            Ok(Err(reason)) => {
+                let _ = thread.join();
+                Err(NoInputDevice(reason))
+            }
+            Err(_) => Err(NoInputDevice("the capture thread ended".into())),
+        }
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl AudioSource for MicrophoneSource {
+    fn fill(&mut self, out: &mut [f32]) {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        for sample in out.iter_mut() {
+            *sample = buffer.pop_front().unwrap_or(0.0);
+        }
+    }
+}
+
+impl Drop for MicrophoneSource {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn open_capture(
+    buffer: Arc<Mutex<std::collections::VecDeque<f32>>>,
+) -> Result<(String, cpal::Stream), String> {
+    let host = cpal::default_host();
+    let device = host
+        .default_input_device()
+        .ok_or_else(|| "the host reports no input device".to_string())?;
+    let config = device
+        .default_input_config()
+        .map_err(|e| e.to_string())?
+        .config();
+    let channels = usize::from(config.channels.max(1));
+    let mut resampler = StreamResampler::new(config.sample_rate, SAMPLE_RATE);
+    let mut mono = Vec::new();
+    let mut resampled = Vec::new();
+    let stream = device
+        .build_input_stream::<f32, _, _>(
+            config,
+            move |data: &[f32], _| {
+                mono.clear();
+                mono.extend(
+                    data.chunks(channels)
+                        .map(|frame| frame.iter().sum::<f32>() / channels as f32),
+                );
+                resampled.clear();
+                resampler.process(&mono, &mut resampled);
+                if let Ok(mut buffer) = buffer.lock() {
+                    buffer.extend(resampled.iter().copied());
+                    let excess = buffer.len().saturating_sub(MAX_CAPTURE_BACKLOG);
+                    buffer.drain(..excess);
+                }
+            },
+            |e| tracing::warn!("audio input error: {e}"),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    stream.play().map_err(|e| e.to_string())?;
+    Ok((describe(&device), stream))
+}
+
 /// Consumes a source in real time, 10 ms at a time, on its own thread; stops when dropped.
 pub struct NullSink {
     stop: Arc<AtomicBool>,
@@ -216,5 +339,21 @@ mod tests {
             }
         }
         drop(sink);
+    }
+
+    #[test]
+    fn without_a_microphone_opening_one_says_why_instead_of_panicking() {
+        match MicrophoneSource::open_default() {
+            Ok(mut mic) => {
+                // A machine with a microphone: it yields samples of the requested size.
+                let mut buf = vec![1.0; 480];
+                mic.fill(&mut buf);
+                assert!(!mic.name().is_empty());
+            }
+            Err(e) => assert!(e.to_string().contains("no usable audio input device")),
+        }
+        if input_devices().is_empty() {
+            assert!(MicrophoneSource::open_default().is_err());
+        }
     }
 }

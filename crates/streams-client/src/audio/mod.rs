@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod codec;
 pub mod device;
 pub mod jitter;
+pub mod resample;
 pub mod source;
 
 /// The sample rate of every internal audio path.

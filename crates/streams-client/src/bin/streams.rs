@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
+use streams_client::audio::device::MicrophoneSource;
 use streams_client::audio::source::{AudioSource, ClipSource, ToneSource};
 use streams_client::media::voice_session::{listen as voice_listen, publish_voice};
 use streams_client::{
@@ -61,8 +62,11 @@ enum Command {
         #[arg(long, conflicts_with = "file")]
         tone: Option<f64>,
         /// Send this WAV clip, looped.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "mic")]
         file: Option<PathBuf>,
+        /// Send the default microphone.
+        #[arg(long, conflicts_with = "tone")]
+        mic: bool,
         /// How long to send.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -587,13 +591,18 @@ fn bot(
     room: &str,
     tone: Option<f64>,
     file: Option<&std::path::Path>,
+    mic: bool,
     seconds: u64,
     frame_ms: u32,
 ) -> Result<(), String> {
     let source: Box<dyn AudioSource> = match (tone, file) {
+        _ if mic => Box::new(
+            MicrophoneSource::open_default()
+                .map_err(|e| format!("{e}; use --tone HZ or --file PATH instead"))?,
+        ),
         (_, Some(path)) => Box::new(ClipSource::load(path).map_err(|e| e.to_string())?),
         (Some(hz), None) => Box::new(ToneSource::new(hz, 0.5)),
-        (None, None) => return Err("give --tone HZ or --file PATH".into()),
+        (None, None) => return Err("give --tone HZ, --file PATH or --mic".into()),
     };
     let frame = match frame_ms {
         10 => FrameDuration::Ms10,
@@ -693,9 +702,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             room,
             tone,
             file,
+            mic,
             seconds,
             frame_ms,
-        } => bot(cli, room, *tone, file.as_deref(), *seconds, *frame_ms),
+        } => bot(cli, room, *tone, file.as_deref(), *mic, *seconds, *frame_ms),
         Command::Listen { room, seconds } => listen(cli, room, *seconds),
     }
 }

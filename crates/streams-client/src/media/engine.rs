@@ -33,6 +33,8 @@ pub enum MediaCommand {
         /// Codec settings.
         settings: VoiceSettings,
     },
+    /// Stop sending a local track and unpublish it (by the index its `LocalTrackPublished` gave).
+    RemoveTrack(u8),
     /// Receive every remote audio track (`true`, the default) or none (`false`).
     SubscribeAll(bool),
     /// Set a remote track's volume and mute state.
@@ -206,6 +208,10 @@ fn secrets(record: &RoomRecord, identity: &Identity) -> HashMap<u64, RoomSecret>
 
 struct LocalTrack {
     index: u8,
+    /// Removed by its owner: no more frames; its m-line is made inactive at the next offer.
+    removed: bool,
+    /// The inactive m-line has been negotiated.
+    retired: bool,
     epochs: Vec<u64>,
     mid: Option<String>,
     sender: VoiceSender,
@@ -303,12 +309,19 @@ impl Engine {
                     .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
                 self.local.push(LocalTrack {
                     index,
+                    removed: false,
+                    retired: false,
                     epochs: vec![self.epoch],
                     mid: None,
                     sender,
                     frame_ms,
                     start: None,
                 });
+            }
+            MediaCommand::RemoveTrack(index) => {
+                if let Some(track) = self.local.iter_mut().find(|t| t.index == index) {
+                    track.removed = true;
+                }
             }
             MediaCommand::SubscribeAll(all) => {
                 self.subscribe_all = all;
@@ -444,14 +457,32 @@ impl Engine {
             })
             .filter(|(_, t)| t.kind == TrackKind::Audio && !known.contains(&t.track_id))
             .collect();
-        let unsent = self.local.iter().filter(|t| t.mid.is_none()).count();
-        if fresh.is_empty() && unsent == 0 {
+        let unsent = self
+            .local
+            .iter()
+            .filter(|t| t.mid.is_none() && !t.removed)
+            .count();
+        let retiring: Vec<String> = self
+            .local
+            .iter()
+            .filter(|t| t.removed && !t.retired)
+            .filter_map(|t| t.mid.clone())
+            .collect();
+        if fresh.is_empty() && unsent == 0 && retiring.is_empty() {
             return Ok(());
         }
-        let (offer, send_mids, recv_mids) = self.session.offer(unsent, fresh.len())?;
+        let (offer, send_mids, recv_mids) =
+            self.session.offer_changes(unsent, fresh.len(), &retiring)?;
         let mut send_mids = send_mids.into_iter();
-        for track in self.local.iter_mut().filter(|t| t.mid.is_none()) {
+        for track in self
+            .local
+            .iter_mut()
+            .filter(|t| t.mid.is_none() && !t.removed)
+        {
             track.mid = send_mids.next();
+        }
+        for track in self.local.iter_mut().filter(|t| t.removed) {
+            track.retired = true;
         }
         for ((user, info), mid) in fresh.into_iter().zip(recv_mids) {
             let frame = if info.frame_ms == 10 {
@@ -488,6 +519,7 @@ impl Engine {
         let publish: Vec<TrackAnnounce> = self
             .local
             .iter()
+            .filter(|t| !t.removed)
             .filter_map(|t| {
                 t.mid.as_ref().map(|mid| TrackAnnounce {
                     mid: mid.clone(),
@@ -515,7 +547,7 @@ impl Engine {
             other => return Err(ClientError::Unexpected(format!("{other:?}")).into()),
         };
         self.session.accept_answer(&answer)?;
-        for t in &self.local {
+        for t in self.local.iter().filter(|t| !t.removed) {
             self.emit(MediaEvent::LocalTrackPublished {
                 index: t.index,
                 key_id: t.sender.key_id(),
@@ -529,7 +561,7 @@ impl Engine {
         if !self.session.is_connected() {
             return Ok(());
         }
-        for track in &mut self.local {
+        for track in self.local.iter_mut().filter(|t| !t.removed) {
             let Some(mid) = track.mid.clone() else {
                 continue;
             };
@@ -560,7 +592,7 @@ impl Engine {
 
     fn next_deadline(&self) -> Instant {
         let mut deadline = Instant::now() + Duration::from_millis(10);
-        for track in &self.local {
+        for track in self.local.iter().filter(|t| !t.removed) {
             if let Some((start, _)) = track.start {
                 let due = start
                     + Duration::from_millis(

@@ -103,7 +103,21 @@ impl MediaSession {
         send: usize,
         recv: usize,
     ) -> Result<(String, Vec<String>, Vec<String>), MediaError> {
+        self.offer_changes(send, recv, &[])
+    }
+
+    /// Like [`MediaSession::offer`], and also makes the m-lines `deactivate` inactive (a removed
+    /// track: its m-line stays in the session but carries nothing).
+    pub fn offer_changes(
+        &mut self,
+        send: usize,
+        recv: usize,
+        deactivate: &[String],
+    ) -> Result<(String, Vec<String>, Vec<String>), MediaError> {
         let mut api = self.rtc.sdp_api();
+        for mid in deactivate {
+            api.set_direction(Mid::from(mid.as_str()), Direction::Inactive);
+        }
         let send_mids: Vec<Mid> = (0..send)
             .map(|_| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None))
             .collect();
