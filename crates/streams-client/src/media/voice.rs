@@ -20,6 +20,9 @@ pub struct VoiceSender {
     source: Box<dyn AudioSource>,
     encoder: VoiceEncoder,
     encryptor: FrameEncryptor,
+    /// Mono samples of one frame from the source.
+    mono: Vec<f32>,
+    /// What the encoder takes: the mono samples, or both channels interleaved for stereo.
     pcm: Vec<f32>,
     frames: u64,
 }
@@ -31,12 +34,14 @@ impl VoiceSender {
         settings: VoiceSettings,
         encryptor: FrameEncryptor,
     ) -> Result<Self, CodecError> {
+        let mono = vec![0.0; settings.frame.samples()];
         let encoder = VoiceEncoder::new(settings)?;
         let pcm = vec![0.0; encoder.frame_len()];
         Ok(VoiceSender {
             source,
             encoder,
             encryptor,
+            mono,
             pcm,
             frames: 0,
         })
@@ -69,7 +74,15 @@ impl VoiceSender {
 
     /// Captures, encodes and protects the next frame; `capture_us` is the wall time of its first sample.
     pub fn next_frame(&mut self, capture_us: u64) -> Result<Vec<u8>, SendError> {
-        self.source.fill(&mut self.pcm);
+        self.source.fill(&mut self.mono);
+        if self.pcm.len() == self.mono.len() {
+            self.pcm.copy_from_slice(&self.mono);
+        } else {
+            // Stereo on request: the mono source on both channels.
+            for (pair, sample) in self.pcm.chunks_exact_mut(2).zip(&self.mono) {
+                pair.fill(*sample);
+            }
+        }
         let encoded = self.encoder.encode(&self.pcm)?;
         let protected = frame::seal(&mut self.encryptor, capture_us, &encoded)?;
         self.frames += 1;
@@ -379,6 +392,34 @@ mod tests {
         assert_eq!(stats.held, 3);
         assert_eq!(stats.lost, 0, "{stats:?}");
         assert!((decoded_frequency(&pcm) - 440.0).abs() < 3.0);
+    }
+
+    #[test]
+    fn stereo_tracks_play_on_mono_receivers() {
+        let alice = Identity::generate();
+        let secret = RoomSecret::random();
+        let device = DeviceSession::random();
+        let mut sender = VoiceSender::new(
+            Box::new(ToneSource::new(660.0, 0.5)),
+            VoiceSettings {
+                stereo: true,
+                bitrate: 64_000,
+                ..VoiceSettings::default()
+            },
+            device.encryptor(&secret, 0, alice.user_id(), 0).unwrap(),
+        )
+        .unwrap();
+        let mut receiver =
+            VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
+        receiver.add_epoch(0, secret, 0);
+        let mut pcm = Vec::new();
+        for i in 0..50u64 {
+            receiver.accept(i * 20_000 + 1_000, sender.next_frame(i * 20_000).unwrap());
+            pcm.extend(receiver.pull(i * 20_000 + 5_000));
+        }
+        assert_eq!(receiver.stats().frames, 50);
+        assert_eq!(pcm.len(), 50 * 960, "decoded to mono");
+        assert!((decoded_frequency(&pcm) - 660.0).abs() < 3.0);
     }
 
     #[test]
