@@ -162,6 +162,12 @@ impl MicrophoneSource {
     /// Opens the host's default input device. Without one, say why (callers fall back to a synthetic
     /// source).
     pub fn open_default() -> Result<Self, NoInputDevice> {
+        Self::open(None)
+    }
+
+    /// Opens the input device named `name` (as [`input_devices`] lists it), or the default one.
+    pub fn open(name: Option<&str>) -> Result<Self, NoInputDevice> {
+        let wanted = name.map(str::to_string);
         let buffer = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -169,7 +175,7 @@ impl MicrophoneSource {
         // The stream lives on its own thread: cpal streams need not be `Send`.
         let thread = std::thread::Builder::new()
             .name("streams-capture".into())
-            .spawn(move || match open_capture(shared) {
+            .spawn(move || match open_capture(shared, wanted.as_deref()) {
                 Ok((name, stream)) => {
                     let _ = ready_tx.send(Ok(name));
                     let _ = stop_rx.recv();
@@ -224,11 +230,19 @@ impl Drop for MicrophoneSource {
 
 fn open_capture(
     buffer: Arc<Mutex<std::collections::VecDeque<f32>>>,
+    name: Option<&str>,
 ) -> Result<(String, cpal::Stream), String> {
     let host = cpal::default_host();
-    let device = host
-        .default_input_device()
-        .ok_or_else(|| "the host reports no input device".to_string())?;
+    let device = match name {
+        None => host
+            .default_input_device()
+            .ok_or_else(|| "the host reports no input device".to_string())?,
+        Some(name) => host
+            .input_devices()
+            .map_err(|e| e.to_string())?
+            .find(|d| describe(d) == name)
+            .ok_or_else(|| format!("no input device named {name:?}"))?,
+    };
     let config = device
         .default_input_config()
         .map_err(|e| e.to_string())?
@@ -355,5 +369,9 @@ mod tests {
         if input_devices().is_empty() {
             assert!(MicrophoneSource::open_default().is_err());
         }
+        let err = MicrophoneSource::open(Some("no such microphone"))
+            .err()
+            .expect("an unknown device name is refused");
+        assert!(err.to_string().contains("no such microphone"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
-use streams_client::audio::device::MicrophoneSource;
+use streams_client::audio::device::{MicrophoneSource, input_devices, output_devices};
 use streams_client::audio::source::{AudioSource, ClipSource, ToneSource};
 use streams_client::media::voice_session::{listen as voice_listen, publish_voice};
 use streams_client::{
@@ -67,6 +67,9 @@ enum Command {
         /// Send the default microphone.
         #[arg(long, conflicts_with = "tone")]
         mic: bool,
+        /// With --mic: the input device to use (see `streams devices`).
+        #[arg(long, requires = "mic")]
+        device: Option<String>,
         /// How long to send.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -74,6 +77,8 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         frame_ms: u32,
     },
+    /// List audio input and output devices.
+    Devices,
     /// Receive every remote audio track of a room and report what arrived (one line per track).
     Listen {
         /// The room id.
@@ -591,13 +596,13 @@ fn bot(
     room: &str,
     tone: Option<f64>,
     file: Option<&std::path::Path>,
-    mic: bool,
+    mic: Option<Option<&str>>,
     seconds: u64,
     frame_ms: u32,
 ) -> Result<(), String> {
     let source: Box<dyn AudioSource> = match (tone, file) {
-        _ if mic => Box::new(
-            MicrophoneSource::open_default()
+        _ if mic.is_some() => Box::new(
+            MicrophoneSource::open(mic.flatten())
                 .map_err(|e| format!("{e}; use --tone HZ or --file PATH instead"))?,
         ),
         (_, Some(path)) => Box::new(ClipSource::load(path).map_err(|e| e.to_string())?),
@@ -703,9 +708,32 @@ fn run(cli: &Cli) -> Result<(), String> {
             tone,
             file,
             mic,
+            device,
             seconds,
             frame_ms,
-        } => bot(cli, room, *tone, file.as_deref(), *mic, *seconds, *frame_ms),
+        } => {
+            let mic = mic.then_some(device.as_deref());
+            bot(cli, room, *tone, file.as_deref(), mic, *seconds, *frame_ms)
+        }
+        Command::Devices => {
+            let list = serde_json::json!({
+                "inputs": input_devices(),
+                "outputs": output_devices(),
+            });
+            if cli.json {
+                println!("{list}");
+            } else {
+                println!(
+                    "inputs:  {}",
+                    serde_json::to_string(&list["inputs"]).unwrap_or_default()
+                );
+                println!(
+                    "outputs: {}",
+                    serde_json::to_string(&list["outputs"]).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
         Command::Listen { room, seconds } => listen(cli, room, *seconds),
     }
 }
