@@ -459,6 +459,7 @@ async fn delete_room(
         return Err(not_found());
     }
     state.hub().drop_room(&room_id);
+    state.sfu.close_room(room_id.clone()).await;
     tracing::info!(room = %room_id, "room deleted");
     publish(
         state,

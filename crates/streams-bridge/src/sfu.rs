@@ -62,6 +62,10 @@ enum Command {
         user: UserId,
         reply: Reply<Vec<(RoomId, u64)>>,
     },
+    CloseRoom {
+        room: RoomId,
+        reply: Reply<Vec<(RoomId, u64)>>,
+    },
     List {
         room: RoomId,
         reply: Reply<Vec<StreamInfo>>,
@@ -155,6 +159,13 @@ impl SfuHandle {
     /// Ends every media session of `user` in `room` (the user was removed from it).
     pub async fn close_user(&self, room: RoomId, user: UserId) -> Vec<(RoomId, u64)> {
         self.ask(|reply| Command::CloseUser { room, user, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Ends every media session in `room` (it was deleted).
+    pub async fn close_room(&self, room: RoomId) -> Vec<(RoomId, u64)> {
+        self.ask(|reply| Command::CloseRoom { room, reply })
             .await
             .unwrap_or_default()
     }
@@ -303,6 +314,10 @@ impl Sfu {
                 Ok(Output::Event(Event::MediaData(data))) => media.push(data),
                 Ok(Output::Event(Event::IceConnectionStateChange(state))) => {
                     tracing::debug!(session = session.id, ?state, "ICE state");
+                    if state == str0m::IceConnectionState::Disconnected {
+                        // The peer is gone: end the session (it is removed on the next pass).
+                        session.rtc.disconnect();
+                    }
                 }
                 Ok(Output::Event(_)) => {}
                 Err(e) => {
@@ -320,7 +335,16 @@ impl Sfu {
     }
 
     fn forward(&mut self, from: u64, data: &MediaData) {
-        let track = track_id(from, &data.mid.to_string());
+        let mid = data.mid.to_string();
+        // Only what the publisher announces is forwarded (an unpublished m-line may still send).
+        let published = self
+            .sessions
+            .iter()
+            .any(|s| s.id == from && s.published.iter().any(|t| t.mid == mid));
+        if !published {
+            return;
+        }
+        let track = track_id(from, &mid);
         let targets: Vec<(usize, Mid)> = self
             .sessions
             .iter()
@@ -391,6 +415,10 @@ impl Sfu {
             Command::Close { conn, room, reply } => {
                 let closed =
                     self.close(|s| s.conn == conn && room.as_ref().is_none_or(|r| *r == s.room));
+                let _ = reply.send(closed);
+            }
+            Command::CloseRoom { room, reply } => {
+                let closed = self.close(|s| s.room == room);
                 let _ = reply.send(closed);
             }
             Command::CloseUser { room, user, reply } => {

@@ -217,6 +217,10 @@ fn a_rotation_while_two_members_talk_loses_no_frame() {
         // subscribes when it hears of each stream, so the first few hundred ms are not received.)
         assert_eq!(r.decrypt_failures, 0, "{r:?}");
         assert_eq!(r.lost, 0, "{r:?}");
+        assert_eq!(
+            r.late, 0,
+            "no frame was dropped as late at the key switch: {r:?}"
+        );
         assert!(r.concealed <= 3, "{r:?}");
         assert!(r.frames >= 100, "{r:?}");
         let expected = if r.user_id == alice.user_id().as_str() {

@@ -40,7 +40,8 @@ pub struct VoiceSettings {
     pub bitrate: i32,
     /// Expected loss in percent: sizes the in-band FEC (0 disables it).
     pub expected_loss_percent: i32,
-    /// Discontinuous transmission (send almost nothing during silence).
+    /// Discontinuous transmission (send almost nothing during silence). Off by default: it saves
+    /// bandwidth but shows the bridge, by packet timing, when someone is silent.
     pub dtx: bool,
 }
 
@@ -83,6 +84,8 @@ impl VoiceEncoder {
         let mut encoder =
             opus::Encoder::new(SAMPLE_RATE, channels, Application::Voip).map_err(codec_error)?;
         encoder.set_signal(Signal::Voice).map_err(codec_error)?;
+        // Constant bitrate: SFrame keeps sizes, so variable sizes would tell the bridge who speaks.
+        encoder.set_vbr(false).map_err(codec_error)?;
         encoder
             .set_bitrate(Bitrate::Bits(settings.bitrate))
             .map_err(codec_error)?;

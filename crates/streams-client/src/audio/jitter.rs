@@ -95,6 +95,11 @@ pub struct JitterBuffer {
 impl JitterBuffer {
     /// A source silent this long (µs) starts over with buffering.
     pub const RESTART_AFTER_US: u64 = 500_000;
+    /// Most frames queued; beyond it the oldest are dropped (a flood cannot grow memory).
+    pub const MAX_QUEUED: usize = 500;
+    /// A sequence number this far ahead of the play position restarts the buffer (a sender restart
+    /// or a hostile counter), rather than being waited for.
+    const MAX_JUMP: u64 = 3_000;
     /// Consecutive pulls (about a second of them) with too deep a queue before a frame is dropped.
     fn drift_pulls(&self) -> u32 {
         (1_000_000 / self.frame_us).max(1) as u32
@@ -150,15 +155,25 @@ impl JitterBuffer {
             self.stats.late += 1;
             return;
         }
+        if self
+            .next_seq
+            .is_some_and(|next| seq.saturating_sub(next) > Self::MAX_JUMP)
+        {
+            // Not a gap worth concealing: start over from this packet.
+            self.queue.clear();
+            self.next_seq = None;
+            self.last_transit = None;
+        }
         if self.queue.contains_key(&seq) {
             self.stats.duplicates += 1;
             return;
         }
         self.stats.received += 1;
         // Transit relative to the sender's nominal timeline (seq × frame): its variation is jitter.
-        let transit = now_us as i64 - (seq * self.frame_us) as i64;
+        let nominal = seq.wrapping_mul(self.frame_us);
+        let transit = (now_us as i64).wrapping_sub(nominal as i64);
         if let Some(last) = self.last_transit {
-            let d = (transit - last).unsigned_abs() as f64;
+            let d = transit.wrapping_sub(last).unsigned_abs() as f64;
             self.jitter_us += (d - self.jitter_us) / 16.0;
         }
         self.last_transit = Some(transit);
@@ -170,6 +185,10 @@ impl JitterBuffer {
                 capture_us,
             },
         );
+        while self.queue.len() > Self::MAX_QUEUED {
+            self.queue.pop_first();
+            self.stats.drift_dropped += 1;
+        }
     }
 
     /// What to play for the frame period starting at `now_us`.
@@ -201,7 +220,7 @@ impl JitterBuffer {
         }
         // Audio goes on: the underflows before this were gaps in the stream.
         self.stats.concealed += std::mem::take(&mut self.pending_underflows);
-        self.next_seq = Some(next + 1);
+        self.next_seq = Some(next.saturating_add(1));
         let out = if let Some(q) = self.queue.remove(&next) {
             self.stats.played += 1;
             Playout::Packet {
@@ -211,7 +230,7 @@ impl JitterBuffer {
             }
         } else {
             self.stats.lost += 1;
-            match self.queue.get(&(next + 1)) {
+            match self.queue.get(&next.saturating_add(1)) {
                 Some(q) => {
                     self.stats.fec_recovered += 1;
                     Playout::Recover {
@@ -237,7 +256,7 @@ impl JitterBuffer {
                 if let Some(next) = self.next_seq
                     && self.queue.remove(&next).is_some()
                 {
-                    self.next_seq = Some(next + 1);
+                    self.next_seq = Some(next.saturating_add(1));
                     self.stats.drift_dropped += 1;
                 }
             }
@@ -432,6 +451,30 @@ mod tests {
             jb.pull(3_001_000),
             Playout::Packet { seq: 200, .. }
         ));
+    }
+
+    #[test]
+    fn hostile_counters_and_floods_neither_panic_nor_grow_without_bound() {
+        let mut jb = JitterBuffer::new(20);
+        jb.push(0, u64::MAX - 1, vec![1], None);
+        jb.push(1, u64::MAX, vec![2], None);
+        assert!(matches!(jb.pull(2), Playout::Packet { .. }));
+        assert!(matches!(jb.pull(20_002), Playout::Packet { .. }));
+        jb.pull(40_002);
+        // A jump far ahead restarts instead of waiting for thousands of frames.
+        let mut jb = JitterBuffer::new(20);
+        jb.push(0, 10, vec![10], None);
+        assert!(matches!(jb.pull(1), Playout::Packet { seq: 10, .. }));
+        jb.push(2, 1_000_000, vec![0], None);
+        assert!(matches!(
+            jb.pull(20_001),
+            Playout::Packet { seq: 1_000_000, .. }
+        ));
+        // A flood is capped.
+        for seq in 2_000_000..2_002_000 {
+            jb.push(30_000, seq, vec![0], None);
+        }
+        assert!(jb.depth() <= JitterBuffer::MAX_QUEUED);
     }
 
     #[test]

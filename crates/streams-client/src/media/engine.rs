@@ -112,7 +112,7 @@ pub enum MediaEvent {
 
 /// A room's media, running on its own thread. Dropping it stops it.
 pub struct RoomMedia {
-    commands: Sender<MediaCommand>,
+    commands: Option<Sender<MediaCommand>>,
     events: Receiver<MediaEvent>,
     mixer: Arc<Mutex<Mixer>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -166,7 +166,7 @@ impl RoomMedia {
             })
             .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
         Ok(RoomMedia {
-            commands,
+            commands: Some(commands),
             events,
             mixer,
             thread: Some(thread),
@@ -175,7 +175,9 @@ impl RoomMedia {
 
     /// Sends a command (non-blocking; `false` if the engine has stopped or is flooded).
     pub fn send(&self, command: MediaCommand) -> bool {
-        self.commands.try_send(command).is_ok()
+        self.commands
+            .as_ref()
+            .is_some_and(|c| c.try_send(command).is_ok())
     }
 
     /// The engine's events.
@@ -191,7 +193,10 @@ impl RoomMedia {
 
 impl Drop for RoomMedia {
     fn drop(&mut self) {
-        let _ = self.commands.try_send(MediaCommand::Stop);
+        // Closing the channel stops the engine even when its queue is full.
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.try_send(MediaCommand::Stop);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -264,10 +269,13 @@ impl Engine {
             self.pending_streams = streams;
         }
         loop {
-            while let Ok(command) = commands.try_recv() {
-                match command {
-                    MediaCommand::Stop => return Ok("stopped by its owner".into()),
-                    other => self.command(other)?,
+            loop {
+                match commands.try_recv() {
+                    Ok(MediaCommand::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        return Ok("stopped by its owner".into());
+                    }
+                    Ok(other) => self.command(other)?,
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
                 }
             }
             while let Ok(event) = room_events.try_recv() {
@@ -446,7 +454,7 @@ impl Engine {
     /// Offers new m-lines for local tracks without one and for new remote audio tracks.
     fn negotiate(&mut self) -> Result<(), VoiceError> {
         let me = self.identity.user_id().clone();
-        let known: Vec<String> = self.remote.values().map(|t| t.track_id.clone()).collect();
+        let mut known: Vec<String> = self.remote.values().map(|t| t.track_id.clone()).collect();
         let fresh: Vec<(UserId, streams_proto::wire::TrackInfo)> = self
             .pending_streams
             .drain(..)
@@ -455,7 +463,14 @@ impl Engine {
                 let user = s.user_id.clone();
                 s.tracks.into_iter().map(move |t| (user.clone(), t))
             })
-            .filter(|(_, t)| t.kind == TrackKind::Audio && !known.contains(&t.track_id))
+            .filter(|(_, t)| {
+                // Each track once, even if both the listing and an event announced it.
+                let new = t.kind == TrackKind::Audio && !known.contains(&t.track_id);
+                if new {
+                    known.push(t.track_id.clone());
+                }
+                new
+            })
             .collect();
         let unsent = self
             .local

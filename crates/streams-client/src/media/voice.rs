@@ -117,6 +117,8 @@ pub struct TrackStats {
     pub decrypt_failures: u64,
     /// Frames held because their key epoch was not known yet.
     pub held: u64,
+    /// Frames that arrived after their slot had passed (dropped).
+    pub late: u64,
     /// Smoothed inter-arrival jitter, ms.
     pub jitter_ms: f64,
     /// Target delay of the jitter buffer, ms.
@@ -151,7 +153,15 @@ pub struct VoiceReceiver {
     pending: std::collections::VecDeque<f32>,
     first_arrival_us: Option<u64>,
     last_arrival_us: u64,
+    /// Per key id, the offset that turns its SFrame counter into this track's frame sequence: a new
+    /// epoch's key restarts its counter at 0, the track's sequence goes on.
+    seq_base: HashMap<u64, u64>,
+    /// The highest sequence seen so far.
+    last_seq: Option<u64>,
 }
+
+/// Latency samples kept per track (about ten minutes of 20 ms frames); older ones are dropped.
+const MAX_SAMPLES: usize = 30_000;
 
 impl VoiceReceiver {
     /// A receiver of `sender`'s frames of `frame` duration.
@@ -172,6 +182,8 @@ impl VoiceReceiver {
             pending: std::collections::VecDeque::new(),
             first_arrival_us: None,
             last_arrival_us: 0,
+            seq_base: HashMap::new(),
+            last_seq: None,
         })
     }
 
@@ -180,7 +192,7 @@ impl VoiceReceiver {
         self.secrets.insert(epoch & 0xFFFF, secret);
         let held = std::mem::take(&mut self.held);
         for (arrived_us, protected) in held {
-            self.accept(arrived_us.max(now_us.saturating_sub(1)), protected);
+            self.queue_frame(arrived_us.max(now_us.saturating_sub(1)), protected);
         }
     }
 
@@ -190,6 +202,11 @@ impl VoiceReceiver {
         self.stats.packets += 1;
         self.first_arrival_us.get_or_insert(now_us);
         self.last_arrival_us = now_us;
+        self.queue_frame(now_us, protected);
+    }
+
+    /// Opens a frame into the jitter buffer, or holds it until its epoch's key is known.
+    fn queue_frame(&mut self, now_us: u64, protected: Vec<u8>) {
         let Ok((kid, _)) = frame_header(&protected) else {
             self.stats.decrypt_failures += 1;
             return;
@@ -215,14 +232,19 @@ impl VoiceReceiver {
         }
         match frame::open(&self.decryptor, &self.sender, &protected) {
             Ok(opened) => {
-                self.arrivals_us
-                    .push(now_us.saturating_sub(opened.capture_us));
-                self.jitter.push(
-                    now_us,
-                    opened.counter,
-                    opened.encoded,
-                    Some(opened.capture_us),
+                push_capped(
+                    &mut self.arrivals_us,
+                    now_us.saturating_sub(opened.capture_us),
                 );
+                let next = self.last_seq.map_or(0, |s| s.saturating_add(1));
+                let base = *self
+                    .seq_base
+                    .entry(opened.key_id)
+                    .or_insert_with(|| next.saturating_sub(opened.counter));
+                let seq = base.saturating_add(opened.counter);
+                self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
+                self.jitter
+                    .push(now_us, seq, opened.encoded, Some(opened.capture_us));
             }
             Err(_) => self.stats.decrypt_failures += 1,
         }
@@ -257,7 +279,7 @@ impl VoiceReceiver {
                 Ok(pcm) => {
                     self.stats.frames += 1;
                     if let Some(capture) = capture_us {
-                        self.latencies_us.push(now_us.saturating_sub(capture));
+                        push_capped(&mut self.latencies_us, now_us.saturating_sub(capture));
                     }
                     pcm
                 }
@@ -313,6 +335,7 @@ impl VoiceReceiver {
         };
         TrackStats {
             bitrate_kbps,
+            late: j.late,
             lost: j.lost,
             concealed: j.concealed,
             fec_recovered: j.fec_recovered,
@@ -332,6 +355,13 @@ impl VoiceReceiver {
     pub fn latencies_us(&self) -> &[u64] {
         &self.latencies_us
     }
+}
+
+fn push_capped(values: &mut Vec<u64>, value: u64) {
+    if values.len() >= MAX_SAMPLES {
+        values.drain(..MAX_SAMPLES / 2);
+    }
+    values.push(value);
 }
 
 /// The value at quantile `q` (0–1) of `values`.
@@ -391,6 +421,20 @@ mod tests {
         assert_eq!(stats.decrypt_failures, 0);
         assert_eq!(stats.held, 3);
         assert_eq!(stats.lost, 0, "{stats:?}");
+        assert_eq!(
+            stats.late, 0,
+            "the new key's counter restarts; the track's sequence does not"
+        );
+        // The three held frames play once the key arrives, three periods later (concealed meanwhile):
+        // every frame is either played or still queued.
+        assert_eq!(stats.packets, 100);
+        assert_eq!(stats.concealed, 3, "{stats:?}");
+        assert_eq!(
+            stats.frames + receiver.jitter.depth() as u64,
+            100,
+            "{stats:?} {:?}",
+            receiver.jitter.stats()
+        );
         assert!((decoded_frequency(&pcm) - 440.0).abs() < 3.0);
     }
 

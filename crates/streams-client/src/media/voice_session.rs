@@ -150,6 +150,8 @@ pub struct TrackReport {
     pub fec_recovered: u64,
     /// Frames that failed to decrypt.
     pub decrypt_failures: u64,
+    /// Frames dropped because they arrived after their slot.
+    pub late: u64,
     /// Dominant frequency of the decoded audio, Hz.
     pub freq_hz: f32,
     /// Level of the decoded audio, dBFS.
@@ -239,6 +241,7 @@ pub fn listen(
             concealed: stats.concealed,
             fec_recovered: stats.fec_recovered,
             decrypt_failures: stats.decrypt_failures,
+            late: stats.late,
             freq_hz: decoded_frequency(&voiced),
             level_dbfs: level_dbfs(&voiced),
             latency_p50_ms: ms(percentile(lat, 0.5)),
