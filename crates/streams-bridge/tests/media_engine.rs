@@ -90,5 +90,35 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
         }
     }
     assert!(mixer.lock().unwrap().track_ids().is_empty());
+
+    // She publishes another track (a new microphone, say): Bob's engine goes on and picks it up.
+    assert!(alices.send(MediaCommand::AddAudioTrack {
+        source: Box::new(ToneSource::new(660.0, 0.5)),
+        settings: VoiceSettings::default(),
+    }));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        assert!(Instant::now() < deadline, "the new track never arrived");
+        match bobs.events().recv_timeout(Duration::from_millis(100)) {
+            Ok(MediaEvent::RemoteTrackAdded { track_id, .. }) => break track_id,
+            Ok(MediaEvent::Stopped { reason }) => panic!("Bob's engine stopped: {reason}"),
+            _ => {}
+        }
+    };
+    assert_ne!(second, added.0);
+    let mut heard = Vec::new();
+    let start = Instant::now();
+    let mut period = 0u32;
+    while start.elapsed() < Duration::from_millis(1500) {
+        period += 1;
+        std::thread::sleep(
+            (start + Duration::from_millis(10) * period).saturating_duration_since(Instant::now()),
+        );
+        let mut out = vec![0.0f32; 480];
+        mixer.lock().unwrap().fill(&mut out);
+        heard.extend(out);
+    }
+    let voiced: Vec<f32> = heard.into_iter().filter(|s| *s != 0.0).collect();
+    assert!((decoded_frequency(&voiced) - 660.0).abs() <= 5.0);
     drop(alices);
 }

@@ -103,6 +103,9 @@ pub enum MediaEvent {
         /// Key epochs it has used, in order.
         epochs: Vec<u64>,
     },
+    /// The bridge refused a negotiation (a stream went away, a right was revoked); the engine goes
+    /// on and retries from the current listing.
+    NegotiationFailed(String),
     /// The engine stopped.
     Stopped {
         /// Why.
@@ -153,6 +156,7 @@ impl RoomMedia {
             speaking: HashMap::new(),
             speaking_config: None,
             last_stats: Instant::now(),
+            negotiate_after: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("streams-room-media".into())
@@ -248,6 +252,8 @@ struct Engine {
     speaking: HashMap<String, bool>,
     speaking_config: Option<(f32, u64, u64)>,
     last_stats: Instant,
+    /// No negotiation before this (after a refused one).
+    negotiate_after: Instant,
 }
 
 impl Engine {
@@ -385,8 +391,26 @@ impl Engine {
     /// Returns a reason when the engine must stop.
     fn room_event(&mut self, event: RoomEvent) -> Result<Option<String>, VoiceError> {
         match event {
+            RoomEvent::StreamUpdated { room_id, stream } if room_id == self.room_id => {
+                // Tracks the stream no longer has end here.
+                let prefix = format!("{}:", stream.stream_id);
+                let gone: Vec<String> = self
+                    .remote
+                    .iter()
+                    .filter(|(_, t)| {
+                        t.track_id.starts_with(&prefix)
+                            && !stream.tracks.iter().any(|s| s.track_id == t.track_id)
+                    })
+                    .map(|(mid, _)| mid.clone())
+                    .collect();
+                for mid in gone {
+                    self.drop_remote(&mid);
+                }
+                if self.subscribe_all {
+                    self.pending_streams.push(stream);
+                }
+            }
             RoomEvent::StreamPublished { room_id, stream }
-            | RoomEvent::StreamUpdated { room_id, stream }
                 if room_id == self.room_id && self.subscribe_all =>
             {
                 self.pending_streams.push(stream);
@@ -486,19 +510,28 @@ impl Engine {
         if fresh.is_empty() && unsent == 0 && retiring.is_empty() {
             return Ok(());
         }
+        if Instant::now() < self.negotiate_after {
+            // A recent attempt failed: keep what is pending for the next try.
+            self.pending_streams
+                .extend(fresh.into_iter().map(|(user, t)| StreamInfo {
+                    stream_id: 0,
+                    user_id: user,
+                    tracks: vec![t],
+                }));
+            return Ok(());
+        }
         let (offer, send_mids, recv_mids) =
             self.session.offer_changes(unsent, fresh.len(), &retiring)?;
+        // Nothing below changes state until the bridge has answered.
         let mut send_mids = send_mids.into_iter();
-        for track in self
+        let assigned: Vec<(usize, String)> = self
             .local
-            .iter_mut()
-            .filter(|t| t.mid.is_none() && !t.removed)
-        {
-            track.mid = send_mids.next();
-        }
-        for track in self.local.iter_mut().filter(|t| t.removed) {
-            track.retired = true;
-        }
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.mid.is_none() && !t.removed)
+            .filter_map(|(i, _)| send_mids.next().map(|mid| (i, mid)))
+            .collect();
+        let mut added = Vec::new();
         for ((user, info), mid) in fresh.into_iter().zip(recv_mids) {
             let frame = if info.frame_ms == 10 {
                 FrameDuration::Ms10
@@ -513,7 +546,87 @@ impl Engine {
             if let Some((threshold, attack, hold)) = self.speaking_config {
                 receiver.configure_speaking(SpeakingDetector::new(threshold, attack, hold));
             }
-            let receiver = Arc::new(Mutex::new(receiver));
+            added.push((mid, user, info, Arc::new(Mutex::new(receiver))));
+        }
+        let publish: Vec<TrackAnnounce> = self
+            .local
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.removed)
+            .filter_map(|(i, t)| {
+                let mid = t.mid.clone().or_else(|| {
+                    assigned
+                        .iter()
+                        .find(|(j, _)| *j == i)
+                        .map(|(_, mid)| mid.clone())
+                })?;
+                Some(TrackAnnounce {
+                    mid,
+                    kind: TrackKind::Audio,
+                    key_id: t.sender.key_id(),
+                    frame_ms: t.frame_ms,
+                })
+            })
+            .collect();
+        let subscribe: Vec<TrackSubscription> = self
+            .remote
+            .iter()
+            .map(|(mid, t)| (mid.clone(), t.track_id.clone()))
+            .chain(
+                added
+                    .iter()
+                    .map(|(mid, _, info, _)| (mid.clone(), info.track_id.clone())),
+            )
+            .map(|(mid, track_id)| TrackSubscription { mid, track_id })
+            .collect();
+        let reply = self.client.call(Operation::Negotiate {
+            room_id: self.room_id.clone(),
+            offer,
+            publish,
+            subscribe,
+        });
+        let answer = match reply {
+            Ok(Reply::Answer { answer, .. }) => answer,
+            Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}")).into()),
+            Err(ClientError::Bridge(e)) => {
+                // A stream that went away meanwhile, or a right that was revoked: not fatal.
+                // Start again from the bridge's current listing after a pause.
+                tracing::warn!(room = %self.room_id, "media negotiation refused: {e}");
+                self.emit(MediaEvent::NegotiationFailed(e.to_string()));
+                self.negotiate_after = Instant::now() + Duration::from_secs(1);
+                if let Reply::Streams(streams) = self
+                    .client
+                    .call(Operation::ListStreams(self.room_id.clone()))?
+                {
+                    let live: Vec<String> = streams
+                        .iter()
+                        .flat_map(|s| s.tracks.iter().map(|t| t.track_id.clone()))
+                        .collect();
+                    let gone: Vec<String> = self
+                        .remote
+                        .iter()
+                        .filter(|(_, t)| !live.contains(&t.track_id))
+                        .map(|(mid, _)| mid.clone())
+                        .collect();
+                    for mid in gone {
+                        self.drop_remote(&mid);
+                    }
+                    if self.subscribe_all {
+                        self.pending_streams = streams;
+                    }
+                }
+                return Ok(());
+            }
+            Err(other) => return Err(other.into()),
+        };
+        self.session.accept_answer(&answer)?;
+        for (i, mid) in assigned {
+            self.local[i].mid = Some(mid);
+        }
+        for track in self.local.iter_mut().filter(|t| t.removed) {
+            track.retired = true;
+        }
+        for (mid, user, info, receiver) in added {
             if let Ok(mut mixer) = self.mixer.lock() {
                 mixer.add(info.track_id.clone(), Arc::clone(&receiver));
             }
@@ -531,37 +644,6 @@ impl Engine {
                 },
             );
         }
-        let publish: Vec<TrackAnnounce> = self
-            .local
-            .iter()
-            .filter(|t| !t.removed)
-            .filter_map(|t| {
-                t.mid.as_ref().map(|mid| TrackAnnounce {
-                    mid: mid.clone(),
-                    kind: TrackKind::Audio,
-                    key_id: t.sender.key_id(),
-                    frame_ms: t.frame_ms,
-                })
-            })
-            .collect();
-        let subscribe: Vec<TrackSubscription> = self
-            .remote
-            .iter()
-            .map(|(mid, t)| TrackSubscription {
-                mid: mid.clone(),
-                track_id: t.track_id.clone(),
-            })
-            .collect();
-        let answer = match self.client.call(Operation::Negotiate {
-            room_id: self.room_id.clone(),
-            offer,
-            publish: publish.clone(),
-            subscribe,
-        })? {
-            Reply::Answer { answer, .. } => answer,
-            other => return Err(ClientError::Unexpected(format!("{other:?}")).into()),
-        };
-        self.session.accept_answer(&answer)?;
         for t in self.local.iter().filter(|t| !t.removed) {
             self.emit(MediaEvent::LocalTrackPublished {
                 index: t.index,
