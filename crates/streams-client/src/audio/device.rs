@@ -105,32 +105,21 @@ fn open_device(source: SharedSource) -> Result<(String, cpal::Stream), String> {
     let supported = device.default_output_config().map_err(|e| e.to_string())?;
     let config = supported.config();
     let channels = usize::from(config.channels.max(1));
-    let ratio = f64::from(SAMPLE_RATE) / f64::from(config.sample_rate.max(1));
-    let mut mono: Vec<f32> = Vec::new();
-    let mut position = 0.0f64;
+    let mut resampler = PlayoutResampler::new(SAMPLE_RATE, config.sample_rate);
+    let mut mono = Vec::new();
     let stream = device
         .build_output_stream::<f32, _, _>(
             config,
             move |out: &mut [f32], _| {
-                // Resample the 48 kHz mono source to the device rate (linear) and copy to every channel.
                 let frames = out.len() / channels;
-                let needed = (frames as f64 * ratio).ceil() as usize + 2;
-                if mono.len() < needed {
-                    mono.resize(needed, 0.0);
-                }
+                mono.resize(frames, 0.0);
                 match source.try_lock() {
-                    Ok(mut s) => s.fill(&mut mono[..needed]),
-                    Err(_) => mono[..needed].fill(0.0),
+                    Ok(mut s) => resampler.render(&mut *s, &mut mono),
+                    Err(_) => mono.fill(0.0),
                 }
-                for f in 0..frames {
-                    let pos = position + f as f64 * ratio;
-                    let i = pos.floor() as usize;
-                    let frac = (pos - i as f64) as f32;
-                    let v = mono[i.min(needed - 1)] * (1.0 - frac)
-                        + mono[(i + 1).min(needed - 1)] * frac;
-                    out[f * channels..(f + 1) * channels].fill(v);
+                for (frame, v) in out.chunks_mut(channels).zip(&mono) {
+                    frame.fill(*v);
                 }
-                position = (position + frames as f64 * ratio).fract();
             },
             |e| tracing::warn!("audio output error: {e}"),
             None,
@@ -138,6 +127,50 @@ fn open_device(source: SharedSource) -> Result<(String, cpal::Stream), String> {
         .map_err(|e| e.to_string())?;
     stream.play().map_err(|e| e.to_string())?;
     Ok((describe(&device), stream))
+}
+
+/// Renders a 48 kHz source at a device's rate, pulling exactly as many source samples as are played
+/// (the fractional position and the unused samples carry over), so the source is drained at real
+/// time.
+pub struct PlayoutResampler {
+    step: f64,
+    position: f64,
+    buffered: std::collections::VecDeque<f32>,
+    scratch: Vec<f32>,
+}
+
+impl PlayoutResampler {
+    /// From `source_rate` to `device_rate`.
+    pub fn new(source_rate: u32, device_rate: u32) -> Self {
+        PlayoutResampler {
+            step: f64::from(source_rate.max(1)) / f64::from(device_rate.max(1)),
+            position: 0.0,
+            buffered: std::collections::VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Fills `out` (device rate) from `source`.
+    pub fn render(&mut self, source: &mut dyn AudioSource, out: &mut [f32]) {
+        let last = self.position + self.step * out.len() as f64;
+        let needed = last.floor() as usize + 2;
+        if self.buffered.len() < needed {
+            self.scratch.resize(needed - self.buffered.len(), 0.0);
+            source.fill(&mut self.scratch);
+            self.buffered.extend(self.scratch.iter().copied());
+        }
+        for (k, o) in out.iter_mut().enumerate() {
+            let pos = self.position + self.step * k as f64;
+            let i = pos.floor() as usize;
+            let frac = (pos - i as f64) as f32;
+            let a = self.buffered[i];
+            let b = self.buffered[i + 1];
+            *o = a + (b - a) * frac;
+        }
+        let consumed = last.floor() as usize;
+        self.buffered.drain(..consumed.min(self.buffered.len()));
+        self.position = last - consumed as f64;
+    }
 }
 
 /// A capture device could not be used.
@@ -353,6 +386,29 @@ mod tests {
             }
         }
         drop(sink);
+    }
+
+    #[test]
+    fn playout_at_44k1_drains_the_source_in_real_time_and_keeps_the_tone() {
+        struct Counting(ToneSource, usize);
+        impl AudioSource for Counting {
+            fn fill(&mut self, out: &mut [f32]) {
+                self.1 += out.len();
+                self.0.fill(out);
+            }
+        }
+        let mut source = Counting(ToneSource::new(440.0, 0.5), 0);
+        let mut r = PlayoutResampler::new(48_000, 44_100);
+        let mut played = Vec::new();
+        for _ in 0..100 {
+            let mut period = vec![0.0; 441];
+            r.render(&mut source, &mut period);
+            played.extend(period);
+        }
+        // One second at the device rate takes one second (±2 samples) of the 48 kHz source.
+        assert!((source.1 as i64 - 48_000).abs() <= 2, "{} pulled", source.1);
+        let back = crate::audio::source::resample_linear(&played, 44_100, 48_000);
+        assert!((crate::audio::analysis::dominant_frequency(&back, 48_000) - 440.0).abs() < 1.0);
     }
 
     #[test]
