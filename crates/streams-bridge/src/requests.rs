@@ -506,6 +506,19 @@ async fn negotiate(
         )
         .await?;
     let stream = negotiated.stream;
+    // A removal may have landed while the SFU was negotiating: check again, and undo if so.
+    let id = room_id.clone();
+    let still_member = state
+        .with_store(move |s| s.room(&id))
+        .await?
+        .is_some_and(|r| r.role_of(&caller.user) != Role::Outsider);
+    if !still_member {
+        state
+            .sfu
+            .close_user(room_id.clone(), caller.user.clone())
+            .await;
+        return Err(not_found());
+    }
     if publishing {
         let event = if negotiated.was_published {
             Event::StreamUpdated {

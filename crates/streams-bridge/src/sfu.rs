@@ -21,6 +21,9 @@ use tokio::sync::oneshot;
 
 use crate::hub::ConnId;
 
+/// Most tracks one media session may receive.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+
 /// The longest the SFU thread sleeps before looking at new commands.
 const COMMAND_POLL: Duration = Duration::from_millis(5);
 
@@ -110,6 +113,24 @@ impl SfuHandle {
         rx.await.map_err(|_| gone())
     }
 
+    /// Like `ask`, but waits for room in the queue: closing sessions must not be skipped because
+    /// the SFU is busy.
+    async fn ask_reliably<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command + Send + 'static,
+    ) -> Result<T, WireError> {
+        let (tx, rx) = oneshot::channel();
+        let commands = self.commands.clone();
+        tokio::task::spawn_blocking(move || {
+            commands
+                .send_timeout(make(tx), std::time::Duration::from_secs(5))
+                .map_err(|_| gone())
+        })
+        .await
+        .map_err(|_| gone())??;
+        rx.await.map_err(|_| gone())
+    }
+
     /// Applies a client's offer for its media session in `room`; returns the answer and its stream.
     pub async fn negotiate(
         &self,
@@ -151,21 +172,21 @@ impl SfuHandle {
     /// Ends a connection's media sessions (in one room, or all); returns the streams that were
     /// published.
     pub async fn close(&self, conn: ConnId, room: Option<RoomId>) -> Vec<(RoomId, u64)> {
-        self.ask(|reply| Command::Close { conn, room, reply })
+        self.ask_reliably(move |reply| Command::Close { conn, room, reply })
             .await
             .unwrap_or_default()
     }
 
     /// Ends every media session of `user` in `room` (the user was removed from it).
     pub async fn close_user(&self, room: RoomId, user: UserId) -> Vec<(RoomId, u64)> {
-        self.ask(|reply| Command::CloseUser { room, user, reply })
+        self.ask_reliably(move |reply| Command::CloseUser { room, user, reply })
             .await
             .unwrap_or_default()
     }
 
     /// Ends every media session in `room` (it was deleted).
     pub async fn close_room(&self, room: RoomId) -> Vec<(RoomId, u64)> {
-        self.ask(|reply| Command::CloseRoom { room, reply })
+        self.ask_reliably(move |reply| Command::CloseRoom { room, reply })
             .await
             .unwrap_or_default()
     }
@@ -500,11 +521,11 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| invalid(format!("unreadable SDP offer: {e}")))?;
         self.check_tracks(&room, &subscribe)?;
-        let index = match self
+        let existing = self
             .sessions
             .iter()
-            .position(|s| s.conn == conn && s.room == room)
-        {
+            .position(|s| s.conn == conn && s.room == room);
+        let index = match existing {
             Some(i) => i,
             None => {
                 self.next_id += 1;
@@ -532,11 +553,15 @@ impl Sfu {
                 self.sessions.len() - 1
             }
         };
-        let answer = self.sessions[index]
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| invalid(format!("offer rejected: {e}")))?;
+        let answer = match self.sessions[index].rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                if existing.is_none() {
+                    self.sessions.remove(index);
+                }
+                return Err(invalid(format!("offer rejected: {e}")));
+            }
+        };
         let session = &mut self.sessions[index];
         let was_published = !session.published.is_empty();
         session.published = publish;

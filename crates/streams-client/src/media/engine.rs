@@ -24,6 +24,9 @@ use crate::media::session::MediaSession;
 use crate::media::voice::{TrackStats, VoiceReceiver, VoiceSender};
 use crate::media::voice_session::{VoiceError, local_ip_towards, now_us};
 
+/// Most frames a local track sends at once to catch up; beyond that it skips ahead.
+const MAX_BURST_FRAMES: u64 = 5;
+
 /// What the owner asks of the media engine.
 pub enum MediaCommand {
     /// Add and publish a local audio track.
@@ -666,6 +669,17 @@ impl Engine {
                 .start
                 .get_or_insert_with(|| (Instant::now(), now_us()));
             let frame = u64::from(track.frame_ms);
+            // After a stall (a blocking call, a busy machine) skip ahead rather than burst: a burst
+            // would sit in every receiver's buffer as extra latency.
+            let behind = Instant::now().saturating_duration_since(start).as_millis() as u64 / frame;
+            if behind > track.sender.frames() + MAX_BURST_FRAMES {
+                let skip = behind - track.sender.frames();
+                track.start = Some((
+                    start + Duration::from_millis(frame * skip),
+                    start_us + frame * skip * 1000,
+                ));
+                continue;
+            }
             loop {
                 let index = track.sender.frames();
                 let due = start + Duration::from_millis(frame * (index + 1));
