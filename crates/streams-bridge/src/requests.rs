@@ -82,13 +82,8 @@ pub async fn handle(
         Request::JoinRoom { room_id } => join_room(state, caller, room_id).await,
         Request::LeaveRoom { room_id } => {
             let room = visible_room(state, caller, &room_id).await?;
-            for (room_id, stream_id) in state.sfu.close(caller.conn, Some(room_id.clone())).await {
-                publish(
-                    state,
-                    &room,
-                    &Event::StreamUnpublished { room_id, stream_id },
-                );
-            }
+            let closed = state.sfu.close(caller.conn, Some(room_id.clone())).await;
+            announce_unpublished(state, &room, closed);
             let left = state.hub().leave(caller.conn, &room_id);
             if let Some(user) = left {
                 publish(
@@ -146,13 +141,7 @@ pub async fn handle(
         Request::CloseMedia { room_id } => {
             let room = visible_room(state, caller, &room_id).await?;
             let closed = state.sfu.close(caller.conn, Some(room_id)).await;
-            for (room_id, stream_id) in closed {
-                publish(
-                    state,
-                    &room,
-                    &Event::StreamUnpublished { room_id, stream_id },
-                );
-            }
+            announce_unpublished(state, &room, closed);
             Ok(ResponseBody::Done)
         }
         Request::ListStreams { room_id } => {
@@ -214,6 +203,17 @@ fn publish(state: &BridgeState, room: &RoomRecord, event: &Event) {
     state
         .hub()
         .publish(event, &room.context_id, &audience(room));
+}
+
+/// Tells a room's audience that the streams the SFU just closed are gone.
+fn announce_unpublished(state: &BridgeState, room: &RoomRecord, closed: Vec<(RoomId, u64)>) {
+    for (room_id, stream_id) in closed {
+        publish(
+            state,
+            room,
+            &Event::StreamUnpublished { room_id, stream_id },
+        );
+    }
 }
 
 async fn check_registered(state: &BridgeState, record: &EpochRecord) -> Result<(), WireError> {
@@ -384,13 +384,8 @@ async fn update_room(
         .collect();
     for user in &removed {
         // Their media ends too: they could not decrypt it any more, and must not receive it.
-        for (room_id, stream_id) in state.sfu.close_user(room_id.clone(), user.clone()).await {
-            publish(
-                state,
-                &updated,
-                &Event::StreamUnpublished { room_id, stream_id },
-            );
-        }
+        let closed = state.sfu.close_user(room_id.clone(), user.clone()).await;
+        announce_unpublished(state, &updated, closed);
         if state.hub().evict(&room_id, user) {
             publish(
                 state,
