@@ -344,11 +344,7 @@ impl Engine {
                 self.subscribe_all = all;
                 if !all {
                     self.pending_streams.clear();
-                    let mids: Vec<String> = self.remote.keys().cloned().collect();
-                    if !mids.is_empty() {
-                        for mid in mids {
-                            self.drop_remote(&mid);
-                        }
+                    if self.drop_remote_where(|_| true) > 0 {
                         self.client.call(Operation::SetSubscriptions {
                             room_id: self.room_id.clone(),
                             subscribe: vec![],
@@ -397,18 +393,9 @@ impl Engine {
             RoomEvent::StreamUpdated { room_id, stream } if room_id == self.room_id => {
                 // Tracks the stream no longer has end here.
                 let prefix = format!("{}:", stream.stream_id);
-                let gone: Vec<String> = self
-                    .remote
-                    .iter()
-                    .filter(|(_, t)| {
-                        t.track_id.starts_with(&prefix)
-                            && !stream.tracks.iter().any(|s| s.track_id == t.track_id)
-                    })
-                    .map(|(mid, _)| mid.clone())
-                    .collect();
-                for mid in gone {
-                    self.drop_remote(&mid);
-                }
+                self.drop_remote_where(|track| {
+                    track.starts_with(&prefix) && !stream.tracks.iter().any(|s| s.track_id == track)
+                });
                 if self.subscribe_all {
                     self.pending_streams.push(stream);
                 }
@@ -420,25 +407,24 @@ impl Engine {
             }
             RoomEvent::StreamUnpublished { room_id, stream_id } if room_id == self.room_id => {
                 let prefix = format!("{stream_id}:");
-                let gone: Vec<String> = self
-                    .remote
-                    .iter()
-                    .filter(|(_, t)| t.track_id.starts_with(&prefix))
-                    .map(|(mid, _)| mid.clone())
-                    .collect();
-                for mid in gone {
-                    self.drop_remote(&mid);
-                }
+                self.drop_remote_where(|track| track.starts_with(&prefix));
             }
             RoomEvent::Updated(room) if room.id == self.room_id => {
-                for (epoch, secret) in secrets(&room.record, &self.identity) {
-                    if self.secrets.insert(epoch, secret.clone()).is_none() {
-                        for track in self.remote.values() {
-                            if let Ok(mut r) = track.receiver.lock() {
-                                r.add_epoch(epoch, secret.clone(), now_us());
-                            }
+                // Only epochs not seen before need unwrapping (one HPKE open each).
+                let fresh: Vec<(u64, RoomSecret)> = room
+                    .record
+                    .epochs
+                    .iter()
+                    .filter(|e| !self.secrets.contains_key(&e.epoch))
+                    .filter_map(|e| e.unwrap_secret(&self.identity).ok().map(|s| (e.epoch, s)))
+                    .collect();
+                for (epoch, secret) in fresh {
+                    for track in self.remote.values() {
+                        if let Ok(mut r) = track.receiver.lock() {
+                            r.add_epoch(epoch, secret.clone(), now_us());
                         }
                     }
+                    self.secrets.insert(epoch, secret);
                 }
                 if room.key_epoch > self.epoch {
                     let Some(secret) = self.secrets.get(&room.key_epoch).cloned() else {
@@ -466,16 +452,26 @@ impl Engine {
         Ok(None)
     }
 
-    fn drop_remote(&mut self, mid: &str) {
-        if let Some(track) = self.remote.remove(mid) {
-            if let Ok(mut mixer) = self.mixer.lock() {
-                mixer.remove(&track.track_id);
+    /// Stops receiving the remote tracks whose id matches; returns how many there were.
+    fn drop_remote_where(&mut self, matches: impl Fn(&str) -> bool) -> usize {
+        let gone: Vec<String> = self
+            .remote
+            .iter()
+            .filter(|(_, t)| matches(&t.track_id))
+            .map(|(mid, _)| mid.clone())
+            .collect();
+        for mid in &gone {
+            if let Some(track) = self.remote.remove(mid) {
+                if let Ok(mut mixer) = self.mixer.lock() {
+                    mixer.remove(&track.track_id);
+                }
+                self.speaking.remove(&track.track_id);
+                self.emit(MediaEvent::RemoteTrackRemoved {
+                    track_id: track.track_id,
+                });
             }
-            self.speaking.remove(&track.track_id);
-            self.emit(MediaEvent::RemoteTrackRemoved {
-                track_id: track.track_id,
-            });
         }
+        gone.len()
     }
 
     /// Offers new m-lines for local tracks without one and for new remote audio tracks.
@@ -536,11 +532,7 @@ impl Engine {
             .collect();
         let mut added = Vec::new();
         for ((user, info), mid) in fresh.into_iter().zip(recv_mids) {
-            let frame = if info.frame_ms == 10 {
-                FrameDuration::Ms10
-            } else {
-                FrameDuration::Ms20
-            };
+            let frame = FrameDuration::from_millis(info.frame_ms).unwrap_or(FrameDuration::Ms20);
             let mut receiver = VoiceReceiver::new(user.clone(), frame)
                 .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
             for (epoch, secret) in &self.secrets {
@@ -605,15 +597,7 @@ impl Engine {
                         .iter()
                         .flat_map(|s| s.tracks.iter().map(|t| t.track_id.clone()))
                         .collect();
-                    let gone: Vec<String> = self
-                        .remote
-                        .iter()
-                        .filter(|(_, t)| !live.contains(&t.track_id))
-                        .map(|(mid, _)| mid.clone())
-                        .collect();
-                    for mid in gone {
-                        self.drop_remote(&mid);
-                    }
+                    self.drop_remote_where(|track| !live.iter().any(|l| l == track));
                     if self.subscribe_all {
                         self.pending_streams = streams;
                     }
