@@ -50,11 +50,8 @@ fn client(url: &str, identity: &Identity) -> Result<StreamsClient, String> {
 }
 
 fn audio_latency(pairs: usize, seconds: u64, frame_ms: u32) -> Result<serde_json::Value, String> {
-    let frame = match frame_ms {
-        10 => FrameDuration::Ms10,
-        20 => FrameDuration::Ms20,
-        other => return Err(format!("--frame-ms must be 10 or 20, not {other}")),
-    };
+    let frame = FrameDuration::from_millis(frame_ms)
+        .ok_or_else(|| format!("--frame-ms must be 10 or 20, not {frame_ms}"))?;
     let bridge = Bridge::spawn(BridgeConfig::ephemeral()).map_err(|e| e.to_string())?;
     let url = bridge.url();
     let results = std::thread::scope(|scope| {

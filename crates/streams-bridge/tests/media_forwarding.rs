@@ -2,7 +2,7 @@
 //! bridge, which forwards it to a subscriber without being able to read it.
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::media::{LOOPBACK, negotiate, wait_connected};
 use common::*;
@@ -12,17 +12,11 @@ use streams_client::audio::jitter::{JitterBuffer, Playout};
 use streams_client::audio::source::{AudioSource, ToneSource};
 use streams_client::media::frame;
 use streams_client::media::session::MediaSession;
+use streams_client::media::voice_session::now_us;
 use streams_client::{Operation, Reply, RoomEvent};
 use streams_proto::Identity;
 use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor};
 use streams_proto::wire::{EventScope, TrackAnnounce, TrackKind, TrackSubscription};
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 #[test]
 fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {

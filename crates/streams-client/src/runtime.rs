@@ -131,22 +131,23 @@ impl Shared {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A pushed room, verified and decrypted into `event`, or rejected with why.
+    fn verified(
+        &self,
+        record: streams_proto::RoomRecord,
+        event: fn(Box<Room>) -> RoomEvent,
+    ) -> RoomEvent {
+        let id = record.id.clone();
+        match self.trust.open_room(&self.identity, record) {
+            Ok(room) => event(Box::new(room)),
+            Err(error) => RoomEvent::Rejected { room_id: id, error },
+        }
+    }
+
     fn on_event(&self, event: Event) {
         let room_event = match event {
-            Event::RoomCreated { room } => {
-                let id = room.id.clone();
-                match self.trust.open_room(&self.identity, *room) {
-                    Ok(room) => RoomEvent::Created(Box::new(room)),
-                    Err(error) => RoomEvent::Rejected { room_id: id, error },
-                }
-            }
-            Event::RoomUpdated { room } => {
-                let id = room.id.clone();
-                match self.trust.open_room(&self.identity, *room) {
-                    Ok(room) => RoomEvent::Updated(Box::new(room)),
-                    Err(error) => RoomEvent::Rejected { room_id: id, error },
-                }
-            }
+            Event::RoomCreated { room } => self.verified(*room, RoomEvent::Created),
+            Event::RoomUpdated { room } => self.verified(*room, RoomEvent::Updated),
             Event::RoomDeleted {
                 room_id,
                 context_id,

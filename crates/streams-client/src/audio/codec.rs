@@ -15,6 +15,15 @@ pub enum FrameDuration {
 }
 
 impl FrameDuration {
+    /// The duration of `millis` milliseconds, if supported (10 or 20).
+    pub fn from_millis(millis: u32) -> Option<Self> {
+        match millis {
+            10 => Some(FrameDuration::Ms10),
+            20 => Some(FrameDuration::Ms20),
+            _ => None,
+        }
+    }
+
     /// Milliseconds.
     pub fn millis(self) -> u32 {
         match self {

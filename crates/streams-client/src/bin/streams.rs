@@ -302,10 +302,10 @@ fn print_room(room: &Room, json: bool) {
     );
 }
 
-fn connect(cli: &Cli) -> Result<StreamsClient, String> {
-    let path = cli.key.clone().unwrap_or_else(default_key_path);
-    let identity = Identity::load(&path).map_err(|e| e.to_string())?;
-    let mut config = ClientConfig::new(cli.bridge.clone(), identity);
+/// Connects as `identity` (loaded by [`identity`]).
+fn connect(cli: &Cli, identity: &Identity) -> Result<StreamsClient, String> {
+    let path = key_path(cli);
+    let mut config = ClientConfig::new(cli.bridge.clone(), identity.clone());
     config.request_timeout = Duration::from_secs(10);
     // Rooms verified by this key are remembered beside it, so a bridge cannot roll them back later.
     let mut trust = path.clone().into_os_string();
@@ -319,7 +319,7 @@ fn connect(cli: &Cli) -> Result<StreamsClient, String> {
 }
 
 fn room_command(cli: &Cli, action: &RoomAction) -> Result<(), String> {
-    let client = connect(cli)?;
+    let client = connect(cli, &identity(cli)?)?;
     let err = |e: streams_client::ClientError| e.to_string();
     match action {
         RoomAction::Create {
@@ -484,7 +484,7 @@ enum EventLine {
 }
 
 fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), String> {
-    let client = connect(cli)?;
+    let client = connect(cli, &identity(cli)?)?;
     let scope = match room {
         Some(id) => EventScope::Room(room_id(id)?),
         None => EventScope::Context(ContextId::default()),
@@ -586,9 +586,12 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
     }
 }
 
+fn key_path(cli: &Cli) -> PathBuf {
+    cli.key.clone().unwrap_or_else(default_key_path)
+}
+
 fn identity(cli: &Cli) -> Result<Identity, String> {
-    let path = cli.key.clone().unwrap_or_else(default_key_path);
-    Identity::load(&path).map_err(|e| e.to_string())
+    Identity::load(&key_path(cli)).map_err(|e| e.to_string())
 }
 
 fn bot(
@@ -609,13 +612,10 @@ fn bot(
         (Some(hz), None) => Box::new(ToneSource::new(hz, 0.5)),
         (None, None) => return Err("give --tone HZ, --file PATH or --mic".into()),
     };
-    let frame = match frame_ms {
-        10 => FrameDuration::Ms10,
-        20 => FrameDuration::Ms20,
-        other => return Err(format!("--frame-ms must be 10 or 20, not {other}")),
-    };
+    let frame = FrameDuration::from_millis(frame_ms)
+        .ok_or_else(|| format!("--frame-ms must be 10 or 20, not {frame_ms}"))?;
     let identity = identity(cli)?;
-    let client = connect(cli)?;
+    let client = connect(cli, &identity)?;
     let report = publish_voice(
         &client,
         &identity,
@@ -642,7 +642,7 @@ fn bot(
 
 fn listen(cli: &Cli, room: &str, seconds: u64) -> Result<(), String> {
     let identity = identity(cli)?;
-    let client = connect(cli)?;
+    let client = connect(cli, &identity)?;
     let reports = voice_listen(
         &client,
         &identity,
@@ -696,9 +696,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Whoami => {
-            let path = cli.key.clone().unwrap_or_else(default_key_path);
-            let identity = Identity::load(&path).map_err(|e| e.to_string())?;
-            println!("{}", identity.user_id());
+            println!("{}", identity(cli)?.user_id());
             Ok(())
         }
         Command::Room { action } => room_command(cli, action),

@@ -64,14 +64,6 @@ pub fn local_ip_towards(bridge_url: &str) -> IpAddr {
     }
 }
 
-/// Why an engine stopped early, if it did.
-fn stopped(event: &MediaEvent) -> Option<String> {
-    match event {
-        MediaEvent::Stopped { reason } => Some(reason.clone()),
-        _ => None,
-    }
-}
-
 /// What a publisher sent.
 #[derive(Clone, Debug, Serialize)]
 pub struct PublishReport {
@@ -81,6 +73,21 @@ pub struct PublishReport {
     pub frame_ms: u32,
     /// Key epochs used.
     pub epochs: Vec<u64>,
+}
+
+impl PublishReport {
+    /// Takes a local track's counts from an engine event; `true` when the engine has stopped.
+    fn record(&mut self, event: MediaEvent) -> bool {
+        match event {
+            MediaEvent::LocalStats { frames, epochs, .. } => {
+                self.frames = frames;
+                self.epochs = epochs;
+                false
+            }
+            MediaEvent::Stopped { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// Publishes `source` in `room` for `duration`, in real time. The room's current key is used and
@@ -110,23 +117,17 @@ pub fn publish_voice(
         epochs: Vec::new(),
     };
     let deadline = Instant::now() + duration;
-    let mut early = None;
-    while Instant::now() < deadline && early.is_none() {
+    let mut stopped = false;
+    while Instant::now() < deadline && !stopped {
         if let Ok(event) = media.events().recv_timeout(Duration::from_millis(50)) {
-            early = stopped(&event);
-            if let MediaEvent::LocalStats { frames, epochs, .. } = event {
-                report.frames = frames;
-                report.epochs = epochs;
-            }
+            stopped = report.record(event);
         }
     }
+    // Stopping the engine reports the final counts.
     let events = media.events().clone();
     drop(media);
     for event in events.try_iter() {
-        if let MediaEvent::LocalStats { frames, epochs, .. } = event {
-            report.frames = frames;
-            report.epochs = epochs;
-        }
+        report.record(event);
     }
     Ok(report)
 }
