@@ -15,6 +15,7 @@ pub mod link;
 pub mod media;
 pub mod rooms;
 pub mod runtime;
+pub mod video;
 
 pub use api::{
     ClientEvent, ConnectionState, NewRoom, Operation, Reply, RequestId, Room, RoomEvent, RoomPage,

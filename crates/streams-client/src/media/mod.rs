@@ -3,6 +3,7 @@
 pub mod engine;
 pub mod frame;
 pub mod mixer;
+pub mod opener;
 pub mod session;
 pub mod voice;
 pub mod voice_session;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use streams_proto::frame_crypto::{FrameDecryptor, FrameEncryptor, frame_header};
+use streams_proto::frame_crypto::FrameEncryptor;
 use streams_proto::{CryptoError, RoomSecret, UserId};
 
 use crate::audio::SAMPLE_RATE;
@@ -14,6 +14,7 @@ use crate::audio::codec::{CodecError, FrameDuration, VoiceDecoder, VoiceEncoder,
 use crate::audio::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::audio::source::AudioSource;
 use crate::media::frame;
+use crate::media::opener::{FrameOpener, Opening};
 
 /// Produces a track's protected frames.
 pub struct VoiceSender {
@@ -131,15 +132,9 @@ pub struct TrackStats {
     pub bitrate_kbps: f64,
 }
 
-/// Frames waiting for their epoch's key, at most this many.
-const MAX_HELD: usize = 50;
-
 /// Receives one remote voice track.
 pub struct VoiceReceiver {
-    sender: UserId,
-    decryptor: FrameDecryptor,
-    secrets: HashMap<u64, RoomSecret>,
-    held: Vec<(u64, Vec<u8>)>,
+    opener: FrameOpener,
     jitter: JitterBuffer,
     decoder: VoiceDecoder,
     frame: FrameDuration,
@@ -167,10 +162,7 @@ impl VoiceReceiver {
     /// A receiver of `sender`'s frames of `frame` duration.
     pub fn new(sender: UserId, frame: FrameDuration) -> Result<Self, CodecError> {
         Ok(VoiceReceiver {
-            sender,
-            decryptor: FrameDecryptor::new(),
-            secrets: HashMap::new(),
-            held: Vec::new(),
+            opener: FrameOpener::new(sender),
             jitter: JitterBuffer::new(frame.millis()),
             decoder: VoiceDecoder::new(frame, false)?,
             frame,
@@ -189,9 +181,7 @@ impl VoiceReceiver {
 
     /// Makes an epoch's secret available; frames held for it are opened now.
     pub fn add_epoch(&mut self, epoch: u64, secret: RoomSecret, now_us: u64) {
-        self.secrets.insert(epoch & 0xFFFF, secret);
-        let held = std::mem::take(&mut self.held);
-        for (arrived_us, protected) in held {
+        for (arrived_us, protected) in self.opener.add_epoch(epoch, secret) {
             self.queue_frame(arrived_us.max(now_us.saturating_sub(1)), protected);
         }
     }
@@ -207,47 +197,30 @@ impl VoiceReceiver {
 
     /// Opens a frame into the jitter buffer, or holds it until its epoch's key is known.
     fn queue_frame(&mut self, now_us: u64, protected: Vec<u8>) {
-        let Ok((kid, _)) = frame_header(&protected) else {
-            self.stats.decrypt_failures += 1;
-            return;
-        };
-        let epoch = kid >> 48;
-        let Some(secret) = self.secrets.get(&epoch) else {
-            // A new epoch's frame before its key: hold it rather than lose it.
-            if self.held.len() < MAX_HELD {
+        let opened = match self.opener.open(now_us, protected) {
+            Opening::Opened(opened) => opened,
+            Opening::Held => {
                 self.stats.held += 1;
-                self.held.push((now_us, protected));
-            } else {
+                return;
+            }
+            Opening::Failed => {
                 self.stats.decrypt_failures += 1;
+                return;
             }
-            return;
         };
-        if self
-            .decryptor
-            .add_sender_if_missing(secret, &self.sender, kid)
-            .is_err()
-        {
-            self.stats.decrypt_failures += 1;
-            return;
-        }
-        match frame::open(&self.decryptor, &self.sender, &protected) {
-            Ok(opened) => {
-                push_capped(
-                    &mut self.arrivals_us,
-                    now_us.saturating_sub(opened.capture_us),
-                );
-                let next = self.last_seq.map_or(0, |s| s.saturating_add(1));
-                let base = *self
-                    .seq_base
-                    .entry(opened.key_id)
-                    .or_insert_with(|| next.saturating_sub(opened.counter));
-                let seq = base.saturating_add(opened.counter);
-                self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
-                self.jitter
-                    .push(now_us, seq, opened.encoded, Some(opened.capture_us));
-            }
-            Err(_) => self.stats.decrypt_failures += 1,
-        }
+        push_capped(
+            &mut self.arrivals_us,
+            now_us.saturating_sub(opened.capture_us),
+        );
+        let next = self.last_seq.map_or(0, |s| s.saturating_add(1));
+        let base = *self
+            .seq_base
+            .entry(opened.key_id)
+            .or_insert_with(|| next.saturating_sub(opened.counter));
+        let seq = base.saturating_add(opened.counter);
+        self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
+        self.jitter
+            .push(now_us, seq, opened.encoded, Some(opened.capture_us));
     }
 
     /// Exactly `count` samples for an output device whose period differs from the frame duration
