@@ -198,6 +198,11 @@ impl BridgeHandle {
             .unwrap_or(0)
     }
 
+    /// How many keyframe requests (PLI/FIR) of subscribers the SFU has passed on to publishers.
+    pub fn keyframe_requests_forwarded(&self) -> u64 {
+        self.state.sfu.keyframe_requests_forwarded()
+    }
+
     /// Stops the bridge and waits for its thread.
     pub fn shutdown(mut self) {
         self.stop_now();

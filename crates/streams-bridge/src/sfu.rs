@@ -1,15 +1,20 @@
 //! The SFU: one UDP socket shared by every media session (str0m's `Rtc::accepts` picks the session of
 //! each datagram), driven on a thread of its own. It forwards SFrame-encrypted frames from publishers to
 //! subscribers without decoding them, and never negotiates the audio-level header extension (it would
-//! tell the bridge who is speaking).
+//! tell the bridge who is speaking). Audio is Opus; video is H.264 carrying one opaque NAL unit of
+//! ciphertext per frame (see the client's `video::carriage`), which str0m packetizes, buffers for
+//! NACK and resends per leg. A subscriber's keyframe request (PLI/FIR) is passed on to the publisher
+//! of that track, at most once per [`KEYFRAME_REQUEST_GAP`] per track.
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use str0m::change::SdpOffer;
-use str0m::media::{MediaData, Mid};
+use str0m::media::{KeyframeRequestKind, MediaData, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -23,6 +28,9 @@ use crate::hub::ConnId;
 
 /// Most tracks one media session may receive.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
+
+/// Keyframe requests for one published track closer together than this are merged.
+pub const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(200);
 
 /// The longest the SFU thread sleeps before looking at new commands.
 const COMMAND_POLL: Duration = Duration::from_millis(5);
@@ -83,6 +91,7 @@ enum Command {
 pub struct SfuHandle {
     commands: Sender<Command>,
     addr: SocketAddr,
+    keyframe_requests: Arc<AtomicU64>,
 }
 
 fn gone() -> WireError {
@@ -93,13 +102,28 @@ impl SfuHandle {
     /// Binds the UDP socket and starts the SFU thread.
     pub fn start(bind: SocketAddr) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
+        // Room for bursts of video packets (keyframes) while the thread is busy forwarding.
+        if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(8 << 20) {
+            tracing::debug!("could not enlarge the SFU's UDP receive buffer: {e}");
+        }
         let addr = socket.local_addr()?;
         let (commands, receiver) = crossbeam_channel::bounded(256);
+        let keyframe_requests = Arc::new(AtomicU64::new(0));
+        let mut sfu = Sfu::new(socket, addr, Arc::clone(&keyframe_requests));
         std::thread::Builder::new()
             .name("streams-sfu".into())
-            .spawn(move || Sfu::new(socket, addr).run(receiver))?;
+            .spawn(move || sfu.run(receiver))?;
         tracing::info!(%addr, "SFU listening (UDP)");
-        Ok(SfuHandle { commands, addr })
+        Ok(SfuHandle {
+            commands,
+            addr,
+            keyframe_requests,
+        })
+    }
+
+    /// Keyframe requests passed on to publishers so far.
+    pub fn keyframe_requests_forwarded(&self) -> u64 {
+        self.keyframe_requests.load(Ordering::Relaxed)
     }
 
     /// The UDP address media flows to.
@@ -244,19 +268,24 @@ struct Sfu {
     addr: SocketAddr,
     next_id: u64,
     sessions: Vec<Session>,
+    keyframe_requests: Arc<AtomicU64>,
+    /// When a keyframe was last requested of each published track.
+    last_keyframe_request: HashMap<String, Instant>,
 }
 
 impl Sfu {
-    fn new(socket: UdpSocket, addr: SocketAddr) -> Self {
+    fn new(socket: UdpSocket, addr: SocketAddr, keyframe_requests: Arc<AtomicU64>) -> Self {
         Sfu {
             socket,
             addr,
             next_id: 0,
             sessions: Vec::new(),
+            keyframe_requests,
+            last_keyframe_request: HashMap::new(),
         }
     }
 
-    fn run(mut self, commands: Receiver<Command>) {
+    fn run(&mut self, commands: Receiver<Command>) {
         let mut buf = vec![0u8; 2000];
         loop {
             loop {
@@ -322,6 +351,7 @@ impl Sfu {
     /// Polls a session until it has nothing more to say; forwards the media it received.
     fn drain(&mut self, index: usize) {
         let mut media = Vec::new();
+        let mut keyframe_requests = Vec::new();
         let session = &mut self.sessions[index];
         loop {
             match session.rtc.poll_output() {
@@ -333,6 +363,9 @@ impl Sfu {
                     let _ = self.socket.send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Event(Event::MediaData(data))) => media.push(data),
+                Ok(Output::Event(Event::KeyframeRequest(request))) => {
+                    keyframe_requests.push((request.mid, request.kind));
+                }
                 Ok(Output::Event(Event::IceConnectionStateChange(state))) => {
                     tracing::debug!(session = session.id, ?state, "ICE state");
                     if state == str0m::IceConnectionState::Disconnected {
@@ -352,6 +385,51 @@ impl Sfu {
         let from = session.id;
         for data in media {
             self.forward(from, &data);
+        }
+        for (mid, kind) in keyframe_requests {
+            self.request_keyframe(index, mid, kind);
+        }
+    }
+
+    /// Passes a subscriber's keyframe request on to the publisher of the track it receives on `mid`.
+    fn request_keyframe(&mut self, subscriber: usize, mid: Mid, kind: KeyframeRequestKind) {
+        let Some(track) = self
+            .sessions
+            .get(subscriber)
+            .and_then(|s| s.subscribed.get(&mid.to_string()))
+            .cloned()
+        else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .last_keyframe_request
+            .get(&track)
+            .is_some_and(|last| now.duration_since(*last) < KEYFRAME_REQUEST_GAP)
+        {
+            return;
+        }
+        let Some((publisher, publisher_mid)) =
+            self.sessions.iter().enumerate().find_map(|(i, s)| {
+                s.published
+                    .iter()
+                    .find(|t| track_id(s.id, &t.mid) == track)
+                    .map(|t| (i, Mid::from(t.mid.as_str())))
+            })
+        else {
+            return;
+        };
+        let Some(mut writer) = self.sessions[publisher].rtc.writer(publisher_mid) else {
+            return;
+        };
+        match writer.request_keyframe(None, kind) {
+            Ok(()) => {
+                self.last_keyframe_request.insert(track.clone(), now);
+                self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%track, ?kind, "keyframe request passed on to the publisher");
+                self.drain(publisher);
+            }
+            Err(e) => tracing::debug!(%track, "keyframe request not possible: {e}"),
         }
     }
 
@@ -475,6 +553,11 @@ impl Sfu {
             !matches
         });
         // Subscriptions to closed streams end with them.
+        self.last_keyframe_request.retain(|track, _| {
+            !closed
+                .iter()
+                .any(|(_, id)| track.starts_with(&format!("{id}:")))
+        });
         for s in &mut self.sessions {
             s.subscribed.retain(|_, track| {
                 !closed
@@ -533,6 +616,7 @@ impl Sfu {
                     .set_ice_lite(true)
                     .clear_codecs()
                     .enable_opus(true, false)
+                    .enable_h264(true)
                     .clear_extension_map()
                     .set_extension(3, Extension::TransportSequenceNumber)
                     .set_extension(4, Extension::RtpMid)

@@ -11,7 +11,7 @@ use streams_client::audio::codec::{FrameDuration, VoiceDecoder, VoiceEncoder, Vo
 use streams_client::audio::jitter::{JitterBuffer, Playout};
 use streams_client::audio::source::{AudioSource, ToneSource};
 use streams_client::media::frame;
-use streams_client::media::session::MediaSession;
+use streams_client::media::session::{MediaKind, MediaSession};
 use streams_client::media::voice_session::now_us;
 use streams_client::{Operation, Reply, RoomEvent};
 use streams_proto::Identity;
@@ -37,7 +37,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         .encryptor(&alice_secret, latest.epoch, alice.user_id(), 0)
         .unwrap();
     let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, send_mids, _) = publisher.offer(1, 0).unwrap();
+    let (offer, send_mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
     let answer = negotiate(
         &a,
         &room.id,
@@ -62,7 +62,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     let track = streams[0].tracks[0].clone();
     assert_eq!(track.key_id, encryptor.key_id());
     let mut subscriber = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, _, recv_mids) = subscriber.offer(0, 1).unwrap();
+    let (offer, _, recv_mids) = subscriber.offer(&[], &[MediaKind::Audio], &[]).unwrap();
     let answer = negotiate(
         &b,
         &room.id,

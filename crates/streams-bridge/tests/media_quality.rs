@@ -8,7 +8,7 @@ use common::relay::LossyRelay;
 use common::*;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
 use streams_client::audio::source::ToneSource;
-use streams_client::media::session::MediaSession;
+use streams_client::media::session::{MediaKind, MediaSession};
 use streams_client::media::voice::{VoiceReceiver, VoiceSender, decoded_frequency};
 use streams_client::media::voice_session::{listen, now_us, publish_voice};
 use streams_client::{Operation, Reply, RoomUpdate, StreamsClient};
@@ -75,7 +75,7 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
     )
     .unwrap();
     let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, mids, _) = publisher.offer(1, 0).unwrap();
+    let (offer, mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
     let announce = TrackAnnounce {
         mid: mids[0].clone(),
         kind: TrackKind::Audio,
@@ -92,7 +92,7 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
     // Bob's media goes through a relay that drops 10% of the RTP packets towards him.
     let relay = LossyRelay::start(bridge.handle.media_addr(), 10, 0x5eed);
     let mut subscriber = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, _, recv) = subscriber.offer(0, 1).unwrap();
+    let (offer, _, recv) = subscriber.offer(&[], &[MediaKind::Audio], &[]).unwrap();
     let answer = negotiate(
         &b,
         &room.id,
@@ -258,7 +258,7 @@ fn only_members_with_the_right_publish_or_subscribe_and_removed_members_are_cut_
     );
     let room = create_room(&a, "guarded", &[bob.user_id()]);
     let mut session = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, mids, _) = session.offer(1, 0).unwrap();
+    let (offer, mids, _) = session.offer(&[MediaKind::Audio], &[], &[]).unwrap();
     let announce = TrackAnnounce {
         mid: mids[0].clone(),
         kind: TrackKind::Audio,
@@ -288,7 +288,7 @@ fn only_members_with_the_right_publish_or_subscribe_and_removed_members_are_cut_
         panic!()
     };
     let mut bobs = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, _, recv) = bobs.offer(0, 1).unwrap();
+    let (offer, _, recv) = bobs.offer(&[], &[MediaKind::Audio], &[]).unwrap();
     negotiate(
         &b,
         &room.id,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod media;
+pub mod nft;
 pub mod relay;
 
 use std::path::PathBuf;

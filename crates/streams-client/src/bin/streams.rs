@@ -1,19 +1,24 @@
-//! `streams`: the command-line client — keys, rooms, events.
+//! `streams`: the command-line client — keys, rooms, events, bots and listeners.
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
 use streams_client::audio::device::{MicrophoneSource, input_devices, output_devices};
 use streams_client::audio::source::{AudioSource, ClipSource, ToneSource};
-use streams_client::media::voice_session::{listen as voice_listen, publish_voice};
+use streams_client::media::voice_session::{Publication, listen_media, publish};
+use streams_client::video::VideoSource;
+use streams_client::video::camera::{DEFAULT_CAMERA, cameras};
+use streams_client::video::codec::VideoSettings;
+use streams_client::video::pattern::PatternSource;
+use streams_client::video::screen::{ScreenSource, ScreenTarget};
 use streams_client::{
     ClientConfig, ClientEvent, NewRoom, Room, RoomEvent, RoomUpdate, StreamsClient,
 };
 use streams_proto::policy::{Access, Policy};
-use streams_proto::wire::{EventScope, Paging, SortOrder};
+use streams_proto::wire::{EventScope, Paging, SortOrder, TrackKind};
 use streams_proto::{ContextId, Identity, RoomId, UserId};
 
 /// Command-line client for bevy_streams Stream Rooms.
@@ -53,33 +58,12 @@ enum Command {
         #[command(subcommand)]
         action: RoomAction,
     },
-    /// Join a room's media and publish synthetic audio (a tone or a WAV clip) in real time.
-    Bot {
-        /// The room id.
-        #[arg(long)]
-        room: String,
-        /// Send a sine tone at this frequency (Hz).
-        #[arg(long, conflicts_with = "file")]
-        tone: Option<f64>,
-        /// Send this WAV clip, looped.
-        #[arg(long, conflicts_with = "mic")]
-        file: Option<PathBuf>,
-        /// Send the default microphone.
-        #[arg(long, conflicts_with = "tone")]
-        mic: bool,
-        /// With --mic: the input device to use (see `streams devices`).
-        #[arg(long, requires = "mic")]
-        device: Option<String>,
-        /// How long to send.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Opus frame duration: 10 or 20 ms.
-        #[arg(long, default_value_t = 20)]
-        frame_ms: u32,
-    },
-    /// List audio input and output devices.
+    /// Join a room's media and publish audio (a tone, a WAV clip or a microphone) and/or video (the
+    /// test pattern, the X11 screen or a camera) in real time.
+    Bot(BotArgs),
+    /// List audio input and output devices, and cameras with their formats.
     Devices,
-    /// Receive every remote audio track of a room and report what arrived (one line per track).
+    /// Receive every remote track of a room and report what arrived (one line per track).
     Listen {
         /// The room id.
         #[arg(long)]
@@ -98,6 +82,76 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+}
+
+#[derive(Args)]
+struct BotArgs {
+    /// The room id.
+    #[arg(long)]
+    room: String,
+    /// Send a sine tone at this frequency (Hz).
+    #[arg(long, conflicts_with = "file")]
+    tone: Option<f64>,
+    /// Send this WAV clip, looped.
+    #[arg(long, conflicts_with = "mic")]
+    file: Option<PathBuf>,
+    /// Send the default microphone.
+    #[arg(long, conflicts_with = "tone")]
+    mic: bool,
+    /// With --mic: the input device to use (see `streams devices`).
+    #[arg(long, requires = "mic")]
+    device: Option<String>,
+    /// How long to send.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Opus frame duration: 10 or 20 ms.
+    #[arg(long, default_value_t = 20)]
+    frame_ms: u32,
+    /// Publish video too (or only video, without an audio option).
+    #[arg(long, value_enum)]
+    video: Option<VideoChoice>,
+    /// Picture width (pattern: 640, camera: 1280; the screen is captured at its own size).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Picture height (pattern: 360, camera: 720).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Frames per second (pattern: 30, screen and camera: 15).
+    #[arg(long)]
+    fps: Option<u32>,
+    /// With --video camera: which camera (see `streams devices`).
+    #[arg(long, default_value_t = 0)]
+    camera: u32,
+    /// With --video screen: capture this X11 window (id, decimal or 0x hex) instead of the screen.
+    #[arg(long, value_parser = parse_window)]
+    window: Option<u32>,
+    /// A keyframe every this many frames (default: only when a receiver asks).
+    #[arg(long)]
+    keyframe_interval: Option<u32>,
+    /// Highest video bitrate, kbit/s (default: from the picture size).
+    #[arg(long)]
+    max_kbps: Option<u32>,
+    /// With --json: also print the running figures once a second (`{"progress":…}` lines).
+    #[arg(long)]
+    progress: bool,
+}
+
+fn parse_window(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("not a window id: {e}"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VideoChoice {
+    /// The moving test pattern (frame number and capture time in its pixels).
+    Pattern,
+    /// The X11 screen ($DISPLAY), or one window with --window.
+    Screen,
+    /// A camera.
+    Camera,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -594,56 +648,139 @@ fn identity(cli: &Cli) -> Result<Identity, String> {
     Identity::load(&key_path(cli)).map_err(|e| e.to_string())
 }
 
-fn bot(
-    cli: &Cli,
-    room: &str,
-    tone: Option<f64>,
-    file: Option<&std::path::Path>,
-    mic: Option<Option<&str>>,
-    seconds: u64,
-    frame_ms: u32,
-) -> Result<(), String> {
-    let source: Box<dyn AudioSource> = match (tone, file) {
-        _ if mic.is_some() => Box::new(
-            MicrophoneSource::open(mic.flatten())
+fn audio_source(args: &BotArgs) -> Result<Option<Box<dyn AudioSource>>, String> {
+    Ok(match (args.tone, &args.file) {
+        _ if args.mic => Some(Box::new(
+            MicrophoneSource::open(args.device.as_deref())
                 .map_err(|e| format!("{e}; use --tone HZ or --file PATH instead"))?,
+        )),
+        (_, Some(path)) => Some(Box::new(ClipSource::load(path).map_err(|e| e.to_string())?)),
+        (Some(hz), None) => Some(Box::new(ToneSource::new(hz, 0.5))),
+        (None, None) => None,
+    })
+}
+
+fn video_source(
+    args: &BotArgs,
+    choice: VideoChoice,
+) -> Result<(Box<dyn VideoSource>, TrackKind), String> {
+    let fps = args.fps.unwrap_or(match choice {
+        VideoChoice::Pattern => 30,
+        _ => DEFAULT_CAMERA.2,
+    });
+    Ok(match choice {
+        VideoChoice::Pattern => (
+            Box::new(
+                PatternSource::new(args.width.unwrap_or(640), args.height.unwrap_or(360), fps)
+                    .map_err(|e| e.to_string())?,
+            ),
+            TrackKind::Video,
         ),
-        (_, Some(path)) => Box::new(ClipSource::load(path).map_err(|e| e.to_string())?),
-        (Some(hz), None) => Box::new(ToneSource::new(hz, 0.5)),
-        (None, None) => return Err("give --tone HZ, --file PATH or --mic".into()),
-    };
-    let frame = FrameDuration::from_millis(frame_ms)
-        .ok_or_else(|| format!("--frame-ms must be 10 or 20, not {frame_ms}"))?;
+        VideoChoice::Screen => {
+            let target = args
+                .window
+                .map_or(ScreenTarget::Screen, ScreenTarget::Window);
+            let screen = ScreenSource::open(None, target, fps)
+                .map_err(|e| format!("{e}; use --video pattern instead"))?;
+            (Box::new(screen), TrackKind::Screen)
+        }
+        VideoChoice::Camera => (camera_source(args, fps)?, TrackKind::Video),
+    })
+}
+
+#[cfg(feature = "camera")]
+fn camera_source(args: &BotArgs, fps: u32) -> Result<Box<dyn VideoSource>, String> {
+    let width = args.width.map_or(DEFAULT_CAMERA.0, |w| w as u32);
+    let height = args.height.map_or(DEFAULT_CAMERA.1, |h| h as u32);
+    let camera = streams_client::video::camera::CameraSource::open(args.camera, width, height, fps)
+        .map_err(|e| format!("{e}; use --video pattern instead"))?;
+    Ok(Box::new(camera))
+}
+
+#[cfg(not(feature = "camera"))]
+fn camera_source(_: &BotArgs, _: u32) -> Result<Box<dyn VideoSource>, String> {
+    Err("this build has no camera support; use --video pattern instead".into())
+}
+
+fn bot(cli: &Cli, args: &BotArgs) -> Result<(), String> {
+    let audio = audio_source(args)?;
+    let video = args.video.map(|v| video_source(args, v)).transpose()?;
+    if audio.is_none() && video.is_none() {
+        return Err("give --tone HZ, --file PATH, --mic and/or --video SOURCE".into());
+    }
+    let frame = FrameDuration::from_millis(args.frame_ms)
+        .ok_or_else(|| format!("--frame-ms must be 10 or 20, not {}", args.frame_ms))?;
+    let video = video.map(|(source, kind)| {
+        let (width, height) = source.size();
+        let mut settings = VideoSettings::for_picture(width, height, source.frame_rate());
+        settings.keyframe_interval = args.keyframe_interval;
+        settings.screen_content = kind == TrackKind::Screen;
+        if let Some(kbps) = args.max_kbps {
+            settings.max_bitrate = kbps.max(100) * 1000;
+            settings.start_bitrate = settings.start_bitrate.min(settings.max_bitrate);
+        }
+        (source, settings, kind)
+    });
     let identity = identity(cli)?;
     let client = connect(cli, &identity)?;
-    let report = publish_voice(
+    let publication = Publication {
+        audio: audio.map(|source| {
+            (
+                source,
+                VoiceSettings {
+                    frame,
+                    ..VoiceSettings::default()
+                },
+            )
+        }),
+        video,
+    };
+    let progress = cli.json && args.progress;
+    let report = publish(
         &client,
         &identity,
         &cli.bridge,
-        &room_id(room)?,
-        source,
-        VoiceSettings {
-            frame,
-            ..VoiceSettings::default()
+        &room_id(&args.room)?,
+        publication,
+        Duration::from_secs(args.seconds),
+        &mut |report| {
+            if progress {
+                println!("{}", serde_json::json!({ "progress": report }));
+            }
         },
-        Duration::from_secs(seconds),
     )
     .map_err(|e| e.to_string())?;
     if cli.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        println!(
-            "sent {} frames of {} ms (key epochs {:?})",
-            report.frames, report.frame_ms, report.epochs
-        );
+        if report.frame_ms > 0 {
+            println!(
+                "sent {} audio frames of {} ms (key epochs {:?})",
+                report.frames, report.frame_ms, report.epochs
+            );
+        }
+        if let Some(v) = &report.video {
+            println!(
+                "sent {} video frames of {}x{} ({} keyframes, {} kbit/s target, encode p50 {:.1} ms)",
+                v.frames,
+                v.width,
+                v.height,
+                v.keyframes,
+                v.target_bitrate / 1000,
+                v.encode_ms_p50
+            );
+        }
     }
-    Ok(())
+    match report.failure {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
 }
 
 fn listen(cli: &Cli, room: &str, seconds: u64) -> Result<(), String> {
     let identity = identity(cli)?;
     let client = connect(cli, &identity)?;
-    let reports = voice_listen(
+    let listened = listen_media(
         &client,
         &identity,
         &cli.bridge,
@@ -651,10 +788,10 @@ fn listen(cli: &Cli, room: &str, seconds: u64) -> Result<(), String> {
         Duration::from_secs(seconds),
     )
     .map_err(|e| e.to_string())?;
-    if reports.is_empty() && !cli.json {
-        println!("no audio track arrived");
+    if listened.audio.is_empty() && listened.video.is_empty() && !cli.json {
+        println!("no track arrived");
     }
-    for r in reports {
+    for r in listened.audio {
         if cli.json {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         } else {
@@ -670,6 +807,25 @@ fn listen(cli: &Cli, room: &str, seconds: u64) -> Result<(), String> {
                 r.freq_hz,
                 r.level_dbfs,
                 r.latency_p50_ms
+            );
+        }
+    }
+    for v in listened.video {
+        if cli.json {
+            println!("{}", serde_json::to_string(&v).unwrap_or_default());
+        } else {
+            println!(
+                "{} from {}: {} frames of {}x{} at {:.1} fps, {} freezes, {} decrypt failures, PSNR {:?} dB, latency p50 {:?} ms",
+                v.track_id,
+                v.user_id,
+                v.frames,
+                v.width,
+                v.height,
+                v.fps,
+                v.freezes,
+                v.decrypt_failures,
+                v.psnr_db.map(|p| (p * 10.0).round() / 10.0),
+                v.latency_p50_ms
             );
         }
     }
@@ -701,22 +857,16 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         Command::Room { action } => room_command(cli, action),
         Command::Events { room, seconds } => events(cli, room.as_deref(), *seconds),
-        Command::Bot {
-            room,
-            tone,
-            file,
-            mic,
-            device,
-            seconds,
-            frame_ms,
-        } => {
-            let mic = mic.then_some(device.as_deref());
-            bot(cli, room, *tone, file.as_deref(), mic, *seconds, *frame_ms)
-        }
+        Command::Bot(args) => bot(cli, args),
         Command::Devices => {
+            let cameras = cameras().unwrap_or_else(|e| {
+                eprintln!("streams: {e}");
+                Vec::new()
+            });
             let list = serde_json::json!({
                 "inputs": input_devices(),
                 "outputs": output_devices(),
+                "cameras": cameras,
             });
             if cli.json {
                 println!("{list}");
@@ -728,6 +878,10 @@ fn run(cli: &Cli) -> Result<(), String> {
                 println!(
                     "outputs: {}",
                     serde_json::to_string(&list["outputs"]).unwrap_or_default()
+                );
+                println!(
+                    "cameras: {}",
+                    serde_json::to_string(&list["cameras"]).unwrap_or_default()
                 );
             }
             Ok(())

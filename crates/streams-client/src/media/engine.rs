@@ -1,7 +1,10 @@
 //! [`RoomMedia`]: one room's media on a thread of its own, driven by commands and reporting events, so
-//! a game loop never blocks on it. It owns the WebRTC session with the SFU, the local audio tracks
-//! (paced like a capture device, encrypted with the current epoch's key and switched at once on a new
-//! epoch), and the remote audio tracks, whose receivers feed a [`Mixer`] that the output device pulls.
+//! a game loop never blocks on it. It owns the WebRTC session with the SFU; the local tracks — audio
+//! paced like a capture device, video from a capture thread that wakes the engine for each frame —
+//! encrypted with the current epoch's key and switched at once on a new epoch; and the remote tracks:
+//! audio receivers feed a [`Mixer`] that the output device pulls, video receivers decode into
+//! [`VideoSlot`]s. Video bitrates follow the bandwidth estimate; keyframe requests flow both ways
+//! (subscribers' PLI reach the encoder, decoders that lost their place send PLI).
 //! It follows the room: new streams are subscribed (unless told otherwise), unpublished ones dropped,
 //! and removal from the room ends it.
 use std::collections::HashMap;
@@ -20,12 +23,29 @@ use crate::audio::source::AudioSource;
 use crate::client::ClientHandle;
 use crate::error::ClientError;
 use crate::media::mixer::Mixer;
-use crate::media::session::MediaSession;
+use crate::media::session::{MediaKind, MediaSession};
 use crate::media::voice::{TrackStats, VoiceReceiver, VoiceSender};
 use crate::media::voice_session::{VoiceError, local_ip_towards, now_us};
+use crate::video::VideoSource;
+use crate::video::codec::VideoSettings;
+use crate::video::receiver::{FrameObserver, VideoReceiver, VideoSlot, VideoStats};
+use crate::video::sender::{LocalVideoStats, VideoSender};
 
 /// Most frames a local track sends at once to catch up; beyond that it skips ahead.
 const MAX_BURST_FRAMES: u64 = 5;
+/// Keyframe requests for one remote track at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// What an audio track is assumed to use when the bandwidth estimate is shared out, bits/s.
+const AUDIO_SHARE_BPS: u64 = 48_000;
+
+/// How a room's media is set up (see [`RoomMedia::start_with`]).
+#[derive(Clone, Default)]
+pub struct MediaOptions {
+    /// Also convert decoded video to RGBA (for textures).
+    pub video_rgba: bool,
+    /// Sees every decoded picture of every remote video track (on its decode thread).
+    pub video_observer: Option<FrameObserver>,
+}
 
 /// What the owner asks of the media engine.
 pub enum MediaCommand {
@@ -35,6 +55,15 @@ pub enum MediaCommand {
         source: Box<dyn AudioSource>,
         /// Codec settings.
         settings: VoiceSettings,
+    },
+    /// Add and publish a local video track (camera, screen or test pattern).
+    AddVideoTrack {
+        /// Where its pictures come from.
+        source: Box<dyn VideoSource>,
+        /// Encoder settings.
+        settings: VideoSettings,
+        /// [`TrackKind::Video`] (camera) or [`TrackKind::Screen`].
+        kind: TrackKind,
     },
     /// Stop sending a local track and unpublish it (by the index its `LocalTrackPublished` gave).
     RemoveTrack(u8),
@@ -95,8 +124,10 @@ pub enum MediaEvent {
         /// Speaking now.
         speaking: bool,
     },
-    /// Statistics of every remote track (about once a second).
+    /// Statistics of every remote audio track (about once a second).
     Stats(Vec<(String, TrackStats)>),
+    /// Statistics of every remote video track (about once a second).
+    VideoStats(Vec<(String, VideoStats)>),
     /// What a local track has sent (about once a second, and when the engine stops).
     LocalStats {
         /// The track's index.
@@ -105,6 +136,15 @@ pub enum MediaEvent {
         frames: u64,
         /// Key epochs it has used, in order.
         epochs: Vec<u64>,
+        /// For a video track, its encoder's figures.
+        video: Option<LocalVideoStats>,
+    },
+    /// A local track failed (its camera vanished, its display closed) and was unpublished.
+    LocalTrackFailed {
+        /// The track's index.
+        index: u8,
+        /// Why.
+        reason: String,
     },
     /// The bridge refused a negotiation (a stream went away, a right was revoked); the engine goes
     /// on and retries from the current listing.
@@ -121,6 +161,7 @@ pub struct RoomMedia {
     commands: Option<Sender<MediaCommand>>,
     events: Receiver<MediaEvent>,
     mixer: Arc<Mutex<Mixer>>,
+    videos: Arc<Mutex<HashMap<String, VideoSlot>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -132,6 +173,23 @@ impl RoomMedia {
         bridge_url: &str,
         room_id: RoomId,
     ) -> Result<Self, VoiceError> {
+        Self::start_with(
+            client,
+            identity,
+            bridge_url,
+            room_id,
+            MediaOptions::default(),
+        )
+    }
+
+    /// Like [`RoomMedia::start`], with options.
+    pub fn start_with(
+        client: ClientHandle,
+        identity: Identity,
+        bridge_url: &str,
+        room_id: RoomId,
+        options: MediaOptions,
+    ) -> Result<Self, VoiceError> {
         let room_events = client.tap_room_events(256)?;
         client.call(Operation::Subscribe(EventScope::Room(room_id.clone())))?;
         let room = match client.call(Operation::GetRoom(room_id.clone()))? {
@@ -142,6 +200,7 @@ impl RoomMedia {
         let (commands, command_rx) = crossbeam_channel::bounded(64);
         let (event_tx, events) = crossbeam_channel::bounded(1024);
         let mixer = Arc::new(Mutex::new(Mixer::default()));
+        let videos = Arc::new(Mutex::new(HashMap::new()));
         let mut engine = Engine {
             client,
             secrets: secrets(&room.record, &identity),
@@ -155,6 +214,8 @@ impl RoomMedia {
             pending_streams: Vec::new(),
             subscribe_all: true,
             mixer: Arc::clone(&mixer),
+            videos: Arc::clone(&videos),
+            options,
             events: event_tx,
             speaking: HashMap::new(),
             speaking_config: None,
@@ -176,6 +237,7 @@ impl RoomMedia {
             commands: Some(commands),
             events,
             mixer,
+            videos,
             thread: Some(thread),
         })
     }
@@ -195,6 +257,11 @@ impl RoomMedia {
     /// The mix of remote tracks, for an output sink or any puller.
     pub fn mixer(&self) -> Arc<Mutex<Mixer>> {
         Arc::clone(&self.mixer)
+    }
+
+    /// The latest-picture slot of a remote video track being received.
+    pub fn video(&self, track_id: &str) -> Option<VideoSlot> {
+        self.videos.lock().ok()?.get(track_id).cloned()
     }
 }
 
@@ -226,15 +293,79 @@ struct LocalTrack {
     retired: bool,
     epochs: Vec<u64>,
     mid: Option<String>,
-    sender: VoiceSender,
-    frame_ms: u32,
-    start: Option<(Instant, u64)>,
+    media: LocalMedia,
+}
+
+enum LocalMedia {
+    Voice {
+        sender: VoiceSender,
+        frame_ms: u32,
+        start: Option<(Instant, u64)>,
+    },
+    Video {
+        sender: VideoSender,
+        kind: TrackKind,
+        max_bitrate: u32,
+        fps: u32,
+    },
+}
+
+impl LocalTrack {
+    fn key_id(&self) -> u64 {
+        match &self.media {
+            LocalMedia::Voice { sender, .. } => sender.key_id(),
+            LocalMedia::Video { sender, .. } => sender.key_id(),
+        }
+    }
+
+    fn kind(&self) -> TrackKind {
+        match &self.media {
+            LocalMedia::Voice { .. } => TrackKind::Audio,
+            LocalMedia::Video { kind, .. } => *kind,
+        }
+    }
+
+    fn frame_ms(&self) -> u32 {
+        match &self.media {
+            LocalMedia::Voice { frame_ms, .. } => *frame_ms,
+            LocalMedia::Video { fps, .. } => 1000 / fps.max(&1),
+        }
+    }
+
+    fn frames(&self) -> u64 {
+        match &self.media {
+            LocalMedia::Voice { sender, .. } => sender.frames(),
+            LocalMedia::Video { sender, .. } => sender.frames(),
+        }
+    }
+
+    fn set_encryptor(&mut self, encryptor: streams_proto::frame_crypto::FrameEncryptor) {
+        match &mut self.media {
+            LocalMedia::Voice { sender, .. } => sender.set_encryptor(encryptor),
+            LocalMedia::Video { sender, .. } => sender.set_encryptor(encryptor),
+        }
+    }
+}
+
+fn media_kind(kind: TrackKind) -> MediaKind {
+    match kind {
+        TrackKind::Audio => MediaKind::Audio,
+        TrackKind::Video | TrackKind::Screen => MediaKind::Video,
+    }
 }
 
 struct RemoteTrack {
     track_id: String,
     user: UserId,
-    receiver: Arc<Mutex<VoiceReceiver>>,
+    media: RemoteMedia,
+}
+
+enum RemoteMedia {
+    Voice(Arc<Mutex<VoiceReceiver>>),
+    Video {
+        receiver: Box<VideoReceiver>,
+        last_keyframe_request: Option<Instant>,
+    },
 }
 
 struct Engine {
@@ -251,6 +382,8 @@ struct Engine {
     pending_streams: Vec<StreamInfo>,
     subscribe_all: bool,
     mixer: Arc<Mutex<Mixer>>,
+    videos: Arc<Mutex<HashMap<String, VideoSlot>>>,
+    options: MediaOptions,
     events: Sender<MediaEvent>,
     speaking: HashMap<String, bool>,
     speaking_config: Option<(f32, u64, u64)>,
@@ -294,13 +427,21 @@ impl Engine {
             }
             self.negotiate()?;
             self.send_due_frames()?;
+            self.send_video()?;
+            self.steer_video();
             self.report();
             let deadline = self.next_deadline();
             for received in self.session.run_until_media(deadline)? {
-                if let Some(track) = self.remote.get(&received.mid)
-                    && let Ok(mut r) = track.receiver.lock()
-                {
-                    r.accept(now_us(), received.data);
+                match self.remote.get_mut(&received.mid).map(|t| &mut t.media) {
+                    Some(RemoteMedia::Voice(receiver)) => {
+                        if let Ok(mut r) = receiver.lock() {
+                            r.accept(now_us(), received.data);
+                        }
+                    }
+                    Some(RemoteMedia::Video { receiver, .. }) => {
+                        receiver.accept(now_us(), &received.data);
+                    }
+                    None => {}
                 }
             }
             if self.session.has_failed() {
@@ -314,13 +455,7 @@ impl Engine {
             MediaCommand::AddAudioTrack { source, settings } => {
                 let index = u8::try_from(self.local.len())
                     .map_err(|_| VoiceError::Pipeline("too many local tracks".into()))?;
-                let secret = self.secrets.get(&self.epoch).ok_or_else(|| {
-                    VoiceError::Pipeline("no key for the room's current epoch".into())
-                })?;
-                let encryptor = self
-                    .device
-                    .encryptor(secret, self.epoch, self.identity.user_id(), index)
-                    .map_err(ClientError::from)?;
+                let encryptor = self.encryptor(index)?;
                 let frame_ms = settings.frame.millis();
                 let sender = VoiceSender::new(source, settings, encryptor)
                     .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
@@ -330,10 +465,48 @@ impl Engine {
                     retired: false,
                     epochs: vec![self.epoch],
                     mid: None,
-                    sender,
-                    frame_ms,
-                    start: None,
+                    media: LocalMedia::Voice {
+                        sender,
+                        frame_ms,
+                        start: None,
+                    },
                 });
+            }
+            MediaCommand::AddVideoTrack {
+                source,
+                settings,
+                kind,
+            } => {
+                let index = u8::try_from(self.local.len())
+                    .map_err(|_| VoiceError::Pipeline("too many local tracks".into()))?;
+                let encryptor = self.encryptor(index)?;
+                let fps = source.frame_rate();
+                let waker = self.session.waker()?;
+                let sender =
+                    VideoSender::start(source, settings, encryptor, Box::new(move || waker.wake()));
+                match sender {
+                    Ok(sender) => {
+                        tracing::info!(room = %self.room_id, "publishing {}", sender.describe());
+                        self.local.push(LocalTrack {
+                            index,
+                            removed: false,
+                            retired: false,
+                            epochs: vec![self.epoch],
+                            mid: None,
+                            media: LocalMedia::Video {
+                                sender,
+                                kind,
+                                max_bitrate: settings.max_bitrate,
+                                fps,
+                            },
+                        });
+                        self.update_desired_bitrate();
+                    }
+                    Err(e) => self.emit(MediaEvent::LocalTrackFailed {
+                        index,
+                        reason: e.to_string(),
+                    }),
+                }
             }
             MediaCommand::RemoveTrack(index) => {
                 if let Some(track) = self.local.iter_mut().find(|t| t.index == index) {
@@ -373,7 +546,9 @@ impl Engine {
             } => {
                 self.speaking_config = Some((threshold_dbfs, attack_ms, hold_ms));
                 for track in self.remote.values() {
-                    if let Ok(mut r) = track.receiver.lock() {
+                    if let RemoteMedia::Voice(receiver) = &track.media
+                        && let Ok(mut r) = receiver.lock()
+                    {
                         r.configure_speaking(SpeakingDetector::new(
                             threshold_dbfs,
                             attack_ms,
@@ -419,9 +594,16 @@ impl Engine {
                     .filter_map(|e| e.unwrap_secret(&self.identity).ok().map(|s| (e.epoch, s)))
                     .collect();
                 for (epoch, secret) in fresh {
-                    for track in self.remote.values() {
-                        if let Ok(mut r) = track.receiver.lock() {
-                            r.add_epoch(epoch, secret.clone(), now_us());
+                    for track in self.remote.values_mut() {
+                        match &mut track.media {
+                            RemoteMedia::Voice(receiver) => {
+                                if let Ok(mut r) = receiver.lock() {
+                                    r.add_epoch(epoch, secret.clone(), now_us());
+                                }
+                            }
+                            RemoteMedia::Video { receiver, .. } => {
+                                receiver.add_epoch(epoch, secret.clone());
+                            }
                         }
                     }
                     self.secrets.insert(epoch, secret);
@@ -437,7 +619,7 @@ impl Engine {
                             .device
                             .encryptor(&secret, self.epoch, self.identity.user_id(), track.index)
                             .map_err(ClientError::from)?;
-                        track.sender.set_encryptor(next);
+                        track.set_encryptor(next);
                         track.epochs.push(self.epoch);
                     }
                 }
@@ -465,6 +647,9 @@ impl Engine {
                 if let Ok(mut mixer) = self.mixer.lock() {
                     mixer.remove(&track.track_id);
                 }
+                if let Ok(mut videos) = self.videos.lock() {
+                    videos.remove(&track.track_id);
+                }
                 self.speaking.remove(&track.track_id);
                 self.emit(MediaEvent::RemoteTrackRemoved {
                     track_id: track.track_id,
@@ -488,25 +673,26 @@ impl Engine {
             })
             .filter(|(_, t)| {
                 // Each track once, even if both the listing and an event announced it.
-                let new = t.kind == TrackKind::Audio && !known.contains(&t.track_id);
+                let new = !known.contains(&t.track_id);
                 if new {
                     known.push(t.track_id.clone());
                 }
                 new
             })
             .collect();
-        let unsent = self
+        let unsent: Vec<MediaKind> = self
             .local
             .iter()
             .filter(|t| t.mid.is_none() && !t.removed)
-            .count();
+            .map(|t| media_kind(t.kind()))
+            .collect();
         let retiring: Vec<String> = self
             .local
             .iter()
             .filter(|t| t.removed && !t.retired)
             .filter_map(|t| t.mid.clone())
             .collect();
-        if fresh.is_empty() && unsent == 0 && retiring.is_empty() {
+        if fresh.is_empty() && unsent.is_empty() && retiring.is_empty() {
             return Ok(());
         }
         if Instant::now() < self.negotiate_after {
@@ -519,8 +705,8 @@ impl Engine {
                 }));
             return Ok(());
         }
-        let (offer, send_mids, recv_mids) =
-            self.session.offer_changes(unsent, fresh.len(), &retiring)?;
+        let receive: Vec<MediaKind> = fresh.iter().map(|(_, t)| media_kind(t.kind)).collect();
+        let (offer, send_mids, recv_mids) = self.session.offer(&unsent, &receive, &retiring)?;
         // Nothing below changes state until the bridge has answered.
         let mut send_mids = send_mids.into_iter();
         let assigned: Vec<(usize, String)> = self
@@ -532,16 +718,8 @@ impl Engine {
             .collect();
         let mut added = Vec::new();
         for ((user, info), mid) in fresh.into_iter().zip(recv_mids) {
-            let frame = FrameDuration::from_millis(info.frame_ms).unwrap_or(FrameDuration::Ms20);
-            let mut receiver = VoiceReceiver::new(user.clone(), frame)
-                .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
-            for (epoch, secret) in &self.secrets {
-                receiver.add_epoch(*epoch, secret.clone(), now_us());
-            }
-            if let Some((threshold, attack, hold)) = self.speaking_config {
-                receiver.configure_speaking(SpeakingDetector::new(threshold, attack, hold));
-            }
-            added.push((mid, user, info, Arc::new(Mutex::new(receiver))));
+            let media = self.remote_media(&user, &info)?;
+            added.push((mid, user, info, media));
         }
         let publish: Vec<TrackAnnounce> = self
             .local
@@ -557,9 +735,9 @@ impl Engine {
                 })?;
                 Some(TrackAnnounce {
                     mid,
-                    kind: TrackKind::Audio,
-                    key_id: t.sender.key_id(),
-                    frame_ms: t.frame_ms,
+                    kind: t.kind(),
+                    key_id: t.key_id(),
+                    frame_ms: t.frame_ms(),
                 })
             })
             .collect();
@@ -613,9 +791,18 @@ impl Engine {
         for track in self.local.iter_mut().filter(|t| t.removed) {
             track.retired = true;
         }
-        for (mid, user, info, receiver) in added {
-            if let Ok(mut mixer) = self.mixer.lock() {
-                mixer.add(info.track_id.clone(), Arc::clone(&receiver));
+        for (mid, user, info, media) in added {
+            match &media {
+                RemoteMedia::Voice(receiver) => {
+                    if let Ok(mut mixer) = self.mixer.lock() {
+                        mixer.add(info.track_id.clone(), Arc::clone(receiver));
+                    }
+                }
+                RemoteMedia::Video { receiver, .. } => {
+                    if let Ok(mut videos) = self.videos.lock() {
+                        videos.insert(info.track_id.clone(), receiver.slot());
+                    }
+                }
             }
             self.emit(MediaEvent::RemoteTrackAdded {
                 track_id: info.track_id.clone(),
@@ -627,17 +814,175 @@ impl Engine {
                 RemoteTrack {
                     track_id: info.track_id,
                     user,
-                    receiver,
+                    media,
                 },
             );
         }
         for t in self.local.iter().filter(|t| !t.removed) {
             self.emit(MediaEvent::LocalTrackPublished {
                 index: t.index,
-                key_id: t.sender.key_id(),
+                key_id: t.key_id(),
             });
         }
         Ok(())
+    }
+
+    /// The encryptor of local track `index` for the current epoch.
+    fn encryptor(
+        &self,
+        index: u8,
+    ) -> Result<streams_proto::frame_crypto::FrameEncryptor, VoiceError> {
+        let secret = self
+            .secrets
+            .get(&self.epoch)
+            .ok_or_else(|| VoiceError::Pipeline("no key for the room's current epoch".into()))?;
+        Ok(self
+            .device
+            .encryptor(secret, self.epoch, self.identity.user_id(), index)
+            .map_err(ClientError::from)?)
+    }
+
+    /// A receiver for a remote track, with every epoch key known so far.
+    fn remote_media(
+        &self,
+        user: &UserId,
+        info: &streams_proto::wire::TrackInfo,
+    ) -> Result<RemoteMedia, VoiceError> {
+        if info.kind == TrackKind::Audio {
+            let frame = FrameDuration::from_millis(info.frame_ms).unwrap_or(FrameDuration::Ms20);
+            let mut receiver = VoiceReceiver::new(user.clone(), frame)
+                .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
+            for (epoch, secret) in &self.secrets {
+                receiver.add_epoch(*epoch, secret.clone(), now_us());
+            }
+            if let Some((threshold, attack, hold)) = self.speaking_config {
+                receiver.configure_speaking(SpeakingDetector::new(threshold, attack, hold));
+            }
+            return Ok(RemoteMedia::Voice(Arc::new(Mutex::new(receiver))));
+        }
+        let mut receiver = VideoReceiver::new(
+            user.clone(),
+            info.track_id.clone(),
+            self.options.video_rgba,
+            self.options.video_observer.clone(),
+        )
+        .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
+        for (epoch, secret) in &self.secrets {
+            receiver.add_epoch(*epoch, secret.clone());
+        }
+        Ok(RemoteMedia::Video {
+            receiver: Box::new(receiver),
+            last_keyframe_request: None,
+        })
+    }
+
+    /// Sends the video frames the capture threads have ready; a failed source unpublishes its track.
+    fn send_video(&mut self) -> Result<(), VoiceError> {
+        if !self.session.is_connected() {
+            return Ok(());
+        }
+        let mut failed = Vec::new();
+        for track in self.local.iter_mut().filter(|t| !t.removed) {
+            let (Some(mid), LocalMedia::Video { sender, .. }) = (&track.mid, &mut track.media)
+            else {
+                continue;
+            };
+            match sender.poll() {
+                Ok(frames) => {
+                    for frame in frames {
+                        self.session.write_video(
+                            mid,
+                            Instant::now(),
+                            frame.rtp_time,
+                            &frame.data,
+                        )?;
+                    }
+                }
+                Err(e) => failed.push((track.index, e.to_string())),
+            }
+        }
+        for (index, reason) in failed {
+            tracing::warn!(room = %self.room_id, index, "local video track failed: {reason}");
+            if let Some(track) = self.local.iter_mut().find(|t| t.index == index) {
+                track.removed = true;
+            }
+            self.emit(MediaEvent::LocalTrackFailed { index, reason });
+        }
+        Ok(())
+    }
+
+    /// Keyframe requests and bandwidth estimates to the encoders; decoders' keyframe needs to PLI.
+    fn steer_video(&mut self) {
+        for mid in self.session.take_keyframe_requests() {
+            for track in &self.local {
+                if let (Some(m), LocalMedia::Video { sender, .. }) = (&track.mid, &track.media)
+                    && *m == mid
+                {
+                    sender.request_keyframe();
+                }
+            }
+        }
+        if let Some(estimate) = self.session.take_bitrate_estimate() {
+            let audio = self
+                .local
+                .iter()
+                .filter(|t| !t.removed && t.kind() == TrackKind::Audio)
+                .count() as u64
+                * AUDIO_SHARE_BPS;
+            let video: Vec<(&VideoSender, u32)> = self
+                .local
+                .iter()
+                .filter(|t| !t.removed)
+                .filter_map(|t| match &t.media {
+                    LocalMedia::Video {
+                        sender,
+                        max_bitrate,
+                        ..
+                    } => Some((sender, *max_bitrate)),
+                    LocalMedia::Voice { .. } => None,
+                })
+                .collect();
+            let total: u64 = video.iter().map(|(_, max)| u64::from(*max)).sum();
+            let available = estimate.saturating_sub(audio);
+            for (sender, max) in video {
+                let share = available * u64::from(max) / total.max(1);
+                sender.set_bitrate(share.min(u64::from(u32::MAX)) as u32);
+            }
+        }
+        let now = Instant::now();
+        let mut requests = Vec::new();
+        for (mid, track) in &mut self.remote {
+            if let RemoteMedia::Video {
+                receiver,
+                last_keyframe_request,
+            } = &mut track.media
+                && receiver.take_keyframe_request()
+                && last_keyframe_request.is_none_or(|t| now - t >= KEYFRAME_REQUEST_INTERVAL)
+            {
+                *last_keyframe_request = Some(now);
+                receiver.keyframe_requested();
+                requests.push(mid.clone());
+            }
+        }
+        for mid in requests {
+            if let Err(e) = self.session.request_keyframe(&mid) {
+                tracing::debug!("keyframe request on {mid} failed: {e}");
+            }
+        }
+    }
+
+    /// What the bandwidth estimator should probe for: every video track at its highest bitrate.
+    fn update_desired_bitrate(&mut self) {
+        let desired: u64 = self
+            .local
+            .iter()
+            .filter(|t| !t.removed)
+            .map(|t| match &t.media {
+                LocalMedia::Video { max_bitrate, .. } => u64::from(*max_bitrate),
+                LocalMedia::Voice { .. } => AUDIO_SHARE_BPS,
+            })
+            .sum();
+        self.session.set_desired_bitrate(desired);
     }
 
     /// Sends every local frame whose last sample exists by now (once connected).
@@ -649,37 +994,38 @@ impl Engine {
             let Some(mid) = track.mid.clone() else {
                 continue;
             };
-            let (start, start_us) = *track
-                .start
-                .get_or_insert_with(|| (Instant::now(), now_us()));
-            let frame = u64::from(track.frame_ms);
+            let LocalMedia::Voice {
+                sender,
+                frame_ms,
+                start: track_start,
+            } = &mut track.media
+            else {
+                continue;
+            };
+            let (start, start_us) = *track_start.get_or_insert_with(|| (Instant::now(), now_us()));
+            let frame = u64::from(*frame_ms);
             // After a stall (a blocking call, a busy machine) skip ahead rather than burst: a burst
             // would sit in every receiver's buffer as extra latency.
             let behind = Instant::now().saturating_duration_since(start).as_millis() as u64 / frame;
-            if behind > track.sender.frames() + MAX_BURST_FRAMES {
-                let skip = behind - track.sender.frames();
-                track.start = Some((
+            if behind > sender.frames() + MAX_BURST_FRAMES {
+                let skip = behind - sender.frames();
+                *track_start = Some((
                     start + Duration::from_millis(frame * skip),
                     start_us + frame * skip * 1000,
                 ));
                 continue;
             }
             loop {
-                let index = track.sender.frames();
+                let index = sender.frames();
                 let due = start + Duration::from_millis(frame * (index + 1));
                 if Instant::now() < due {
                     break;
                 }
-                let protected = track
-                    .sender
+                let protected = sender
                     .next_frame(start_us + index * frame * 1000)
                     .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
-                self.session.write_audio(
-                    &mid,
-                    Instant::now(),
-                    track.sender.rtp_time(),
-                    &protected,
-                )?;
+                self.session
+                    .write_audio(&mid, Instant::now(), sender.rtp_time(), &protected)?;
             }
         }
         Ok(())
@@ -688,11 +1034,14 @@ impl Engine {
     fn next_deadline(&self) -> Instant {
         let mut deadline = Instant::now() + Duration::from_millis(10);
         for track in self.local.iter().filter(|t| !t.removed) {
-            if let Some((start, _)) = track.start {
-                let due = start
-                    + Duration::from_millis(
-                        u64::from(track.frame_ms) * (track.sender.frames() + 1),
-                    );
+            if let LocalMedia::Voice {
+                sender,
+                frame_ms,
+                start: Some((start, _)),
+            } = &track.media
+            {
+                let due =
+                    *start + Duration::from_millis(u64::from(*frame_ms) * (sender.frames() + 1));
                 deadline = deadline.min(due);
             }
         }
@@ -703,11 +1052,10 @@ impl Engine {
     fn report(&mut self) {
         let mut changes = Vec::new();
         for track in self.remote.values() {
-            let speaking = track
-                .receiver
-                .lock()
-                .map(|r| r.is_speaking())
-                .unwrap_or(false);
+            let RemoteMedia::Voice(receiver) = &track.media else {
+                continue;
+            };
+            let speaking = receiver.lock().map(|r| r.is_speaking()).unwrap_or(false);
             let before = self.speaking.insert(track.track_id.clone(), speaking);
             if before.unwrap_or(false) != speaking {
                 changes.push(MediaEvent::Speaking {
@@ -722,18 +1070,31 @@ impl Engine {
         }
         if self.last_stats.elapsed() >= Duration::from_secs(1) {
             self.last_stats = Instant::now();
-            let stats = self
-                .remote
-                .values()
-                .filter_map(|t| {
-                    t.receiver
-                        .lock()
-                        .ok()
-                        .map(|r| (t.track_id.clone(), r.stats()))
-                })
-                .collect();
-            self.emit(MediaEvent::Stats(stats));
+            self.report_remote();
             self.report_local();
+        }
+    }
+
+    fn report_remote(&self) {
+        {
+            let mut audio = Vec::new();
+            let mut video = Vec::new();
+            for t in self.remote.values() {
+                match &t.media {
+                    RemoteMedia::Voice(receiver) => {
+                        if let Ok(r) = receiver.lock() {
+                            audio.push((t.track_id.clone(), r.stats()));
+                        }
+                    }
+                    RemoteMedia::Video { receiver, .. } => {
+                        video.push((t.track_id.clone(), receiver.stats()));
+                    }
+                }
+            }
+            self.emit(MediaEvent::Stats(audio));
+            if !video.is_empty() {
+                self.emit(MediaEvent::VideoStats(video));
+            }
         }
     }
 
@@ -741,13 +1102,18 @@ impl Engine {
         for track in &self.local {
             self.emit(MediaEvent::LocalStats {
                 index: track.index,
-                frames: track.sender.frames(),
+                frames: track.frames(),
                 epochs: track.epochs.clone(),
+                video: match &track.media {
+                    LocalMedia::Video { sender, .. } => Some(sender.stats()),
+                    LocalMedia::Voice { .. } => None,
+                },
             });
         }
     }
 
     fn close(&mut self) {
+        self.report_remote();
         self.report_local();
         let _ = self
             .client

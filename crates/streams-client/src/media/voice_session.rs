@@ -1,7 +1,8 @@
-//! Blocking voice sessions for tools, bots and benchmarks, on top of [`RoomMedia`]:
-//! [`publish_voice`] sends a source in real time; [`listen`] receives every remote audio track
-//! (including ones published later), pulls each one like an output device would, and reports what
-//! arrived. Both follow key epochs through the engine.
+//! Blocking media sessions for tools, bots and benchmarks, on top of [`RoomMedia`]:
+//! [`publish`] sends an audio and/or a video source in real time; [`listen_media`] receives every
+//! remote track (including ones published later), pulls each audio track like an output device
+//! would, checks test-pattern video, and reports what arrived. Both follow key epochs through the
+//! engine. [`publish_voice`] and [`listen`] are the audio-only forms.
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,14 @@ use crate::audio::analysis::level_dbfs;
 use crate::audio::codec::VoiceSettings;
 use crate::audio::source::AudioSource;
 use crate::error::ClientError;
-use crate::media::engine::{MediaCommand, MediaEvent, RoomMedia};
+use crate::media::engine::{MediaCommand, MediaEvent, MediaOptions, RoomMedia};
 use crate::media::session::MediaError;
 use crate::media::voice::{VoiceReceiver, decoded_frequency, percentile};
+use crate::video::VideoSource;
+use crate::video::check::{PatternCheck, PatternReport};
+use crate::video::codec::VideoSettings;
+use crate::video::receiver::{FrameObserver, VideoStats};
+use crate::video::sender::LocalVideoStats;
 
 /// Samples per output period (10 ms at 48 kHz).
 const OUTPUT_PERIOD_SAMPLES: usize = 480;
@@ -65,29 +71,61 @@ pub fn local_ip_towards(bridge_url: &str) -> IpAddr {
 }
 
 /// What a publisher sent.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct PublishReport {
-    /// Frames sent.
+    /// Audio frames sent.
     pub frames: u64,
-    /// Frame duration, ms.
+    /// Audio frame duration, ms.
     pub frame_ms: u32,
     /// Key epochs used.
     pub epochs: Vec<u64>,
+    /// The video track's figures, when one was published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<LocalVideoStats>,
+    /// Why a track or the session ended early, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl PublishReport {
     /// Takes a local track's counts from an engine event; `true` when the engine has stopped.
     fn record(&mut self, event: MediaEvent) -> bool {
         match event {
-            MediaEvent::LocalStats { frames, epochs, .. } => {
-                self.frames = frames;
+            MediaEvent::LocalStats {
+                frames,
+                epochs,
+                video,
+                ..
+            } => {
+                match video {
+                    Some(stats) => self.video = Some(stats),
+                    None => self.frames = frames,
+                }
                 self.epochs = epochs;
                 false
             }
-            MediaEvent::Stopped { .. } => true,
+            MediaEvent::LocalTrackFailed { reason, .. } => {
+                self.failure = Some(reason);
+                false
+            }
+            MediaEvent::Stopped { reason } => {
+                if reason != "stopped by its owner" {
+                    self.failure.get_or_insert(reason);
+                }
+                true
+            }
             _ => false,
         }
     }
+}
+
+/// What to publish.
+#[derive(Default)]
+pub struct Publication {
+    /// An audio source and its codec settings.
+    pub audio: Option<(Box<dyn AudioSource>, VoiceSettings)>,
+    /// A video source, its encoder settings, and whether it is a camera or a screen.
+    pub video: Option<(Box<dyn VideoSource>, VideoSettings, TrackKind)>,
 }
 
 /// Publishes `source` in `room` for `duration`, in real time. The room's current key is used and
@@ -101,26 +139,61 @@ pub fn publish_voice(
     settings: VoiceSettings,
     duration: Duration,
 ) -> Result<PublishReport, VoiceError> {
-    let frame_ms = settings.frame.millis();
+    let publication = Publication {
+        audio: Some((source, settings)),
+        video: None,
+    };
+    publish(
+        client,
+        identity,
+        bridge_url,
+        room_id,
+        publication,
+        duration,
+        &mut |_| {},
+    )
+}
+
+/// Publishes the tracks of `publication` in `room` for `duration`, in real time; `progress` sees the
+/// report about once a second. Keys follow the room's epochs; removal from the room ends it early.
+pub fn publish(
+    client: &StreamsClient,
+    identity: &Identity,
+    bridge_url: &str,
+    room_id: &RoomId,
+    publication: Publication,
+    duration: Duration,
+    progress: &mut dyn FnMut(&PublishReport),
+) -> Result<PublishReport, VoiceError> {
     let media = RoomMedia::start(
         client.handle()?,
         identity.clone(),
         bridge_url,
         room_id.clone(),
     )?;
-    // Only this track is of interest: no remote audio to receive.
+    // Only these tracks are of interest: nothing remote to receive.
     media.send(MediaCommand::SubscribeAll(false));
-    media.send(MediaCommand::AddAudioTrack { source, settings });
-    let mut report = PublishReport {
-        frames: 0,
-        frame_ms,
-        epochs: Vec::new(),
-    };
+    let mut report = PublishReport::default();
+    if let Some((source, settings)) = publication.audio {
+        report.frame_ms = settings.frame.millis();
+        media.send(MediaCommand::AddAudioTrack { source, settings });
+    }
+    if let Some((source, settings, kind)) = publication.video {
+        media.send(MediaCommand::AddVideoTrack {
+            source,
+            settings,
+            kind,
+        });
+    }
     let deadline = Instant::now() + duration;
     let mut stopped = false;
     while Instant::now() < deadline && !stopped {
         if let Ok(event) = media.events().recv_timeout(Duration::from_millis(50)) {
+            let stats = matches!(event, MediaEvent::LocalStats { .. });
             stopped = report.record(event);
+            if stats {
+                progress(&report);
+            }
         }
     }
     // Stopping the engine reports the final counts.
@@ -172,6 +245,54 @@ pub struct TrackReport {
     pub latencies_us: Vec<u64>,
 }
 
+/// What arrived on one remote video track.
+#[derive(Clone, Debug, Serialize)]
+pub struct VideoTrackReport {
+    /// `video` (camera) or `screen`.
+    pub kind: TrackKind,
+    /// Who sent it.
+    pub user_id: String,
+    /// The track.
+    pub track_id: String,
+    /// Pictures decoded.
+    pub frames: u64,
+    /// Average pictures per second, from the first picture to the end.
+    pub fps: f64,
+    /// Size of the last picture.
+    pub width: usize,
+    /// Size of the last picture.
+    pub height: usize,
+    /// Frames that failed to decrypt.
+    pub decrypt_failures: u64,
+    /// Freezes (see [`VideoStats::freezes`]).
+    pub freezes: u64,
+    /// Keyframe requests sent.
+    pub keyframe_requests: u64,
+    /// Frames skipped while waiting for a keyframe.
+    pub skipped: u64,
+    /// For the test pattern: mean luma PSNR against the pattern redrawn from each picture's stamp.
+    pub psnr_db: Option<f64>,
+    /// Capture → decoded, median, ms (from the stamp for the pattern, else from the frame's
+    /// encrypted capture time).
+    pub latency_p50_ms: Option<f64>,
+    /// Capture → decoded, 95th percentile, ms.
+    pub latency_p95_ms: Option<f64>,
+    /// Lip sync: this track's capture → display latency minus the same sender's audio capture →
+    /// playout latency (positive: video late), ms.
+    pub av_offset_ms: Option<f64>,
+    /// For the test pattern: what the stamps showed.
+    pub pattern: Option<PatternReport>,
+}
+
+/// What arrived on every remote track.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Listened {
+    /// Audio tracks.
+    pub audio: Vec<TrackReport>,
+    /// Video and screen tracks.
+    pub video: Vec<VideoTrackReport>,
+}
+
 /// Receives every remote audio track of `room` for `duration`, pulling each one every 10 ms like an
 /// output device, and reports each.
 pub fn listen(
@@ -181,12 +302,48 @@ pub fn listen(
     room_id: &RoomId,
     duration: Duration,
 ) -> Result<Vec<TrackReport>, VoiceError> {
-    let media = RoomMedia::start(
+    Ok(listen_media(client, identity, bridge_url, room_id, duration)?.audio)
+}
+
+/// Receives every remote track of `room` for `duration`: audio pulled every 10 ms like an output
+/// device, video decoded (and checked against the test pattern when it carries one).
+pub fn listen_media(
+    client: &StreamsClient,
+    identity: &Identity,
+    bridge_url: &str,
+    room_id: &RoomId,
+    duration: Duration,
+) -> Result<Listened, VoiceError> {
+    let checks: Arc<Mutex<HashMap<String, PatternCheck>>> = Arc::default();
+    // When each video track's first and latest pictures were decoded.
+    let pictures: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
+    let observer: FrameObserver = {
+        let checks = Arc::clone(&checks);
+        let pictures = Arc::clone(&pictures);
+        Arc::new(move |track, decoded| {
+            if let Ok(mut pictures) = pictures.lock() {
+                let now = Instant::now();
+                pictures.entry(track.to_string()).or_insert((now, now)).1 = now;
+            }
+            if let Ok(mut checks) = checks.lock() {
+                checks
+                    .entry(track.to_string())
+                    .or_default()
+                    .observe(decoded);
+            }
+        })
+    };
+    let media = RoomMedia::start_with(
         client.handle()?,
         identity.clone(),
         bridge_url,
         room_id.clone(),
+        MediaOptions {
+            video_rgba: false,
+            video_observer: Some(observer),
+        },
     )?;
+    let mut videos: HashMap<String, (UserId, TrackKind, VideoStats)> = HashMap::new();
     let mixer = media.mixer();
     let mut senders: HashMap<String, UserId> = HashMap::new();
     // Kept here too: the engine drops a track's receiver when its stream ends.
@@ -199,12 +356,7 @@ pub fn listen(
         let due = start + Duration::from_millis(10) * period;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         for event in media.events().try_iter() {
-            if let MediaEvent::RemoteTrackAdded {
-                track_id, user_id, ..
-            } = event
-            {
-                senders.insert(track_id, user_id);
-            }
+            record_video(&mut senders, &mut videos, event);
         }
         let tracks = mixer.lock().map(|m| m.track_ids()).unwrap_or_default();
         for track_id in tracks {
@@ -218,6 +370,12 @@ pub fn listen(
                 pcm.entry(track_id.clone()).or_default().extend(samples);
             }
         }
+    }
+    // Stopping the engine reports the final figures.
+    let events = media.events().clone();
+    drop(media);
+    for event in events.try_iter() {
+        record_video(&mut senders, &mut videos, event);
     }
     let mut reports = Vec::new();
     for (track_id, user) in senders {
@@ -253,6 +411,85 @@ pub fn listen(
             latencies_us: lat.to_vec(),
         });
     }
-    drop(media);
-    Ok(reports)
+    let checks = checks.lock().map(|c| {
+        c.iter()
+            .map(|(k, v)| (k.clone(), v.report()))
+            .collect::<HashMap<_, _>>()
+    });
+    let checks = checks.unwrap_or_default();
+    let pictures = pictures.lock().map(|f| f.clone()).unwrap_or_default();
+    let mut video = Vec::new();
+    for (track_id, (user, kind, stats)) in videos {
+        let pattern = checks.get(&track_id).filter(|p| p.stamped > 0).cloned();
+        let seconds = pictures.get(&track_id).map_or(0.0, |(first, last)| {
+            last.duration_since(*first).as_secs_f64()
+        });
+        let (p50, p95) = match &pattern {
+            Some(p) => (p.latency_p50_ms, p.latency_p95_ms),
+            None if stats.frames > 0 => (Some(stats.latency_p50_ms), Some(stats.latency_p95_ms)),
+            None => (None, None),
+        };
+        let audio_latency = reports
+            .iter()
+            .find(|a| a.user_id == user.as_str())
+            .and_then(|a| a.latency_p50_ms);
+        video.push(VideoTrackReport {
+            kind,
+            user_id: user.to_string(),
+            track_id,
+            frames: stats.frames,
+            fps: if seconds > 0.0 {
+                stats.frames.saturating_sub(1) as f64 / seconds
+            } else {
+                0.0
+            },
+            width: stats.width,
+            height: stats.height,
+            decrypt_failures: stats.decrypt_failures,
+            freezes: stats.freezes,
+            keyframe_requests: stats.keyframe_requests,
+            skipped: stats.skipped,
+            psnr_db: pattern.as_ref().and_then(|p| p.psnr_db),
+            latency_p50_ms: p50,
+            latency_p95_ms: p95,
+            av_offset_ms: p50.zip(audio_latency).map(|(v, a)| v - a),
+            pattern,
+        });
+    }
+    Ok(Listened {
+        audio: reports,
+        video,
+    })
+}
+
+/// Notes which remote tracks exist and the latest video statistics from an engine event.
+fn record_video(
+    senders: &mut HashMap<String, UserId>,
+    videos: &mut HashMap<String, (UserId, TrackKind, VideoStats)>,
+    event: MediaEvent,
+) {
+    match event {
+        MediaEvent::RemoteTrackAdded {
+            track_id,
+            user_id,
+            kind: TrackKind::Audio,
+        } => {
+            senders.insert(track_id, user_id);
+        }
+        MediaEvent::RemoteTrackAdded {
+            track_id,
+            user_id,
+            kind,
+        } => {
+            videos.insert(track_id, (user_id, kind, VideoStats::default()));
+        }
+        MediaEvent::VideoStats(stats) => {
+            for (track_id, s) in stats {
+                if let Some(entry) = videos.get_mut(&track_id) {
+                    entry.2 = s;
+                }
+            }
+        }
+        _ => {}
+    }
 }

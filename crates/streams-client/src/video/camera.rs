@@ -274,7 +274,7 @@ pub fn yuyv_to_i420(data: &[u8], width: usize, height: usize) -> Result<I420Fram
         let top = &data[(2 * cy) * width * 2..];
         let bottom = &data[(2 * cy + 1) * width * 2..];
         for cx in 0..w / 2 {
-            let avg = |i: usize| ((u16::from(top[i]) + u16::from(bottom[i]) + 1) / 2) as u8;
+            let avg = |i: usize| (u16::from(top[i]) + u16::from(bottom[i])).div_ceil(2) as u8;
             u_plane[cy * (w / 2) + cx] = avg(cx * 4 + 1);
             v_plane[cy * (w / 2) + cx] = avg(cx * 4 + 3);
         }

@@ -4,6 +4,7 @@
 //! of a remote one ([`receiver`]).
 pub mod camera;
 pub mod carriage;
+pub mod check;
 pub mod codec;
 pub mod frame;
 pub mod pattern;

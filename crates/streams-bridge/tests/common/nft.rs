@@ -1,0 +1,77 @@
+//! Random packet loss with nftables (this kernel has no netem): a table of our own whose input rule
+//! drops a share of the UDP packets leaving one port (the test bridge's SFU) — only that bridge's
+//! traffic on loopback, nothing else on the machine. Needs root and `nft` (CI installs nftables).
+use std::process::Command;
+
+/// A loss rule; dropping it deletes its table.
+pub struct NftLoss {
+    table: String,
+}
+
+fn nft(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("nft")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run nft (install nftables, run as root): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nft {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl NftLoss {
+    /// Drops `percent` of the UDP packets whose source port is `port`.
+    pub fn from_port(port: u16, percent: u8) -> Result<Self, String> {
+        let table = format!("streams_loss_{port}");
+        nft(&["add", "table", "inet", &table])?;
+        let loss = NftLoss { table };
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            &loss.table,
+            "input",
+            "{ type filter hook input priority 0; policy accept; }",
+        ])?;
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            &loss.table,
+            "input",
+            "udp",
+            "sport",
+            &port.to_string(),
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            &percent.to_string(),
+            "counter",
+            "drop",
+        ])?;
+        Ok(loss)
+    }
+
+    /// Packets dropped so far.
+    pub fn dropped(&self) -> u64 {
+        let listing = nft(&["list", "table", "inet", &self.table]).unwrap_or_default();
+        listing
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for NftLoss {
+    fn drop(&mut self) {
+        let _ = nft(&["delete", "table", "inet", &self.table]);
+    }
+}
