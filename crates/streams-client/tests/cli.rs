@@ -269,3 +269,105 @@ fn a_bot_tone_reaches_a_listener_through_the_bridge() {
     );
     assert!(track["latency_p50_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_bot_pattern_reaches_a_listener_through_the_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_key, bob_key) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
+    let _alice = keygen(&alice_key);
+    let bob = keygen(&bob_key);
+    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).unwrap();
+    let room_id = ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &["room", "create", "--name", "Video", "--user", bob.as_str()],
+    ))
+    .trim()
+    .to_string();
+    let listener = Command::new(STREAMS)
+        .args(["--bridge", &bridge.url(), "--key"])
+        .arg(&bob_key)
+        .args(["listen", "--room", &room_id, "--seconds", "6", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Video only (no audio option): 4 s of the 640×360 pattern at 30 fps.
+    let sent = json(&ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &[
+            "bot",
+            "--room",
+            &room_id,
+            "--video",
+            "pattern",
+            "--seconds",
+            "4",
+            "--json",
+        ],
+    )));
+    let sent_frames = sent["video"]["frames"].as_u64().unwrap();
+    assert!(sent_frames >= 100, "{sent}");
+    assert_eq!(sent["frames"], 0, "no audio track: {sent}");
+    let out = listener.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let tracks: Vec<serde_json::Value> = text.lines().map(json).collect();
+    assert_eq!(tracks.len(), 1, "{text}");
+    let track = &tracks[0];
+    assert_eq!(track["kind"], "video");
+    assert_eq!(
+        (track["width"].as_u64(), track["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert_eq!(track["decrypt_failures"], 0);
+    let frames = track["frames"].as_u64().unwrap();
+    assert!(
+        frames * 10 >= sent_frames * 9,
+        "{frames} of {sent_frames}: {track}"
+    );
+    assert!(track["psnr_db"].as_f64().unwrap() >= 30.0, "{track}");
+    assert!(track["fps"].as_f64().unwrap() >= 20.0, "{track}");
+    let p50 = track["latency_p50_ms"].as_f64().unwrap();
+    let p95 = track["latency_p95_ms"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p95, "{track}");
+}
+
+#[test]
+fn a_missing_camera_or_display_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("alice.key");
+    keygen(&key);
+    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).unwrap();
+    let room_id = ok_stdout(streams(&bridge, &key, &["room", "create", "--name", "R"]))
+        .trim()
+        .to_string();
+    let out = streams(
+        &bridge,
+        &key,
+        &[
+            "bot", "--room", &room_id, "--video", "camera", "--camera", "9",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("camera 9") && err.contains("--video pattern"),
+        "{err}"
+    );
+    let out = Command::new(STREAMS)
+        .args(["--bridge", &bridge.url(), "--key"])
+        .arg(&key)
+        .args(["bot", "--room", &room_id, "--video", "screen"])
+        .env("DISPLAY", ":4243")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":4243"), "{err}");
+}

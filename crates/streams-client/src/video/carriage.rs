@@ -5,8 +5,9 @@
 //! and ciphertext contains such bytes by chance (about once per 5 MB): a frame would be cut in two,
 //! rarely and silently. So the whole protected frame travels as **one opaque NAL unit** whose body is
 //! escaped with H.264's own emulation-prevention rule (a `03` after every `00 00` that is followed
-//! by `00`–`03`, and after a final `00`). No start code can then occur inside it; RFC 6184 fragments
-//! it into FU-A packets and the receiver gets it back byte for byte.
+//! by `00`–`03`) and closed by a stop byte `80` (as H.264's RBSP trailing bits), so it never ends in
+//! `00`. No start code can then occur inside it; RFC 6184 fragments it into FU-A packets and the
+//! receiver gets it back byte for byte.
 //!
 //! The NAL header is the only clear byte: type 5 (IDR) for a keyframe and type 1 otherwise, so the
 //! bridge can tell keyframes from other frames without any key. It is a hint, not a promise: the
@@ -18,6 +19,8 @@ const START_CODE: [u8; 4] = [0, 0, 0, 1];
 const KEYFRAME_HEADER: u8 = 0x65;
 /// nal_ref_idc 3, type 1 (non-IDR slice).
 const DELTA_HEADER: u8 = 0x61;
+/// Closes every unit (a one bit and zero bits, like H.264's rbsp_trailing_bits).
+const STOP: u8 = 0x80;
 
 /// Wraps a protected frame as one Annex B NAL unit.
 pub fn wrap(protected: &[u8], keyframe: bool) -> Vec<u8> {
@@ -37,9 +40,7 @@ pub fn wrap(protected: &[u8], keyframe: bool) -> Vec<u8> {
         out.push(b);
         zeros = if b == 0 { zeros + 1 } else { 0 };
     }
-    if protected.last() == Some(&0) {
-        out.push(3);
-    }
+    out.push(STOP);
     out
 }
 
@@ -49,9 +50,12 @@ pub fn unwrap(received: &[u8]) -> Result<(bool, Vec<u8>), VideoError> {
         .strip_prefix(&START_CODE[..])
         .or_else(|| received.strip_prefix(&START_CODE[1..]))
         .unwrap_or(received);
-    let (&header, escaped) = body
+    let (&header, rest) = body
         .split_first()
         .ok_or_else(|| VideoError::Frame("empty video frame".into()))?;
+    let escaped = rest.strip_suffix(&[STOP]).ok_or_else(|| {
+        VideoError::Frame("a video frame without its stop byte (cut short?)".into())
+    })?;
     let keyframe = match header {
         KEYFRAME_HEADER => true,
         DELTA_HEADER => false,
@@ -101,6 +105,23 @@ mod tests {
         assert_eq!(unwrap(&wrapped).unwrap(), (true, nasty.to_vec()));
         // Also as str0m's depacketizer hands it over with a 3-byte start code.
         assert_eq!(unwrap(&wrapped[1..]).unwrap(), (true, nasty.to_vec()));
+        // Every ending a frame can have, escape bytes and stop byte look-alikes included.
+        for tail in [
+            &[0u8][..],
+            &[0, 0],
+            &[0, 3],
+            &[0, 0, 3],
+            &[0, 0, 0],
+            &[0x80],
+            &[0, 0x80],
+            &[3],
+        ] {
+            let frame = [&[7u8, 9][..], tail].concat();
+            assert_eq!(
+                unwrap(&wrap(&frame, false)).unwrap(),
+                (false, frame.clone())
+            );
+        }
     }
 
     #[test]
@@ -109,9 +130,14 @@ mod tests {
         use str0m::format::CodecExtra;
         use str0m::unversioned::{Depacketizer, H264Depacketizer, H264Packetizer, Packetizer};
         let mut rng = rand::rng();
-        for size in [1usize, 2, 3, 100, 1500, 40_000] {
+        // Small frames of few distinct bytes hit every escape and ending; big ones span many packets.
+        let sizes = (0..400).map(|i| 1 + i % 40).chain([1500, 40_000]);
+        for size in sizes {
             let mut frame = vec![0u8; size];
             rng.fill_bytes(&mut frame);
+            if size <= 40 {
+                frame.iter_mut().for_each(|b| *b %= 4);
+            }
             // Plant start codes and zero runs, as ciphertext may have by chance.
             for i in (0..size.saturating_sub(4)).step_by(97) {
                 frame[i..i + 3].copy_from_slice(&[0, 0, 1]);
@@ -133,6 +159,9 @@ mod tests {
     fn garbage_is_a_typed_error() {
         assert!(unwrap(&[]).is_err());
         assert!(unwrap(&[0, 0, 0, 1, 0x67, 1, 2]).is_err());
-        assert!(unwrap(&[0, 0, 0, 1, 0x61, 9, 0, 0, 1, 0x61]).is_err());
+        assert!(unwrap(&[0, 0, 0, 1, 0x61, 9, 0, 0, 1, 0x61, 0x80]).is_err());
+        // A unit cut short (its stop byte missing) is refused, not passed on.
+        let whole = wrap(&[1, 2, 3, 4], false);
+        assert!(unwrap(&whole[..whole.len() - 1]).is_err());
     }
 }

@@ -181,7 +181,10 @@ impl VideoReceiver {
         self.with_stats(|s| s.bytes += received.len() as u64);
         match carriage::unwrap(received) {
             Ok((_, protected)) => self.open(arrived_us, protected),
-            Err(_) => self.with_stats(|s| s.decrypt_failures += 1),
+            Err(e) => {
+                tracing::debug!(bytes = received.len(), "unreadable video frame: {e}");
+                self.with_stats(|s| s.decrypt_failures += 1);
+            }
         }
     }
 
@@ -194,7 +197,10 @@ impl VideoReceiver {
                 }
             }
             Opening::Held => self.with_stats(|s| s.held += 1),
-            Opening::Failed => self.with_stats(|s| s.decrypt_failures += 1),
+            Opening::Failed => {
+                tracing::debug!("a video frame did not authenticate");
+                self.with_stats(|s| s.decrypt_failures += 1);
+            }
         }
     }
 

@@ -1,0 +1,232 @@
+//! The video encoder follows the network: a `streams bot` publishes the test pattern from inside a
+//! network namespace of its own, over a veth pair to the bridge; a token bucket (`tc … tbf`) on its
+//! uplink narrows the link and the encoder's target bitrate (from str0m's TWCC bandwidth estimate)
+//! must come down under it, then climb back when the limit is lifted. Needs root and iproute2 (CI
+//! runs as root and installs it). Private addresses in a namespace of our own; nothing else is
+//! touched.
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use streams_bridge::{Bridge, BridgeConfig};
+
+const STREAMS: &str = env!("CARGO_BIN_EXE_streams");
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (needs iproute2 and root)", args[0]));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A namespace joined to this one by a veth pair; deleted (with the pair) on drop.
+struct Namespace {
+    name: String,
+    inner_dev: String,
+    host_ip: Ipv4Addr,
+}
+
+impl Namespace {
+    fn create() -> Namespace {
+        let id = std::process::id() % 200 + 20;
+        let name = format!("streams-bw-{id}");
+        let (host_dev, inner_dev) = (format!("sbwh{id}"), format!("sbwn{id}"));
+        let host_ip = Ipv4Addr::new(10, 213, id as u8, 1);
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_dev]).output();
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Namespace {
+            name,
+            inner_dev,
+            host_ip,
+        };
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &host_dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.inner_dev,
+        ]);
+        sh(&["ip", "link", "set", &ns.inner_dev, "netns", &ns.name]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/30"),
+            "dev",
+            &host_dev,
+        ]);
+        sh(&["ip", "link", "set", &host_dev, "up"]);
+        let inner_ip = format!("10.213.{id}.2/30");
+        ns.exec(&["ip", "addr", "add", &inner_ip, "dev", &ns.inner_dev]);
+        ns.exec(&["ip", "link", "set", &ns.inner_dev, "up"]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn exec(&self, args: &[&str]) {
+        let mut all = vec!["ip", "netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        sh(&all);
+    }
+
+    /// Limits what leaves the namespace to `kbit` kbit/s.
+    fn limit_uplink(&self, kbit: u32) {
+        self.exec(&[
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            &self.inner_dev,
+            "root",
+            "tbf",
+            "rate",
+            &format!("{kbit}kbit"),
+            "burst",
+            "16kb",
+            "latency",
+            "100ms",
+        ]);
+    }
+
+    fn lift_limit(&self) {
+        self.exec(&["tc", "qdisc", "del", "dev", &self.inner_dev, "root"]);
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+fn keygen(path: &Path) -> String {
+    let out = Command::new(STREAMS)
+        .args(["keygen", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The encoder's target bitrate (kbit/s) averaged over the progress lines of `window`.
+fn mean_target(lines: &mpsc::Receiver<serde_json::Value>, window: Duration) -> f64 {
+    let deadline = Instant::now() + window;
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Some(bps) = line["progress"]["video"]["target_bitrate"].as_f64() {
+            seen.push(bps / 1000.0);
+        }
+    }
+    assert!(!seen.is_empty(), "no progress lines from the bot");
+    seen.iter().sum::<f64>() / seen.len() as f64
+}
+
+#[test]
+fn the_encoder_bitrate_follows_a_narrowed_link_down_and_back_up() {
+    let ns = Namespace::create();
+    let host = IpAddr::V4(ns.host_ip);
+    let bridge = Bridge::spawn(BridgeConfig {
+        listen: SocketAddr::new(host, 0),
+        media_listen: SocketAddr::new(host, 0),
+        ..BridgeConfig::ephemeral()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("alice.key");
+    keygen(&key);
+    let out = Command::new(STREAMS)
+        .args(["--bridge", &bridge.url(), "--key"])
+        .arg(&key)
+        .args(["room", "create", "--name", "narrow"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let room = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let mut bot = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            STREAMS,
+            "--bridge",
+            &bridge.url(),
+            "--key",
+        ])
+        .arg(&key)
+        .args([
+            "--json",
+            "bot",
+            "--room",
+            &room,
+            "--video",
+            "pattern",
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--fps",
+            "30",
+            "--seconds",
+            "50",
+            "--progress",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = bot.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(value);
+            }
+        }
+    });
+
+    // Open link: the estimate climbs towards the encoder's ceiling (1382 kbit/s at 640×360, 30 fps).
+    mean_target(&lines, Duration::from_secs(8));
+    let open = mean_target(&lines, Duration::from_secs(4));
+    ns.limit_uplink(300);
+    mean_target(&lines, Duration::from_secs(10));
+    let narrow = mean_target(&lines, Duration::from_secs(4));
+    ns.lift_limit();
+    mean_target(&lines, Duration::from_secs(12));
+    let widened = mean_target(&lines, Duration::from_secs(4));
+    let _ = bot.kill();
+    let _ = bot.wait();
+    println!(
+        "target bitrate: open {open:.0} kbit/s, 300 kbit/s link {narrow:.0}, lifted {widened:.0}"
+    );
+    assert!(open >= 600.0, "open link: {open:.0} kbit/s");
+    assert!(
+        narrow <= 300.0,
+        "under a 300 kbit/s link: {narrow:.0} kbit/s"
+    );
+    assert!(
+        widened >= 2.0 * narrow && widened >= 450.0,
+        "after lifting the limit: {widened:.0} kbit/s (narrow {narrow:.0})"
+    );
+}
