@@ -23,7 +23,7 @@ use crate::audio::source::AudioSource;
 use crate::client::ClientHandle;
 use crate::error::ClientError;
 use crate::media::mixer::Mixer;
-use crate::media::session::{MediaKind, MediaSession};
+use crate::media::session::{MediaKind, MediaSession, START_ESTIMATE_KBPS};
 use crate::media::voice::{TrackStats, VoiceReceiver, VoiceSender};
 use crate::media::voice_session::{VoiceError, local_ip_towards, now_us};
 use crate::video::VideoSource;
@@ -37,6 +37,13 @@ const MAX_BURST_FRAMES: u64 = 5;
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 /// What an audio track is assumed to use when the bandwidth estimate is shared out, bits/s.
 const AUDIO_SHARE_BPS: u64 = 48_000;
+/// The share of the bandwidth estimate that encoders are given, in percent: str0m paces at 1.1 × the
+/// estimate, and RTP/SRTP headers and retransmissions need the rest. Much less and the estimate,
+/// bounded by what is acknowledged, climbs back slowly after congestion.
+const ENCODER_SHARE_PCT: u64 = 100;
+/// A video track stops capturing while its frames would wait longer than this to leave (WebRTC's
+/// frame dropper): str0m paces at 1.1 × the estimate, and rate control overshoots.
+const MAX_SEND_QUEUE: Duration = Duration::from_millis(100);
 
 /// How a room's media is set up (see [`RoomMedia::start_with`]).
 #[derive(Clone, Default)]
@@ -221,6 +228,7 @@ impl RoomMedia {
             speaking_config: None,
             last_stats: Instant::now(),
             negotiate_after: Instant::now(),
+            estimate: START_ESTIMATE_KBPS * 1000,
         };
         let thread = std::thread::Builder::new()
             .name("streams-room-media".into())
@@ -307,6 +315,9 @@ enum LocalMedia {
         kind: TrackKind,
         max_bitrate: u32,
         fps: u32,
+        /// What this track has handed to the pacer and the pacer cannot have sent yet, bytes.
+        backlog: f64,
+        backlog_at: Instant,
     },
 }
 
@@ -390,6 +401,8 @@ struct Engine {
     last_stats: Instant,
     /// No negotiation before this (after a refused one).
     negotiate_after: Instant,
+    /// The latest bandwidth estimate, bits/s.
+    estimate: u64,
 }
 
 impl Engine {
@@ -474,9 +487,16 @@ impl Engine {
             }
             MediaCommand::AddVideoTrack {
                 source,
-                settings,
+                mut settings,
                 kind,
             } => {
+                // A new encoder starts within the estimate, not above it: what exceeds the pacer's
+                // rate waits in its queue, and every later frame behind it.
+                let within = self.estimate * ENCODER_SHARE_PCT / 100;
+                settings.start_bitrate = settings
+                    .start_bitrate
+                    .min(within.min(u64::from(u32::MAX)) as u32)
+                    .max(settings.min_bitrate);
                 let index = u8::try_from(self.local.len())
                     .map_err(|_| VoiceError::Pipeline("too many local tracks".into()))?;
                 let encryptor = self.encryptor(index)?;
@@ -498,9 +518,12 @@ impl Engine {
                                 kind,
                                 max_bitrate: settings.max_bitrate,
                                 fps,
+                                backlog: 0.0,
+                                backlog_at: Instant::now(),
                             },
                         });
                         self.update_desired_bitrate();
+                        self.share_estimate();
                     }
                     Err(e) => self.emit(MediaEvent::LocalTrackFailed {
                         index,
@@ -882,14 +905,36 @@ impl Engine {
             return Ok(());
         }
         let mut failed = Vec::new();
+        // The pacer's rate (str0m: 1.1 × the estimate), bytes/s, shared by the video tracks.
+        let videos = self
+            .local
+            .iter()
+            .filter(|t| !t.removed && matches!(t.media, LocalMedia::Video { .. }))
+            .count()
+            .max(1);
+        let drain_rate = self.estimate as f64 * 0.95 / 8.0 / videos as f64;
         for track in self.local.iter_mut().filter(|t| !t.removed) {
-            let (Some(mid), LocalMedia::Video { sender, .. }) = (&track.mid, &mut track.media)
+            let (
+                Some(mid),
+                LocalMedia::Video {
+                    sender,
+                    backlog,
+                    backlog_at,
+                    ..
+                },
+            ) = (&track.mid, &mut track.media)
             else {
                 continue;
             };
+            let now = Instant::now();
+            let drained = drain_rate * now.duration_since(*backlog_at).as_secs_f64();
+            *backlog = (*backlog - drained).max(0.0);
+            *backlog_at = now;
             match sender.poll() {
                 Ok(frames) => {
                     for frame in frames {
+                        // Payload plus about 5% of RTP/SRTP/UDP headers.
+                        *backlog += frame.data.len() as f64 * 1.08;
                         self.session.write_video(
                             mid,
                             Instant::now(),
@@ -900,6 +945,7 @@ impl Engine {
                 }
                 Err(e) => failed.push((track.index, e.to_string())),
             }
+            sender.set_hold(*backlog / drain_rate > MAX_SEND_QUEUE.as_secs_f64());
         }
         for (index, reason) in failed {
             tracing::warn!(room = %self.room_id, index, "local video track failed: {reason}");
@@ -923,31 +969,8 @@ impl Engine {
             }
         }
         if let Some(estimate) = self.session.take_bitrate_estimate() {
-            let audio = self
-                .local
-                .iter()
-                .filter(|t| !t.removed && t.kind() == TrackKind::Audio)
-                .count() as u64
-                * AUDIO_SHARE_BPS;
-            let video: Vec<(&VideoSender, u32)> = self
-                .local
-                .iter()
-                .filter(|t| !t.removed)
-                .filter_map(|t| match &t.media {
-                    LocalMedia::Video {
-                        sender,
-                        max_bitrate,
-                        ..
-                    } => Some((sender, *max_bitrate)),
-                    LocalMedia::Voice { .. } => None,
-                })
-                .collect();
-            let total: u64 = video.iter().map(|(_, max)| u64::from(*max)).sum();
-            let available = estimate.saturating_sub(audio);
-            for (sender, max) in video {
-                let share = available * u64::from(max) / total.max(1);
-                sender.set_bitrate(share.min(u64::from(u32::MAX)) as u32);
-            }
+            self.estimate = estimate;
+            self.share_estimate();
         }
         let now = Instant::now();
         let mut requests = Vec::new();
@@ -971,7 +994,38 @@ impl Engine {
         }
     }
 
-    /// What the bandwidth estimator should probe for: every video track at its highest bitrate.
+    /// Gives the encoders their share of the bandwidth estimate, by their ceilings.
+    fn share_estimate(&self) {
+        let estimate = self.estimate;
+        let audio = self
+            .local
+            .iter()
+            .filter(|t| !t.removed && t.kind() == TrackKind::Audio)
+            .count() as u64
+            * AUDIO_SHARE_BPS;
+        let video: Vec<(&VideoSender, u32)> = self
+            .local
+            .iter()
+            .filter(|t| !t.removed)
+            .filter_map(|t| match &t.media {
+                LocalMedia::Video {
+                    sender,
+                    max_bitrate,
+                    ..
+                } => Some((sender, *max_bitrate)),
+                LocalMedia::Voice { .. } => None,
+            })
+            .collect();
+        let total: u64 = video.iter().map(|(_, max)| u64::from(*max)).sum();
+        let available = (estimate * ENCODER_SHARE_PCT / 100).saturating_sub(audio);
+        for (sender, max) in video {
+            let share = available * u64::from(max) / total.max(1);
+            sender.set_bitrate(share.min(u64::from(u32::MAX)) as u32);
+        }
+    }
+
+    /// What the bandwidth estimator should probe for: enough for every video track at its highest
+    /// bitrate, given the encoders' share of the estimate.
     fn update_desired_bitrate(&mut self) {
         let desired: u64 = self
             .local
@@ -982,7 +1036,8 @@ impl Engine {
                 LocalMedia::Voice { .. } => AUDIO_SHARE_BPS,
             })
             .sum();
-        self.session.set_desired_bitrate(desired);
+        self.session
+            .set_desired_bitrate(desired * 100 / ENCODER_SHARE_PCT);
     }
 
     /// Sends every local frame whose last sample exists by now (once connected).

@@ -48,7 +48,7 @@ pub fn enlarge_receive_buffer(socket: &UdpSocket) {
 }
 
 /// Where the bandwidth estimate starts, kbit/s.
-const START_ESTIMATE_KBPS: u64 = 800;
+pub const START_ESTIMATE_KBPS: u64 = 800;
 
 /// A media frame received on one of this session's receiving m-lines.
 #[derive(Clone, Debug)]

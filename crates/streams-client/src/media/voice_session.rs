@@ -270,6 +270,8 @@ pub struct VideoTrackReport {
     pub keyframe_requests: u64,
     /// Frames skipped while waiting for a keyframe.
     pub skipped: u64,
+    /// Median decode time, ms.
+    pub decode_ms_p50: f64,
     /// For the test pattern: mean luma PSNR against the pattern redrawn from each picture's stamp.
     pub psnr_db: Option<f64>,
     /// Capture → decoded, median, ms (from the stamp for the pattern, else from the frame's
@@ -449,6 +451,7 @@ pub fn listen_media(
             freezes: stats.freezes,
             keyframe_requests: stats.keyframe_requests,
             skipped: stats.skipped,
+            decode_ms_p50: stats.decode_ms_p50,
             psnr_db: pattern.as_ref().and_then(|p| p.psnr_db),
             latency_p50_ms: p50,
             latency_p95_ms: p95,

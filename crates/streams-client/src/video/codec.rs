@@ -91,10 +91,10 @@ impl VideoEncoder {
             UsageType::CameraVideoRealTime
         };
         let period = settings.keyframe_interval.unwrap_or(0);
-        // Initialized at the highest bitrate so that the ceiling (OpenH264's maximum spatial
-        // bitrate) never caps what the estimate allows; the start bitrate is applied at once.
+        // OpenH264 takes the start bitrate as its ceiling too; the real ceiling is raised once the
+        // encoder exists (after its first picture), so the first keyframe is sized for the start.
         let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(settings.max_bitrate))
+            .bitrate(BitRate::from_bps(settings.start_bitrate))
             .max_frame_rate(FrameRate::from_hz(fps.max(1) as f32))
             .usage_type(usage)
             .rate_control_mode(RateControlMode::Bitrate)
@@ -110,7 +110,7 @@ impl VideoEncoder {
             inner,
             settings,
             bitrate: settings.start_bitrate,
-            applied: settings.max_bitrate,
+            applied: settings.start_bitrate,
             started: false,
             keyframe_requested: false,
         })
@@ -147,7 +147,18 @@ impl VideoEncoder {
         let first = !self.started;
         self.started = true;
         if first {
-            // The encoder exists only after its first picture: now the start bitrate can be set.
+            // The encoder exists only after its first picture: now the ceiling can be raised.
+            // Both the stream's and the (only) spatial layer's ceiling.
+            for layer in [
+                openh264_sys2::SPATIAL_LAYER_ALL,
+                openh264_sys2::SPATIAL_LAYER_0,
+            ] {
+                self.set_option(
+                    openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+                    layer,
+                    self.settings.max_bitrate,
+                )?;
+            }
             self.apply_bitrate()?;
         }
         if skipped || data.is_empty() {
@@ -157,25 +168,38 @@ impl VideoEncoder {
     }
 
     fn apply_bitrate(&mut self) -> Result<(), VideoError> {
+        self.set_option(
+            openh264_sys2::ENCODER_OPTION_BITRATE,
+            openh264_sys2::SPATIAL_LAYER_ALL,
+            self.bitrate,
+        )?;
+        self.applied = self.bitrate;
+        Ok(())
+    }
+
+    /// Sets a bitrate option (target or ceiling) of `layer`.
+    fn set_option(
+        &mut self,
+        option: openh264_sys2::ENCODER_OPTION,
+        layer: openh264_sys2::LAYER_NUM,
+        bps: u32,
+    ) -> Result<(), VideoError> {
         let mut info = openh264_sys2::SBitrateInfo {
-            iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
-            iBitrate: self.bitrate as i32,
+            iLayer: layer,
+            iBitrate: bps.min(i32::MAX as u32) as i32,
         };
-        // SAFETY: ENCODER_OPTION_BITRATE takes a pointer to an SBitrateInfo, which lives for the
+        // SAFETY: the bitrate options take a pointer to an SBitrateInfo, which lives for the
         // duration of the call; the encoder is initialized (it has encoded a picture).
         let status = unsafe {
-            self.inner.raw_api().set_option(
-                openh264_sys2::ENCODER_OPTION_BITRATE,
-                (&raw mut info).cast(),
-            )
+            self.inner
+                .raw_api()
+                .set_option(option, (&raw mut info).cast())
         };
         if status != 0 {
             return Err(VideoError::Codec(format!(
-                "setting the bitrate to {} failed ({status})",
-                self.bitrate
+                "setting bitrate option {option} to {bps} failed ({status})"
             )));
         }
-        self.applied = self.bitrate;
         Ok(())
     }
 }
@@ -282,6 +306,9 @@ mod tests {
                 })
                 .sum()
         };
+        bytes_at(&mut encoder, 30);
+        // Above the start bitrate, up to the ceiling, is allowed too.
+        encoder.set_bitrate(settings.max_bitrate);
         bytes_at(&mut encoder, 30);
         let high = bytes_at(&mut encoder, 60);
         encoder.set_bitrate(60_000);

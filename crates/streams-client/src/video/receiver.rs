@@ -102,6 +102,8 @@ pub struct VideoStats {
     pub latency_p50_ms: f64,
     /// Capture → decoded, 95th percentile, ms.
     pub latency_p95_ms: f64,
+    /// Median time to decode a picture (and convert it to RGBA when asked), ms.
+    pub decode_ms_p50: f64,
 }
 
 struct Job {
@@ -153,6 +155,7 @@ impl VideoReceiver {
             decoded: 0,
             recent: VecDeque::new(),
             latencies_us: VecDeque::new(),
+            decode_us: VecDeque::new(),
             last_decoded_us: None,
             mean_interval_us: None,
         };
@@ -260,6 +263,7 @@ struct DecodeWorker {
     /// Decode times of the last second, µs.
     recent: VecDeque<u64>,
     latencies_us: VecDeque<u64>,
+    decode_us: VecDeque<u64>,
     last_decoded_us: Option<u64>,
     mean_interval_us: Option<f64>,
 }
@@ -303,9 +307,11 @@ impl DecodeWorker {
             return;
         }
         let mut rgba = self.rgba.then(Vec::new);
+        let began = std::time::Instant::now();
         match self.decoder.decode(&frame.encoded, rgba.as_mut()) {
             Ok(Some(picture)) => {
                 self.synced = true;
+                push_capped(&mut self.decode_us, began.elapsed().as_micros() as u64);
                 self.deliver(picture, rgba, frame.capture_us);
             }
             Ok(None) => self.synced = true,
@@ -333,14 +339,12 @@ impl DecodeWorker {
         while self.recent.front().is_some_and(|&t| t + 1_000_000 < now) {
             self.recent.pop_front();
         }
-        if self.latencies_us.len() == MAX_SAMPLES {
-            self.latencies_us.pop_front();
-        }
-        self.latencies_us.push_back(now.saturating_sub(capture_us));
-        let mut sorted: Vec<u64> = self.latencies_us.iter().copied().collect();
-        sorted.sort_unstable();
-        let percentile = |p: usize| sorted[(sorted.len() - 1) * p / 100] as f64 / 1000.0;
-        let (p50, p95) = (percentile(50), percentile(95));
+        push_capped(&mut self.latencies_us, now.saturating_sub(capture_us));
+        let (p50, p95) = (
+            percentile_ms(&self.latencies_us, 50),
+            percentile_ms(&self.latencies_us, 95),
+        );
+        let decode_p50 = percentile_ms(&self.decode_us, 50);
         let fps = self.recent.len() as f64;
         let (width, height) = (picture.width(), picture.height());
         self.stats(|s| {
@@ -351,6 +355,7 @@ impl DecodeWorker {
             s.freezes += u64::from(freeze);
             s.latency_p50_ms = p50;
             s.latency_p95_ms = p95;
+            s.decode_ms_p50 = decode_p50;
         });
         let decoded = DecodedVideo {
             picture,
@@ -365,6 +370,22 @@ impl DecodeWorker {
         }
         self.slot.put(decoded);
     }
+}
+
+fn push_capped(samples: &mut VecDeque<u64>, value: u64) {
+    if samples.len() == MAX_SAMPLES {
+        samples.pop_front();
+    }
+    samples.push_back(value);
+}
+
+/// The `p`th percentile of µs samples, in ms (0 when there are none).
+fn percentile_ms(samples: &VecDeque<u64>, p: usize) -> f64 {
+    let mut sorted: Vec<u64> = samples.iter().copied().collect();
+    sorted.sort_unstable();
+    sorted
+        .get(sorted.len().saturating_sub(1) * p / 100)
+        .map_or(0.0, |&us| us as f64 / 1000.0)
 }
 
 #[cfg(test)]

@@ -34,6 +34,10 @@ struct Encoded {
 struct Control {
     stop: AtomicBool,
     keyframe: AtomicBool,
+    /// Skip pictures (the network side says the link is backed up).
+    hold: AtomicBool,
+    /// Pictures skipped because of `hold`.
+    held: AtomicU64,
     bitrate: AtomicU32,
     /// The encoder's bitrate now (what it was last told), bits/s.
     applied: AtomicU32,
@@ -66,8 +70,12 @@ pub struct LocalVideoStats {
     pub keyframes: u64,
     /// Pictures encoded but dropped before sending (the engine fell behind).
     pub dropped: u64,
+    /// Pictures not captured because the link was backed up (the frame dropper).
+    pub held: u64,
     /// The encoder's target bitrate now, bits/s.
     pub target_bitrate: u32,
+    /// What was really sent over the last second (encoded frames, before RTP headers), bits/s.
+    pub sent_bitrate: u32,
     /// Median encode time of recent pictures, ms.
     pub encode_ms_p50: f64,
     /// Picture size.
@@ -86,6 +94,8 @@ pub struct VideoSender {
     encryptor: FrameEncryptor,
     frames: u64,
     first_capture_us: Option<u64>,
+    /// Send time and size of the frames of the last second.
+    recent: std::collections::VecDeque<(Instant, usize)>,
     size: (usize, usize),
     fps: u32,
     description: String,
@@ -124,6 +134,7 @@ impl VideoSender {
             encryptor,
             frames: 0,
             first_capture_us: None,
+            recent: std::collections::VecDeque::new(),
             size,
             fps,
             description,
@@ -143,6 +154,11 @@ impl VideoSender {
     /// Asks for a keyframe as the next picture (a subscriber sent PLI/FIR).
     pub fn request_keyframe(&self) {
         self.control.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// Skips pictures while `hold` is set (the link is backed up: a picture now would only wait).
+    pub fn set_hold(&self, hold: bool) {
+        self.control.hold.store(hold, Ordering::Relaxed);
     }
 
     /// Sets the encoder's target bitrate (from the bandwidth estimate).
@@ -169,6 +185,15 @@ impl VideoSender {
             let protected = frame::seal(&mut self.encryptor, encoded.capture_us, &encoded.data)
                 .map_err(|e| VideoError::Frame(e.to_string()))?;
             self.frames += 1;
+            let now = Instant::now();
+            self.recent.push_back((now, protected.len()));
+            while self
+                .recent
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
+            {
+                self.recent.pop_front();
+            }
             out.push(OutgoingVideo {
                 data: carriage::wrap(&protected, encoded.keyframe),
                 keyframe: encoded.keyframe,
@@ -177,6 +202,12 @@ impl VideoSender {
             });
         }
         Ok(out)
+    }
+
+    /// What was sent over the last second, bits/s.
+    pub fn sent_bitrate(&self) -> u32 {
+        let bytes: usize = self.recent.iter().map(|(_, n)| n).sum();
+        (bytes * 8).min(u32::MAX as usize) as u32
     }
 
     /// Statistics of this track.
@@ -197,7 +228,9 @@ impl VideoSender {
             frames: self.frames,
             keyframes: self.control.keyframes.load(Ordering::Relaxed),
             dropped: self.control.dropped.load(Ordering::Relaxed),
+            held: self.control.held.load(Ordering::Relaxed),
             target_bitrate: self.control.applied.load(Ordering::Relaxed),
+            sent_bitrate: self.sent_bitrate(),
             encode_ms_p50,
             width: self.size.0,
             height: self.size.1,
@@ -236,6 +269,10 @@ fn capture_loop(
             index = ((now - start).as_nanos() / period.as_nanos()) as u32;
         }
         index = index.wrapping_add(1);
+        if control.hold.load(Ordering::Relaxed) {
+            control.held.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let capture_us = now_us();
         let picture = match source.next_frame(capture_us) {
             Ok(p) => p,

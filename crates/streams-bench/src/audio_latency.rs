@@ -1,0 +1,101 @@
+//! `audio-latency`: an in-process bridge on loopback and N publisher/subscriber pairs, each pair in its
+//! own room; publishers send a paced tone, subscribers measure one-way latency (capture of a frame's
+//! first sample → that frame leaving the jitter buffer) and loss.
+use std::time::Duration;
+
+use streams_bridge::{Bridge, BridgeConfig};
+use streams_client::NewRoom;
+use streams_client::audio::codec::{FrameDuration, VoiceSettings};
+use streams_client::audio::source::ToneSource;
+use streams_client::media::voice::percentile;
+use streams_client::media::voice_session::{listen, publish_voice};
+use streams_proto::Identity;
+
+use crate::common::client;
+
+/// Runs the scenario and returns its JSON line.
+pub fn audio_latency(
+    pairs: usize,
+    seconds: u64,
+    frame_ms: u32,
+) -> Result<serde_json::Value, String> {
+    let frame = FrameDuration::from_millis(frame_ms)
+        .ok_or_else(|| format!("--frame-ms must be 10 or 20, not {frame_ms}"))?;
+    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).map_err(|e| e.to_string())?;
+    let url = bridge.url();
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..pairs)
+            .map(|i| {
+                let url = url.clone();
+                scope.spawn(move || -> Result<(u64, Vec<u64>, u64, u64), String> {
+                    let (speaker, hearer) = (Identity::generate(), Identity::generate());
+                    let (s, h) = (client(&url, &speaker)?, client(&url, &hearer)?);
+                    let room = s
+                        .create_room(NewRoom {
+                            name: format!("bench {i}"),
+                            users: vec![hearer.user_id().clone()],
+                            ..NewRoom::default()
+                        })
+                        .map_err(|e| e.to_string())?;
+                    std::thread::scope(|inner| {
+                        let listening = inner.spawn(|| {
+                            listen(
+                                &h,
+                                &hearer,
+                                &url,
+                                &room.id,
+                                Duration::from_secs(seconds + 2),
+                            )
+                        });
+                        // Let the listener subscribe first, as a room's members would be present.
+                        std::thread::sleep(Duration::from_millis(500));
+                        let sent = publish_voice(
+                            &s,
+                            &speaker,
+                            &url,
+                            &room.id,
+                            Box::new(ToneSource::new(300.0 + 100.0 * i as f64, 0.5)),
+                            VoiceSettings {
+                                frame,
+                                ..VoiceSettings::default()
+                            },
+                            Duration::from_secs(seconds),
+                        )
+                        .map_err(|e| e.to_string())?;
+                        let reports = listening
+                            .join()
+                            .map_err(|_| "listener panicked".to_string())?
+                            .map_err(|e| e.to_string())?;
+                        let report = reports
+                            .into_iter()
+                            .next()
+                            .ok_or("no track arrived".to_string())?;
+                        Ok((sent.frames, report.latencies_us, report.frames, report.lost))
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| "pair panicked".to_string())?)
+            .collect::<Result<Vec<_>, String>>()
+    })?;
+    let sent: u64 = results.iter().map(|r| r.0).sum();
+    let latencies: Vec<u64> = results.iter().flat_map(|r| r.1.iter().copied()).collect();
+    let received: u64 = results.iter().map(|r| r.2).sum();
+    let lost: u64 = results.iter().map(|r| r.3).sum();
+    let ms = |v: Option<u64>| v.map_or(f64::NAN, |us| us as f64 / 1000.0);
+    Ok(serde_json::json!({
+        "scenario": "audio-latency",
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "pairs": pairs,
+        "frame_ms": frame_ms,
+        "frames": received,
+        "sent": sent,
+        "loss_pct": if sent == 0 { 0.0 } else { 100.0 * (sent.saturating_sub(received)) as f64 / sent as f64 },
+        "lost_in_stream": lost,
+        "p50_ms": ms(percentile(&latencies, 0.5)),
+        "p95_ms": ms(percentile(&latencies, 0.95)),
+        "p99_ms": ms(percentile(&latencies, 0.99)),
+    }))
+}
