@@ -4,9 +4,12 @@
 //! - `video` ([`video`]): one publisher and one subscriber of the test pattern through the SFU —
 //!   encode and decode time, glass-to-glass latency, PSNR, sustained frame rate.
 //!
+//! - `mixer` ([`mixer`]): the cost of N positional HRTF voices as a share of one core.
+//!
 //! Run them optimised: `cargo run --release -p streams-bench -- video`.
 mod audio_latency;
 mod common;
+mod mixer;
 mod video;
 
 use std::process::ExitCode;
@@ -34,6 +37,18 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         frame_ms: u32,
     },
+    /// Positional voice: N moving HRTF voices mixed at 48 kHz, as a share of one core.
+    Mixer {
+        /// Voices.
+        #[arg(long, default_value_t = 32)]
+        voices: usize,
+        /// Seconds of audio to render.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The HRTF set (SOFA).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/hrtf/mit_kemar_normal_pinna.sofa"))]
+        hrtf: std::path::PathBuf,
+    },
     /// Video through the SFU: one publisher of the test pattern, one subscriber.
     Video {
         /// Picture width.
@@ -59,6 +74,11 @@ fn main() -> ExitCode {
             seconds,
             frame_ms,
         } => audio_latency::audio_latency(pairs, seconds, frame_ms),
+        Scenario::Mixer {
+            voices,
+            seconds,
+            hrtf,
+        } => mixer::mixer(voices, seconds, &hrtf),
         Scenario::Video {
             width,
             height,

@@ -10,6 +10,14 @@ use streams_proto::{ContextId, UserId};
 
 const STREAMS: &str = env!("CARGO_BIN_EXE_streams");
 
+/// The bot tests send real-time media; on a 2-core machine they run one at a time so that their
+/// frame counts measure the code, not the contention between them.
+static REAL_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    REAL_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn streams(bridge: &BridgeHandle, key: &Path, args: &[&str]) -> Output {
     Command::new(STREAMS)
         .arg("--bridge")
@@ -210,6 +218,7 @@ fn events_print_json_lines_and_loose_key_files_are_refused() {
 
 #[test]
 fn a_bot_tone_reaches_a_listener_through_the_bridge() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (alice_key, bob_key) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
     let _alice = keygen(&alice_key);
@@ -272,6 +281,7 @@ fn a_bot_tone_reaches_a_listener_through_the_bridge() {
 
 #[test]
 fn a_bot_pattern_reaches_a_listener_through_the_bridge() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (alice_key, bob_key) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
     let _alice = keygen(&alice_key);

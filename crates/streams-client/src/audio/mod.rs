@@ -7,6 +7,7 @@ pub mod device;
 pub mod jitter;
 pub mod resample;
 pub mod source;
+pub mod spatial;
 
 /// The sample rate of every internal audio path.
 pub const SAMPLE_RATE: u32 = 48_000;
