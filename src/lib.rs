@@ -13,28 +13,39 @@
 #![warn(missing_docs)]
 
 mod commands;
+mod media;
 mod plugin;
 mod receive;
 mod rooms;
 mod session;
+mod spatial;
 
 pub use commands::StreamsCommands;
+pub use media::{
+    AudioInput, AudioTrackStats, JoinMedia, LatestPicture, LeaveMedia, PublishAudio, PublishVideo,
+    RemoteTrack, RemoteVideo, RemoteVoice, RoomMediaLink, RoomTracks, Speaking, StreamsMediaError,
+    StreamsMediaEvent, TrackOf, VideoInput, VideoTrackStats,
+};
 #[cfg(feature = "embedded-bridge")]
 pub use plugin::EmbeddedBridge;
-pub use plugin::{BridgeTarget, StreamsPlugin, StreamsSystems};
+pub use plugin::{BUNDLED_HRTF, BridgeTarget, StreamsPlugin, StreamsSystems};
 pub use receive::{StreamsReply, StreamsRoomEvent};
 pub use rooms::{Joined, Participant, ParticipantOf, RoomIndex, RoomParticipants, StreamRoom};
 pub use session::{Connected, Connecting, Disconnected, LocalUser, StreamsSession};
+pub use spatial::{OutOfEarshot, SpatialAudio, StreamListener, UNSUBSCRIBE_FACTOR, VoiceVolume};
 pub use streams_client::{self, NewRoom, Operation, Reply, RoomEvent, RoomUpdate};
 pub use streams_proto::{self, Identity, RoomId, UserId};
 
 /// Everything a game usually needs.
 pub mod prelude {
     pub use crate::{
-        BridgeTarget, Connected, Connecting, Disconnected, Joined, LocalUser, NewRoom, Operation,
-        Participant, ParticipantOf, RoomIndex, RoomParticipants, RoomUpdate, StreamRoom,
-        StreamsCommands, StreamsPlugin, StreamsReply, StreamsRoomEvent, StreamsSession,
-        StreamsSystems,
+        AudioInput, BridgeTarget, Connected, Connecting, Disconnected, JoinMedia, Joined,
+        LeaveMedia, LocalUser, NewRoom, Operation, OutOfEarshot, Participant, ParticipantOf,
+        PublishAudio, PublishVideo, RemoteTrack, RemoteVideo, RemoteVoice, RoomIndex,
+        RoomParticipants, RoomTracks, RoomUpdate, SpatialAudio, Speaking, StreamListener,
+        StreamRoom, StreamsCommands, StreamsMediaError, StreamsMediaEvent, StreamsPlugin,
+        StreamsReply, StreamsRoomEvent, StreamsSession, StreamsSystems, TrackOf, VideoInput,
+        VoiceVolume,
     };
 }
 

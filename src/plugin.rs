@@ -1,13 +1,24 @@
 //! [`StreamsPlugin`]: starts the client (and optionally an embedded bridge), spawns the session entity,
-//! and schedules the [`StreamsSystems`] sets.
+//! sets up positional voice, and schedules the [`StreamsSystems`] sets.
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use bevy::prelude::*;
+use bevy::transform::TransformSystems;
+use streams_client::audio::spatial::{Attenuation, DistanceModel, Hrtf, SpatialMixer};
 use streams_client::{ClientConfig, StreamsClient};
 use streams_proto::Identity;
+
+use crate::media::{
+    StreamsMediaError, StreamsMediaEvent, apply_video_frames, drain_media_events, join_media,
+    leave_media, publish_audio, publish_video,
+};
+use crate::spatial::{SpatialAudio, proximity, publish_poses};
 
 use crate::commands::{ClientResource, StreamsCommands, flush_commands};
 use crate::receive::{ChannelClosed, StreamsReply, StreamsRoomEvent, receive_events};
 use crate::rooms::RoomIndex;
-use crate::session::{Disconnected, LocalUser, StreamsSession};
+use crate::session::{Disconnected, LocalIdentity, LocalUser, StreamsSession};
 
 /// Which bridge to use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,11 +33,21 @@ pub enum BridgeTarget {
 /// The system sets of bevy_streams.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamsSystems {
-    /// In `PreUpdate`: client events become entity changes and messages.
+    /// In `PreUpdate`: client and media events become entity changes and messages; remote video
+    /// pictures are written into their images.
     Receive,
     /// In `PostUpdate`: queued operations go to the client.
     Send,
+    /// In `PostUpdate`, after transform propagation: the listener's and the voices' poses go to the
+    /// positional mix, and voices out of earshot are unsubscribed.
+    Poses,
 }
+
+/// The bundled HRTF set (MIT KEMAR; see `assets/hrtf/README.md` for its citation).
+pub const BUNDLED_HRTF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/hrtf/mit_kemar_normal_pinna.sofa"
+);
 
 /// The bevy_streams plugin.
 pub struct StreamsPlugin {
@@ -37,26 +58,41 @@ pub struct StreamsPlugin {
     pub identity: Option<Identity>,
     /// How many client events are applied per frame at most (the rest wait for the next frame).
     pub events_per_frame: usize,
+    /// Play the positional mix on the default output device (a null sink without one). Off, the
+    /// mix is only rendered by whoever pulls [`SpatialAudio::mixer`] (tests, tools).
+    pub audio_output: bool,
+    /// The HRTF set (SOFA); equal-power panning when `None` or unreadable.
+    pub hrtf: Option<PathBuf>,
+    /// How voices fade with distance; beyond `max_distance` they are unsubscribed.
+    pub attenuation: Attenuation,
+}
+
+fn defaults(bridge: BridgeTarget) -> StreamsPlugin {
+    StreamsPlugin {
+        bridge,
+        identity: None,
+        events_per_frame: 256,
+        audio_output: true,
+        hrtf: Some(PathBuf::from(BUNDLED_HRTF)),
+        attenuation: Attenuation {
+            model: DistanceModel::Inverse,
+            ref_distance: 1.0,
+            max_distance: 30.0,
+            rolloff: 1.0,
+        },
+    }
 }
 
 impl StreamsPlugin {
     /// Connects to a bridge at `url`.
     pub fn url(url: impl Into<String>) -> Self {
-        StreamsPlugin {
-            bridge: BridgeTarget::Url(url.into()),
-            identity: None,
-            events_per_frame: 256,
-        }
+        defaults(BridgeTarget::Url(url.into()))
     }
 
     /// Starts a bridge in this process and connects to it.
     #[cfg(feature = "embedded-bridge")]
     pub fn embedded() -> Self {
-        StreamsPlugin {
-            bridge: BridgeTarget::Embedded,
-            identity: None,
-            events_per_frame: 256,
-        }
+        defaults(BridgeTarget::Embedded)
     }
 
     /// Uses this identity.
@@ -80,6 +116,40 @@ pub(crate) struct EventBudget(pub usize);
 impl Plugin for StreamsPlugin {
     fn build(&self, app: &mut App) {
         let identity = self.identity.clone().unwrap_or_else(Identity::generate);
+        let hrtf = self.hrtf.as_ref().and_then(|path| match Hrtf::load(path) {
+            Ok(hrtf) => Some(Arc::new(hrtf)),
+            Err(e) => {
+                warn!("{e}; voices are panned with equal power instead");
+                None
+            }
+        });
+        app.insert_resource(SpatialAudio::new(
+            SpatialMixer::new(hrtf),
+            self.audio_output,
+            self.attenuation,
+        ))
+        .insert_resource(LocalIdentity(identity.clone()))
+        .add_message::<StreamsMediaEvent>()
+        .add_message::<StreamsMediaError>()
+        .add_observer(join_media)
+        .add_observer(leave_media)
+        .add_observer(publish_audio)
+        .add_observer(publish_video)
+        .configure_sets(
+            PostUpdate,
+            StreamsSystems::Poses.after(TransformSystems::Propagate),
+        )
+        .add_systems(
+            PreUpdate,
+            (drain_media_events, apply_video_frames)
+                .chain()
+                .after(receive_events)
+                .in_set(StreamsSystems::Receive),
+        )
+        .add_systems(
+            PostUpdate,
+            (publish_poses, proximity).in_set(StreamsSystems::Poses),
+        );
         app.add_message::<StreamsReply>()
             .add_message::<StreamsRoomEvent>()
             .init_resource::<RoomIndex>()

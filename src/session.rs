@@ -8,6 +8,10 @@ use streams_proto::UserId;
 #[derive(Resource, Clone, Debug, PartialEq, Eq)]
 pub struct LocalUser(pub UserId);
 
+/// The local identity (its private key stays in this process; media engines sign and unwrap with it).
+#[derive(Resource, Clone)]
+pub(crate) struct LocalIdentity(pub streams_proto::Identity);
+
 /// The entity that stands for the connection to the bridge.
 #[derive(Component, Debug)]
 pub struct StreamsSession {

@@ -62,6 +62,15 @@ pub fn output_devices() -> Vec<DeviceInfo> {
 /// A mixed source shared with the audio thread.
 pub type SharedSource = Arc<Mutex<dyn AudioSource>>;
 
+/// Something that produces interleaved stereo (left, right) at 48 kHz: a positional mix.
+pub trait StereoSource: Send {
+    /// Fills `out` (an even number of samples) with the next frames.
+    fn fill_stereo(&mut self, out: &mut [f32]);
+}
+
+/// A stereo source shared with the audio thread.
+pub type SharedStereo = Arc<Mutex<dyn StereoSource>>;
+
 /// Where played audio goes.
 pub enum OutputSink {
     /// A real device.
@@ -87,6 +96,21 @@ impl OutputSink {
             Err(reason) => {
                 tracing::warn!("no audio output device ({reason}); audio goes to a null sink");
                 OutputSink::Null(NullSink::start(source))
+            }
+        }
+    }
+
+    /// Plays a stereo `source` on the default output device (left and right on its first two
+    /// channels), or on a null sink when there is none (logged once, with the reason).
+    pub fn open_stereo(source: SharedStereo) -> Self {
+        match open_stereo_device(Arc::clone(&source)) {
+            Ok((name, stream)) => {
+                tracing::info!(device = %name, "playing positional audio");
+                OutputSink::Device { name, stream }
+            }
+            Err(reason) => {
+                tracing::warn!("no audio output device ({reason}); audio goes to a null sink");
+                OutputSink::Null(NullSink::start_stereo(source))
             }
         }
     }
@@ -120,6 +144,102 @@ fn open_device(source: SharedSource) -> Result<(String, cpal::Stream), String> {
                 for (frame, v) in out.chunks_mut(channels).zip(&mono) {
                     frame.fill(*v);
                 }
+            },
+            |e| tracing::warn!("audio output error: {e}"),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    stream.play().map_err(|e| e.to_string())?;
+    Ok((describe(&device), stream))
+}
+
+/// A stereo output running on a thread of its own, so that its owner can live anywhere (a cpal stream
+/// cannot move between threads). Stops when dropped.
+pub struct StereoPlayback {
+    device: Option<String>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StereoPlayback {
+    /// Plays `source` on the default device, or a null sink without one.
+    pub fn start(source: SharedStereo) -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("streams-playback".into())
+            .spawn(move || {
+                let sink = OutputSink::open_stereo(source);
+                let device = match &sink {
+                    OutputSink::Device { name, .. } => Some(name.clone()),
+                    OutputSink::Null(_) => None,
+                };
+                let _ = ready_tx.send(device);
+                let _ = stop_rx.recv();
+                drop(sink);
+            })
+            .ok();
+        let device = ready_rx.recv().ok().flatten();
+        StereoPlayback {
+            device,
+            stop: Some(stop),
+            thread,
+        }
+    }
+
+    /// The device playing, or `None` for the null sink.
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_deref()
+    }
+}
+
+impl Drop for StereoPlayback {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn open_stereo_device(source: SharedStereo) -> Result<(String, cpal::Stream), String> {
+    let host = cpal::default_host();
+    let device = host
+        .default_output_device()
+        .ok_or_else(|| "the host reports no output device".to_string())?;
+    let supported = device.default_output_config().map_err(|e| e.to_string())?;
+    let config = supported.config();
+    let channels = usize::from(config.channels.max(1));
+    // The mix is rendered at 48 kHz; another device rate is met by picking the nearest frame (a
+    // fallback: most devices run at 48 kHz).
+    let step = f64::from(SAMPLE_RATE) / f64::from(config.sample_rate.max(1));
+    let mut position = 0.0f64;
+    let mut stereo: Vec<f32> = Vec::new();
+    let stream = device
+        .build_output_stream::<f32, _, _>(
+            config,
+            move |out: &mut [f32], _| {
+                let frames = out.len() / channels;
+                let needed = (position + step * frames as f64).ceil() as usize + 1;
+                stereo.resize(needed * 2, 0.0);
+                match source.try_lock() {
+                    Ok(mut s) => s.fill_stereo(&mut stereo),
+                    Err(_) => stereo.fill(0.0),
+                }
+                for (k, frame) in out.chunks_mut(channels).enumerate() {
+                    let i = ((position + step * k as f64) as usize).min(needed - 1);
+                    let (l, r) = (stereo[2 * i], stereo[2 * i + 1]);
+                    match frame {
+                        [mono] => *mono = 0.5 * (l + r),
+                        [left, right, rest @ ..] => {
+                            *left = l;
+                            *right = r;
+                            rest.fill(0.0);
+                        }
+                        [] => {}
+                    }
+                }
+                position = (position + step * frames as f64).fract();
             },
             |e| tracing::warn!("audio output error: {e}"),
             None,
@@ -319,6 +439,23 @@ pub struct NullSink {
 impl NullSink {
     /// Starts consuming `source`.
     pub fn start(source: SharedSource) -> Self {
+        Self::run(1, move |buf| {
+            if let Ok(mut s) = source.lock() {
+                s.fill(buf);
+            }
+        })
+    }
+
+    /// Starts consuming a stereo `source`.
+    pub fn start_stereo(source: SharedStereo) -> Self {
+        Self::run(2, move |buf| {
+            if let Ok(mut s) = source.lock() {
+                s.fill_stereo(buf);
+            }
+        })
+    }
+
+    fn run(channels: usize, mut pull: impl FnMut(&mut [f32]) + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let consumed = Arc::new(AtomicU64::new(0));
         let (flag, count) = (Arc::clone(&stop), Arc::clone(&consumed));
@@ -326,14 +463,13 @@ impl NullSink {
             .name("streams-null-sink".into())
             .spawn(move || {
                 let period = Duration::from_millis(10);
-                let mut buf = vec![0.0f32; SAMPLE_RATE as usize / 100];
+                let frames = SAMPLE_RATE as usize / 100;
+                let mut buf = vec![0.0f32; frames * channels];
                 let start = Instant::now();
                 let mut periods = 0u32;
                 while !flag.load(Ordering::Relaxed) {
-                    if let Ok(mut s) = source.lock() {
-                        s.fill(&mut buf);
-                    }
-                    count.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    pull(&mut buf);
+                    count.fetch_add(frames as u64, Ordering::Relaxed);
                     periods += 1;
                     let due = start + period * periods;
                     std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -347,7 +483,7 @@ impl NullSink {
         }
     }
 
-    /// Samples consumed so far.
+    /// Frames (samples per channel) consumed so far.
     pub fn consumed(&self) -> u64 {
         self.consumed.load(Ordering::Relaxed)
     }

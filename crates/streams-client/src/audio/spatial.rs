@@ -18,6 +18,7 @@ use sofar::reader::{Filter, OpenOptions, Sofar};
 use sofar::render::{FilterTransition, Renderer, RendererPlan};
 
 use crate::audio::SAMPLE_RATE;
+use crate::audio::device::StereoSource;
 use crate::audio::source::AudioSource;
 
 /// A point or direction, `[x, y, z]`.
@@ -474,6 +475,12 @@ impl SpatialMixer {
             self.right[i] = (self.right[i] * g).clamp(-1.0, 1.0);
         }
         self.limiter_gain = to;
+    }
+}
+
+impl StereoSource for SpatialMixer {
+    fn fill_stereo(&mut self, out: &mut [f32]) {
+        self.render(out);
     }
 }
 

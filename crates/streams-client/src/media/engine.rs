@@ -76,6 +76,14 @@ pub enum MediaCommand {
     RemoveTrack(u8),
     /// Receive every remote audio track (`true`, the default) or none (`false`).
     SubscribeAll(bool),
+    /// Receive a member's voice (audio tracks) or not: proximity chat unsubscribes far voices at the
+    /// bridge, so they cost no bandwidth, and subscribes them again when they come near.
+    SetVoiceSubscribed {
+        /// The member.
+        user_id: UserId,
+        /// Receive their voice.
+        subscribed: bool,
+    },
     /// Set a remote track's volume and mute state.
     SetVolume {
         /// The track.
@@ -220,6 +228,7 @@ impl RoomMedia {
             remote: HashMap::new(),
             pending_streams: Vec::new(),
             subscribe_all: true,
+            unheard: std::collections::HashSet::new(),
             mixer: Arc::clone(&mixer),
             videos: Arc::clone(&videos),
             options,
@@ -392,6 +401,8 @@ struct Engine {
     remote: HashMap<String, RemoteTrack>,
     pending_streams: Vec<StreamInfo>,
     subscribe_all: bool,
+    /// Members whose voices are not received (proximity).
+    unheard: std::collections::HashSet<UserId>,
     mixer: Arc<Mutex<Mixer>>,
     videos: Arc<Mutex<HashMap<String, VideoSlot>>>,
     options: MediaOptions,
@@ -553,6 +564,42 @@ impl Engine {
                     self.pending_streams = streams;
                 }
             }
+            MediaCommand::SetVoiceSubscribed {
+                user_id,
+                subscribed,
+            } => {
+                if subscribed {
+                    if self.unheard.remove(&user_id)
+                        && self.subscribe_all
+                        && let Reply::Streams(streams) = self
+                            .client
+                            .call(Operation::ListStreams(self.room_id.clone()))?
+                    {
+                        self.pending_streams = streams;
+                    }
+                } else if self.unheard.insert(user_id.clone()) {
+                    let voices: Vec<String> = self
+                        .remote
+                        .values()
+                        .filter(|t| t.user == user_id && matches!(t.media, RemoteMedia::Voice(_)))
+                        .map(|t| t.track_id.clone())
+                        .collect();
+                    if self.drop_remote_where(|track| voices.iter().any(|v| v == track)) > 0 {
+                        let subscribe = self
+                            .remote
+                            .iter()
+                            .map(|(mid, t)| TrackSubscription {
+                                mid: mid.clone(),
+                                track_id: t.track_id.clone(),
+                            })
+                            .collect();
+                        self.client.call(Operation::SetSubscriptions {
+                            room_id: self.room_id.clone(),
+                            subscribe,
+                        })?;
+                    }
+                }
+            }
             MediaCommand::SetVolume {
                 track_id,
                 gain,
@@ -682,17 +729,23 @@ impl Engine {
         gone.len()
     }
 
-    /// Offers new m-lines for local tracks without one and for new remote audio tracks.
+    /// Offers new m-lines for local tracks without one and for new remote tracks (not the voices of
+    /// members out of earshot).
     fn negotiate(&mut self) -> Result<(), VoiceError> {
         let me = self.identity.user_id().clone();
         let mut known: Vec<String> = self.remote.values().map(|t| t.track_id.clone()).collect();
+        let unheard_users = self.unheard.clone();
         let fresh: Vec<(UserId, streams_proto::wire::TrackInfo)> = self
             .pending_streams
             .drain(..)
             .filter(|s| s.user_id != me)
             .flat_map(|s| {
+                let unheard = unheard_users.contains(&s.user_id);
                 let user = s.user_id.clone();
-                s.tracks.into_iter().map(move |t| (user.clone(), t))
+                s.tracks
+                    .into_iter()
+                    .filter(move |t| !(unheard && t.kind == TrackKind::Audio))
+                    .map(move |t| (user.clone(), t))
             })
             .filter(|(_, t)| {
                 // Each track once, even if both the listing and an event announced it.

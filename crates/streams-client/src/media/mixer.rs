@@ -7,6 +7,22 @@ use crate::audio::source::AudioSource;
 use crate::media::voice::VoiceReceiver;
 use crate::media::voice_session::now_us;
 
+/// One remote track's receiver as a mono source, pulled in real time (for a positional mix, which
+/// places each track on its own).
+pub struct ReceiverSource(pub Arc<Mutex<VoiceReceiver>>);
+
+impl AudioSource for ReceiverSource {
+    fn fill(&mut self, out: &mut [f32]) {
+        match self.0.lock() {
+            Ok(mut receiver) => {
+                let pcm = receiver.pull_samples(now_us(), out.len());
+                out.copy_from_slice(&pcm[..out.len()]);
+            }
+            Err(_) => out.fill(0.0),
+        }
+    }
+}
+
 /// A remote track as the mixer holds it.
 pub struct MixTrack {
     /// The track id.

@@ -1,0 +1,224 @@
+//! The plugin's media layer in a headless app against the embedded bridge: a bot publishes a tone and
+//! the test pattern; its tracks become entities related to the room, the pattern is written into an
+//! image, its voice is placed where its participant stands (louder in the right channel when it
+//! stands to the listener's right), proximity unsubscribes it beyond the earshot and brings it back
+//! when near (with hysteresis), and its tracks go when it stops.
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_streams::prelude::*;
+use bevy_streams::streams_client::audio::codec::VoiceSettings;
+use bevy_streams::streams_client::audio::source::ToneSource;
+use bevy_streams::streams_client::media::engine::{MediaCommand, RoomMedia};
+use bevy_streams::streams_client::video::codec::VideoSettings;
+use bevy_streams::streams_client::video::pattern::{PatternSource, read_stamp};
+use bevy_streams::streams_client::{ClientConfig, StreamsClient};
+use bevy_streams::streams_proto::wire::{EventScope, TrackKind};
+use bevy_streams::{EmbeddedBridge, Identity, LatestPicture};
+
+#[derive(Resource, Default)]
+struct MediaMessages(usize);
+
+fn count_messages(mut seen: ResMut<MediaMessages>, mut events: MessageReader<StreamsMediaEvent>) {
+    seen.0 += events.read().count();
+}
+
+fn update_until(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(app) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        app.update();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn tracks(app: &mut App, kind: TrackKind) -> Vec<Entity> {
+    app.world_mut()
+        .query::<(Entity, &RemoteTrack)>()
+        .iter(app.world())
+        .filter(|(_, t)| t.kind == kind)
+        .map(|(e, _)| e)
+        .collect()
+}
+
+fn rms(x: impl Iterator<Item = f32> + Clone) -> f32 {
+    let n = x.clone().count().max(1) as f32;
+    (x.map(|s| s * s).sum::<f32>() / n).sqrt()
+}
+
+/// Renders 200 ms of the positional mix; (left, right) RMS.
+fn listen(app: &mut App) -> (f32, f32) {
+    let mixer = app.world().resource::<SpatialAudio>().mixer();
+    let mut out = vec![0.0f32; 2 * 9600];
+    // Let the jitter buffer fill at real time, then take what it has.
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(10));
+        app.update();
+    }
+    mixer.lock().unwrap().render(&mut out);
+    (
+        rms(out.iter().step_by(2).copied()),
+        rms(out.iter().skip(1).step_by(2).copied()),
+    )
+}
+
+#[test]
+fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximity() {
+    let mut app = App::new();
+    let mut plugin = StreamsPlugin::embedded();
+    plugin.audio_output = false; // the test pulls the mix itself
+    app.add_plugins((
+        MinimalPlugins,
+        AssetPlugin::default(),
+        TransformPlugin,
+        plugin,
+    ))
+    .init_asset::<Image>()
+    .init_resource::<MediaMessages>()
+    .add_systems(Update, count_messages);
+    app.world_mut().spawn((
+        StreamListener,
+        Transform::default(),
+        GlobalTransform::default(),
+    ));
+    update_until(&mut app, "connection", |app| {
+        app.world_mut()
+            .query::<&Connected>()
+            .iter(app.world())
+            .count()
+            == 1
+    });
+
+    let url = app.world().resource::<EmbeddedBridge>().url.clone();
+    let bot_identity = Identity::generate();
+    let bot = StreamsClient::start(ClientConfig::new(url.clone(), bot_identity.clone())).unwrap();
+    bot.wait_connected(Duration::from_secs(5)).unwrap();
+    app.world_mut()
+        .resource_mut::<StreamsCommands>()
+        .send(Operation::CreateRoom(NewRoom {
+            name: "Plaza".into(),
+            users: vec![bot_identity.user_id().clone()],
+            ..Default::default()
+        }));
+    update_until(&mut app, "the room", |app| {
+        app.world_mut()
+            .query::<&StreamRoom>()
+            .iter(app.world())
+            .count()
+            == 1
+    });
+    let (room, room_id) = {
+        let mut q = app.world_mut().query::<(Entity, &StreamRoom)>();
+        let (e, r) = q.single(app.world()).unwrap();
+        (e, r.id.clone())
+    };
+    {
+        let mut streams = app.world_mut().resource_mut::<StreamsCommands>();
+        streams.send(Operation::Subscribe(EventScope::Room(room_id.clone())));
+        streams.send(Operation::JoinRoom(room_id.clone()));
+    }
+    app.world_mut().trigger(JoinMedia { entity: room });
+    bot.join_room(&room_id).unwrap();
+
+    // The bot publishes a 2 kHz voice and the pattern.
+    let media = RoomMedia::start(
+        bot.handle().unwrap(),
+        bot_identity.clone(),
+        &url,
+        room_id.clone(),
+    )
+    .unwrap();
+    media.send(MediaCommand::SubscribeAll(false));
+    media.send(MediaCommand::AddAudioTrack {
+        // 2 kHz: high enough for the head to shadow the far ear clearly (at 440 Hz the level
+        // difference at 90° is only ~4 dB).
+        source: Box::new(ToneSource::new(2000.0, 0.5)),
+        settings: VoiceSettings::default(),
+    });
+    media.send(MediaCommand::AddVideoTrack {
+        source: Box::new(PatternSource::new(160, 120, 15).unwrap()),
+        settings: VideoSettings::for_picture(160, 120, 15),
+        kind: TrackKind::Video,
+    });
+
+    update_until(&mut app, "the bot's two tracks", |app| {
+        tracks(app, TrackKind::Audio).len() == 1 && tracks(app, TrackKind::Video).len() == 1
+    });
+    let video = tracks(&mut app, TrackKind::Video)[0];
+    assert_eq!(app.world().get::<TrackOf>(video).unwrap().0, room);
+    assert!(
+        app.world()
+            .get::<RoomTracks>(room)
+            .unwrap()
+            .entities()
+            .len()
+            == 2
+    );
+
+    // The pattern is written into the track's image, in place.
+    update_until(&mut app, "pictures in the image", |app| {
+        app.world().get::<RemoteVideo>(video).unwrap().frames_shown >= 5
+    });
+    let handle = app.world().get::<RemoteVideo>(video).unwrap().image.clone();
+    let image = app
+        .world()
+        .resource::<Assets<Image>>()
+        .get(&handle)
+        .unwrap();
+    assert_eq!((image.width(), image.height()), (160, 120));
+    let latest = app
+        .world()
+        .get::<LatestPicture>(video)
+        .unwrap()
+        .0
+        .clone()
+        .unwrap();
+    assert!(
+        read_stamp(&latest.picture).is_some(),
+        "the pattern's stamp reads"
+    );
+
+    // The bot's participant stands 2 m to the listener's right (+X; the listener looks along −Z).
+    let participant = app
+        .world()
+        .resource::<RoomIndex>()
+        .participant(&room_id, bot_identity.user_id())
+        .expect("the bot is present");
+    let place = |app: &mut App, x: f32| {
+        app.world_mut()
+            .entity_mut(participant)
+            .insert((Transform::from_xyz(x, 0.0, 0.0), GlobalTransform::default()));
+    };
+    place(&mut app, 2.0);
+    let (left, right) = listen(&mut app);
+    assert!(right > 2.0 * left, "right {right} vs left {left}");
+    assert!(right > 0.01, "the voice is heard: {right}");
+
+    // Proximity: at 33 m (beyond the 30 m earshot, within the 36 m hysteresis) nothing changes...
+    place(&mut app, 33.0);
+    for _ in 0..30 {
+        app.update();
+    }
+    assert!(app.world().get::<OutOfEarshot>(participant).is_none());
+    assert_eq!(tracks(&mut app, TrackKind::Audio).len(), 1);
+    // ...at 40 m the voice is unsubscribed at the bridge (its track ends; video stays)...
+    place(&mut app, 40.0);
+    update_until(&mut app, "the far voice unsubscribed", |app| {
+        app.world().get::<OutOfEarshot>(participant).is_some()
+            && tracks(app, TrackKind::Audio).is_empty()
+    });
+    assert_eq!(tracks(&mut app, TrackKind::Video).len(), 1);
+    // ...and back within earshot it is subscribed again.
+    place(&mut app, 5.0);
+    update_until(&mut app, "the near voice back", |app| {
+        app.world().get::<OutOfEarshot>(participant).is_none()
+            && tracks(app, TrackKind::Audio).len() == 1
+    });
+
+    // Every engine event was also a message, and the bot leaving ends its tracks.
+    assert!(app.world().resource::<MediaMessages>().0 >= 3);
+    drop(media);
+    update_until(&mut app, "the tracks gone", |app| {
+        tracks(app, TrackKind::Audio).is_empty() && tracks(app, TrackKind::Video).is_empty()
+    });
+}
