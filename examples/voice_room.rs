@@ -133,7 +133,8 @@ fn start_bots(
         .clone()
         .or_else(|| world_bridge.map(|b| b.url.clone()))
         .expect("a bridge");
-    let seconds = settings.seconds.map_or(3600, |s| s + 10);
+    // Bots talk until the app exits (a slow renderer stretches the app's clock behind the wall clock).
+    let seconds = 24 * 3600;
     let mut users = Vec::new();
     let mut rooms = Vec::new();
     for i in 0..settings.bots {
