@@ -721,6 +721,21 @@ impl Engine {
                     videos.remove(&track.track_id);
                 }
                 self.speaking.remove(&track.track_id);
+                // The track's final figures (the periodic report may be up to a second old).
+                match track.media {
+                    RemoteMedia::Voice(ref receiver) => {
+                        if let Ok(r) = receiver.lock() {
+                            self.emit(MediaEvent::Stats(vec![(track.track_id.clone(), r.stats())]));
+                        }
+                    }
+                    RemoteMedia::Video { receiver, .. } => {
+                        let stats = receiver.finish();
+                        self.emit(MediaEvent::VideoStats(vec![(
+                            track.track_id.clone(),
+                            stats,
+                        )]));
+                    }
+                }
                 self.emit(MediaEvent::RemoteTrackRemoved {
                     track_id: track.track_id,
                 });

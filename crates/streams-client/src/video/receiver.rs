@@ -229,6 +229,15 @@ impl VideoReceiver {
         self.slot.clone()
     }
 
+    /// Stops receiving: the frames already queued are decoded, then the final statistics returned.
+    pub fn finish(mut self) -> VideoStats {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.stats()
+    }
+
     /// The track's statistics.
     pub fn stats(&self) -> VideoStats {
         self.shared
