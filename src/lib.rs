@@ -22,9 +22,9 @@ mod spatial;
 
 pub use commands::StreamsCommands;
 pub use media::{
-    AudioInput, AudioTrackStats, JoinMedia, LatestPicture, LeaveMedia, PublishAudio, PublishVideo,
-    RemoteTrack, RemoteVideo, RemoteVoice, RoomMediaLink, RoomTracks, Speaking, StreamsMediaError,
-    StreamsMediaEvent, TrackOf, VideoInput, VideoTrackStats,
+    AudioInput, AudioTrackStats, Deafen, JoinMedia, LatestPicture, LeaveMedia, MuteMicrophone,
+    PublishAudio, PublishVideo, RemoteTrack, RemoteVideo, RemoteVoice, RoomMediaLink, RoomTracks,
+    Speaking, StreamsMediaError, StreamsMediaEvent, TrackOf, VideoInput, VideoTrackStats,
 };
 #[cfg(feature = "embedded-bridge")]
 pub use plugin::EmbeddedBridge;
@@ -39,13 +39,13 @@ pub use streams_proto::{self, Identity, RoomId, UserId};
 /// Everything a game usually needs.
 pub mod prelude {
     pub use crate::{
-        AudioInput, BridgeTarget, Connected, Connecting, Disconnected, JoinMedia, Joined,
-        LeaveMedia, LocalUser, NewRoom, Operation, OutOfEarshot, Participant, ParticipantOf,
-        PublishAudio, PublishVideo, RemoteTrack, RemoteVideo, RemoteVoice, RoomIndex,
-        RoomParticipants, RoomTracks, RoomUpdate, SpatialAudio, Speaking, StreamListener,
-        StreamRoom, StreamsCommands, StreamsMediaError, StreamsMediaEvent, StreamsPlugin,
-        StreamsReply, StreamsRoomEvent, StreamsSession, StreamsSystems, TrackOf, VideoInput,
-        VoiceVolume,
+        AudioInput, BridgeTarget, Connected, Connecting, Deafen, Disconnected, JoinMedia, Joined,
+        LeaveMedia, LocalUser, MuteMicrophone, NewRoom, Operation, OutOfEarshot, Participant,
+        ParticipantOf, PublishAudio, PublishVideo, RemoteTrack, RemoteVideo, RemoteVoice,
+        RoomIndex, RoomParticipants, RoomTracks, RoomUpdate, SpatialAudio, Speaking,
+        StreamListener, StreamRoom, StreamsCommands, StreamsMediaError, StreamsMediaEvent,
+        StreamsPlugin, StreamsReply, StreamsRoomEvent, StreamsSession, StreamsSystems, TrackOf,
+        VideoInput, VoiceVolume,
     };
 }
 

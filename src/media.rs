@@ -98,6 +98,20 @@ pub struct PublishVideo {
     pub input: VideoInput,
 }
 
+/// Request: mute (or unmute) this client's microphone and other audio tracks in this room; they
+/// keep sending silence. Push-to-talk is this, toggled by a key.
+#[derive(EntityEvent, Clone, Debug)]
+pub struct MuteMicrophone {
+    /// The room entity.
+    pub entity: Entity,
+    /// Muted.
+    pub muted: bool,
+}
+
+/// Request: stop (or resume) hearing every remote voice, in every room.
+#[derive(Event, Clone, Copy, Debug)]
+pub struct Deafen(pub bool);
+
 /// The room's media engine. Removing it (or despawning the room) stops the engine.
 #[derive(Component)]
 pub struct RoomMediaLink {
@@ -286,6 +300,28 @@ fn video_source(input: &VideoInput) -> Result<(Box<dyn VideoSource>, TrackKind),
         #[cfg(not(feature = "camera"))]
         VideoInput::Camera { .. } => return Err("built without camera support".into()),
     })
+}
+
+pub(crate) fn mute_microphone(
+    mute: On<MuteMicrophone>,
+    links: Query<&RoomMediaLink>,
+    mut errors: MessageWriter<StreamsMediaError>,
+) {
+    let sent = links
+        .get(mute.entity)
+        .is_ok_and(|link| link.send(MediaCommand::MuteAudio(mute.muted)));
+    if !sent {
+        errors.write(StreamsMediaError {
+            room: mute.entity,
+            error: "no media engine for this room".into(),
+        });
+    }
+}
+
+pub(crate) fn deafen(deafen: On<Deafen>, spatial: Option<ResMut<SpatialAudio>>) {
+    if let Some(mut spatial) = spatial {
+        spatial.deafened = deafen.0;
+    }
 }
 
 pub(crate) fn publish_audio(

@@ -10,8 +10,8 @@ use streams_client::{ClientConfig, StreamsClient};
 use streams_proto::Identity;
 
 use crate::media::{
-    StreamsMediaError, StreamsMediaEvent, apply_video_frames, drain_media_events, join_media,
-    leave_media, publish_audio, publish_video,
+    StreamsMediaError, StreamsMediaEvent, apply_video_frames, deafen, drain_media_events,
+    join_media, leave_media, mute_microphone, publish_audio, publish_video,
 };
 use crate::spatial::{SpatialAudio, proximity, publish_poses};
 
@@ -135,6 +135,8 @@ impl Plugin for StreamsPlugin {
         .add_observer(leave_media)
         .add_observer(publish_audio)
         .add_observer(publish_video)
+        .add_observer(mute_microphone)
+        .add_observer(deafen)
         .configure_sets(
             PostUpdate,
             StreamsSystems::Poses.after(TransformSystems::Propagate),

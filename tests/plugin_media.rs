@@ -194,6 +194,14 @@ fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximit
     assert!(right > 2.0 * left, "right {right} vs left {left}");
     assert!(right > 0.01, "the voice is heard: {right}");
 
+    // Deafened, nothing is heard; undeafened, the voice is back.
+    app.world_mut().trigger(Deafen(true));
+    let (left, right) = listen(&mut app);
+    assert!(left < 1e-4 && right < 1e-4, "deafened: {left} {right}");
+    app.world_mut().trigger(Deafen(false));
+    let (_, right) = listen(&mut app);
+    assert!(right > 0.01, "undeafened: {right}");
+
     // Proximity: at 33 m (beyond the 30 m earshot, within the 36 m hysteresis) nothing changes...
     place(&mut app, 33.0);
     for _ in 0..30 {

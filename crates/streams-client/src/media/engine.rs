@@ -72,6 +72,8 @@ pub enum MediaCommand {
         /// [`TrackKind::Video`] (camera) or [`TrackKind::Screen`].
         kind: TrackKind,
     },
+    /// Mute or unmute every local audio track (they keep sending silence: push-to-talk, mute).
+    MuteAudio(bool),
     /// Stop sending a local track and unpublish it (by the index its `LocalTrackPublished` gave).
     RemoveTrack(u8),
     /// Receive every remote audio track (`true`, the default) or none (`false`).
@@ -540,6 +542,13 @@ impl Engine {
                         index,
                         reason: e.to_string(),
                     }),
+                }
+            }
+            MediaCommand::MuteAudio(muted) => {
+                for track in &mut self.local {
+                    if let LocalMedia::Voice { sender, .. } = &mut track.media {
+                        sender.set_muted(muted);
+                    }
                 }
             }
             MediaCommand::RemoveTrack(index) => {

@@ -26,6 +26,7 @@ pub struct VoiceSender {
     /// What the encoder takes: the mono samples, or both channels interleaved for stereo.
     pcm: Vec<f32>,
     frames: u64,
+    muted: bool,
 }
 
 impl VoiceSender {
@@ -45,6 +46,7 @@ impl VoiceSender {
             mono,
             pcm,
             frames: 0,
+            muted: false,
         })
     }
 
@@ -73,9 +75,18 @@ impl VoiceSender {
         self.frames * self.frame().samples() as u64
     }
 
+    /// Mutes (or unmutes) the track: frames keep flowing, carrying silence, and the source is still
+    /// read so a microphone's buffer does not grow.
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+    }
+
     /// Captures, encodes and protects the next frame; `capture_us` is the wall time of its first sample.
     pub fn next_frame(&mut self, capture_us: u64) -> Result<Vec<u8>, SendError> {
         self.source.fill(&mut self.mono);
+        if self.muted {
+            self.mono.fill(0.0);
+        }
         if self.pcm.len() == self.mono.len() {
             self.pcm.copy_from_slice(&self.mono);
         } else {
@@ -360,6 +371,38 @@ mod tests {
     use crate::audio::source::ToneSource;
     use streams_proto::Identity;
     use streams_proto::frame_crypto::DeviceSession;
+
+    #[test]
+    fn a_muted_sender_sends_silence_and_unmuted_the_voice_again() {
+        let alice = Identity::generate();
+        let secret = RoomSecret::random();
+        let enc = DeviceSession::random()
+            .encryptor(&secret, 0, alice.user_id(), 0)
+            .unwrap();
+        let mut sender = VoiceSender::new(
+            Box::new(ToneSource::new(440.0, 0.5)),
+            VoiceSettings::default(),
+            enc,
+        )
+        .unwrap();
+        let mut receiver =
+            VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
+        receiver.add_epoch(0, secret, 0);
+        let mut heard = |sender: &mut VoiceSender, from: u64| -> f32 {
+            let mut pcm = Vec::new();
+            for i in from..from + 25 {
+                let t = i * 20_000;
+                receiver.accept(t + 1_000, sender.next_frame(t).unwrap());
+                pcm.extend(receiver.pull(t + 5_000));
+            }
+            level_dbfs(&pcm[pcm.len() / 2..])
+        };
+        assert!(heard(&mut sender, 0) > -20.0);
+        sender.set_muted(true);
+        assert!(heard(&mut sender, 25) < -60.0, "muted is silent");
+        sender.set_muted(false);
+        assert!(heard(&mut sender, 50) > -20.0);
+    }
 
     #[test]
     fn a_rotation_mid_stream_loses_no_frame() {
