@@ -324,28 +324,45 @@ pub(crate) fn deafen(deafen: On<Deafen>, spatial: Option<ResMut<SpatialAudio>>) 
     }
 }
 
+/// Builds a command for a room's engine and sends it; a failure becomes a [`StreamsMediaError`].
+fn command_room(
+    room: Entity,
+    links: &Query<&RoomMediaLink>,
+    errors: &mut MessageWriter<StreamsMediaError>,
+    what: &str,
+    make: impl FnOnce() -> Result<MediaCommand, String>,
+) {
+    let result = links
+        .get(room)
+        .map_err(|_| "join the room's media first".to_string())
+        .and_then(|link| {
+            link.send(make()?)
+                .then_some(())
+                .ok_or_else(|| "the media engine has stopped".to_string())
+        });
+    if let Err(error) = result {
+        warn!("{what} failed: {error}");
+        errors.write(StreamsMediaError { room, error });
+    }
+}
+
 pub(crate) fn publish_audio(
     publish: On<PublishAudio>,
     links: Query<&RoomMediaLink>,
     mut errors: MessageWriter<StreamsMediaError>,
 ) {
-    let room = publish.entity;
-    let result = links
-        .get(room)
-        .map_err(|_| "join the room's media first".to_string())
-        .and_then(|link| {
-            let source = audio_source(&publish.input)?;
-            link.send(MediaCommand::AddAudioTrack {
-                source,
+    command_room(
+        publish.entity,
+        &links,
+        &mut errors,
+        "publishing audio",
+        || {
+            Ok(MediaCommand::AddAudioTrack {
+                source: audio_source(&publish.input)?,
                 settings: VoiceSettings::default(),
             })
-            .then_some(())
-            .ok_or_else(|| "the media engine has stopped".to_string())
-        });
-    if let Err(error) = result {
-        warn!("publishing audio failed: {error}");
-        errors.write(StreamsMediaError { room, error });
-    }
+        },
+    );
 }
 
 pub(crate) fn publish_video(
@@ -353,27 +370,23 @@ pub(crate) fn publish_video(
     links: Query<&RoomMediaLink>,
     mut errors: MessageWriter<StreamsMediaError>,
 ) {
-    let room = publish.entity;
-    let result = links
-        .get(room)
-        .map_err(|_| "join the room's media first".to_string())
-        .and_then(|link| {
+    command_room(
+        publish.entity,
+        &links,
+        &mut errors,
+        "publishing video",
+        || {
             let (source, kind) = video_source(&publish.input)?;
             let (width, height) = source.size();
             let mut settings = VideoSettings::for_picture(width, height, source.frame_rate());
             settings.screen_content = kind == TrackKind::Screen;
-            link.send(MediaCommand::AddVideoTrack {
+            Ok(MediaCommand::AddVideoTrack {
                 source,
                 settings,
                 kind,
             })
-            .then_some(())
-            .ok_or_else(|| "the media engine has stopped".to_string())
-        });
-    if let Err(error) = result {
-        warn!("publishing video failed: {error}");
-        errors.write(StreamsMediaError { room, error });
-    }
+        },
+    );
 }
 
 fn blank_image(width: u32, height: u32) -> Image {
