@@ -1,5 +1,7 @@
 //! A 3D voice room: bots walk around and talk (a speech clip or tones) and show the moving test
-//! pattern on billboards above their heads; you hear each from where it is (HRTF), WASD moves you.
+//! pattern on billboards above their heads; you hear each from where it is (HRTF). WASD moves you,
+//! the arrow keys turn you; hold V to talk (push-to-talk on your microphone, if there is one), M
+//! deafens you.
 //!
 //! ```sh
 //! cargo run --example voice_room                              # in-process bridge, 3 bots, a window
@@ -7,184 +9,31 @@
 //! cargo run --example voice_room -- --bridge ws://host:7800     # a real bridge (bots join it too)
 //! cargo run --example voice_room -- --seconds 20 --screenshot room.png   # window; save it, exit
 //! ```
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+mod common;
 
-use bevy::app::ScheduleRunnerPlugin;
-use bevy::log::LogPlugin;
 use bevy::prelude::*;
-use bevy::render::view::screenshot::{Screenshot, save_to_disk};
 use bevy_streams::prelude::*;
-use bevy_streams::streams_client::audio::codec::VoiceSettings;
-use bevy_streams::streams_client::audio::source::{AudioSource, ClipSource, ToneSource};
-use bevy_streams::streams_client::media::voice_session::{Publication, publish};
-use bevy_streams::streams_client::video::codec::VideoSettings;
-use bevy_streams::streams_client::video::pattern::{PatternSource, read_stamp};
-use bevy_streams::streams_client::{ClientConfig, StreamsClient};
-use bevy_streams::streams_proto::wire::{EventScope, TrackKind};
-use bevy_streams::{AudioTrackStats, Identity, LatestPicture, Reply, RoomId, VideoTrackStats};
-use crossbeam_channel::Sender;
 
-struct Args {
-    bridge: Option<String>,
-    headless: bool,
-    seconds: Option<u64>,
-    bots: usize,
-    screenshot: Option<String>,
-}
-
-fn args() -> Args {
-    let mut args = Args {
-        bridge: None,
-        headless: false,
-        seconds: None,
-        bots: 3,
-        screenshot: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--bridge" => args.bridge = it.next(),
-            "--headless" => args.headless = true,
-            "--seconds" => args.seconds = it.next().and_then(|s| s.parse().ok()),
-            "--bots" => args.bots = it.next().and_then(|s| s.parse().ok()).unwrap_or(3),
-            "--screenshot" => args.screenshot = it.next(),
-            other => eprintln!("voice_room: ignoring {other}"),
-        }
-    }
-    args
-}
+use common::{Args, BotVideo, Bots, Tally};
 
 fn main() {
-    let args = args();
-    let mut app = App::new();
-    if args.headless {
-        app.add_plugins((
-            MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(16))),
-            LogPlugin::default(),
-            AssetPlugin::default(),
-            TransformPlugin,
-        ))
-        .init_asset::<Image>();
-    } else {
-        app.add_plugins(DefaultPlugins.set(WindowPlugin {
-            primary_window: Some(Window {
-                title: "bevy_streams voice room".into(),
-                ..default()
-            }),
-            ..default()
-        }))
-        .add_systems(Startup, scene)
-        .add_systems(Update, (walk_listener, show_billboards));
-    }
-    let plugin = match &args.bridge {
-        Some(url) => StreamsPlugin::url(url.clone()),
-        None => StreamsPlugin::embedded(),
+    let args = Args::parse("voice_room", 3);
+    let video = BotVideo::Pattern {
+        width: 320,
+        height: 240,
+        fps: 15,
     };
-    app.add_plugins(plugin)
-        .insert_resource(Settings {
-            bots: args.bots,
-            seconds: args.seconds,
-            bridge: args.bridge.clone(),
-            screenshot: args.screenshot.clone(),
-        })
-        .init_resource::<Tally>()
-        .add_systems(Startup, (start_bots, spawn_listener))
-        .add_observer(create_room_when_connected)
-        .add_systems(
+    let mut app = common::app(&args, "bevy_streams voice room", video);
+    if !args.headless {
+        app.add_systems(Startup, scene).add_systems(
             Update,
-            (handle_replies, walk_bots, count_pictures, finish).chain(),
+            (walk_listener, show_billboards, push_to_talk, deafen_key),
         );
-    app.run();
-}
-
-#[derive(Resource)]
-struct Settings {
-    bots: usize,
-    seconds: Option<u64>,
-    bridge: Option<String>,
-    screenshot: Option<String>,
-}
-
-#[derive(Resource)]
-struct Bots {
-    users: Vec<bevy_streams::UserId>,
-    rooms: Vec<Sender<RoomId>>,
-}
-
-#[derive(Resource, Default)]
-struct Tally {
-    /// Distinct pattern frame numbers written into images, per track.
-    frames: HashMap<Entity, HashSet<u32>>,
-    /// Sources heard above −50 dBFS at some point in the last second, by track id.
-    audible: HashMap<String, f64>,
-    room: Option<Entity>,
-}
-
-/// Starts the bots: each its own client and identity, joining the room it is told and publishing a
-/// voice (the speech clip for the first, tones for the others) and the test pattern.
-fn start_bots(
-    mut commands: Commands,
-    settings: Res<Settings>,
-    world_bridge: Option<Res<bevy_streams::EmbeddedBridge>>,
-) {
-    let url = settings
-        .bridge
-        .clone()
-        .or_else(|| world_bridge.map(|b| b.url.clone()))
-        .expect("a bridge");
-    // Bots talk until the app exits (a slow renderer stretches the app's clock behind the wall clock).
-    let seconds = 24 * 3600;
-    let mut users = Vec::new();
-    let mut rooms = Vec::new();
-    for i in 0..settings.bots {
-        let identity = Identity::generate();
-        users.push(identity.user_id().clone());
-        let (tx, rx) = crossbeam_channel::bounded::<RoomId>(1);
-        rooms.push(tx);
-        let url = url.clone();
-        std::thread::spawn(move || {
-            let Ok(bot) = StreamsClient::start(ClientConfig::new(url.clone(), identity.clone()))
-            else {
-                return;
-            };
-            if bot.wait_connected(Duration::from_secs(10)).is_err() {
-                return;
-            }
-            let Ok(room) = rx.recv() else { return };
-            let _ = bot.join_room(&room);
-            let clip = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/assets/speech/bot_greeting.wav"
-            );
-            let voice: Box<dyn AudioSource> =
-                match (i, ClipSource::load(std::path::Path::new(clip))) {
-                    (0, Ok(clip)) => Box::new(clip),
-                    _ => Box::new(ToneSource::new(330.0 + 110.0 * i as f64, 0.3)),
-                };
-            let pattern = PatternSource::new(320, 240, 15).expect("pattern");
-            let publication = Publication {
-                audio: Some((voice, VoiceSettings::default())),
-                video: Some((
-                    Box::new(pattern),
-                    VideoSettings::for_picture(320, 240, 15),
-                    TrackKind::Video,
-                )),
-            };
-            if let Err(e) = publish(
-                &bot,
-                &identity,
-                &url,
-                &room,
-                publication,
-                Duration::from_secs(seconds),
-                &mut |_| {},
-            ) {
-                eprintln!("bot {i}: {e}");
-            }
-        });
     }
-    commands.insert_resource(Bots { users, rooms });
+    app.add_systems(Startup, spawn_listener)
+        .add_observer(publish_microphone)
+        .add_systems(Update, walk_bots)
+        .run();
 }
 
 fn spawn_listener(mut commands: Commands) {
@@ -195,43 +44,38 @@ fn spawn_listener(mut commands: Commands) {
     ));
 }
 
-fn create_room_when_connected(
-    _: On<Add, Connected>,
-    mut streams: ResMut<StreamsCommands>,
-    bots: Res<Bots>,
-) {
-    streams.send(Operation::CreateRoom(NewRoom {
-        name: "Voice room".into(),
-        users: bots.users.clone(),
-        ..Default::default()
-    }));
+/// Once the room's media is joined, the microphone is published muted (push-to-talk opens it). With
+/// no microphone this is a logged media error, and the room goes on.
+fn publish_microphone(joined: On<Add, RoomMediaLink>, mut commands: Commands, args: Res<Args>) {
+    if args.headless {
+        return;
+    }
+    commands.trigger(PublishAudio {
+        entity: joined.entity,
+        input: AudioInput::Microphone(None),
+    });
+    commands.trigger(MuteMicrophone {
+        entity: joined.entity,
+        muted: true,
+    });
 }
 
-fn handle_replies(
-    mut commands: Commands,
-    mut replies: MessageReader<StreamsReply>,
-    mut streams: ResMut<StreamsCommands>,
-    bots: Res<Bots>,
-    index: Res<RoomIndex>,
-    mut tally: ResMut<Tally>,
-) {
-    for reply in replies.read() {
-        match &reply.result {
-            Ok(Reply::Room(room)) if tally.room.is_none() => {
-                streams.send(Operation::Subscribe(EventScope::Room(room.id.clone())));
-                streams.send(Operation::JoinRoom(room.id.clone()));
-                if let Some(entity) = index.get(&room.id) {
-                    tally.room = Some(entity);
-                    commands.trigger(JoinMedia { entity });
-                    info!("voice room {} created; bots are joining", room.id);
-                }
-                for bot in &bots.rooms {
-                    let _ = bot.send(room.id.clone());
-                }
-            }
-            Ok(_) => {}
-            Err(e) => warn!("request {} failed: {e}", reply.id),
-        }
+/// Hold V to talk.
+fn push_to_talk(mut commands: Commands, keys: Res<ButtonInput<KeyCode>>, tally: Res<Tally>) {
+    let Some(room) = tally.room else { return };
+    if keys.just_pressed(KeyCode::KeyV) || keys.just_released(KeyCode::KeyV) {
+        commands.trigger(MuteMicrophone {
+            entity: room,
+            muted: !keys.pressed(KeyCode::KeyV),
+        });
+    }
+}
+
+/// M deafens (and M again undeafens).
+fn deafen_key(mut commands: Commands, keys: Res<ButtonInput<KeyCode>>, mut deaf: Local<bool>) {
+    if keys.just_pressed(KeyCode::KeyM) {
+        *deaf = !*deaf;
+        commands.trigger(Deafen(*deaf));
     }
 }
 
@@ -240,8 +84,9 @@ fn walk_bots(
     mut commands: Commands,
     time: Res<Time>,
     participants: Query<(Entity, &Participant, Option<&Transform>)>,
-    bots: Res<Bots>,
+    bots: Option<Res<Bots>>,
 ) {
+    let Some(bots) = bots else { return };
     for (entity, participant, transform) in &participants {
         let Some(i) = bots.users.iter().position(|u| *u == participant.user_id) else {
             continue;
@@ -262,97 +107,6 @@ fn walk_bots(
             }
         }
     }
-}
-
-/// Counts distinct pattern frames written into images and the voices audible in the mix.
-fn count_pictures(
-    mut tally: ResMut<Tally>,
-    pictures: Query<(Entity, &LatestPicture), Changed<LatestPicture>>,
-    spatial: Res<SpatialAudio>,
-    time: Res<Time>,
-) {
-    for (entity, latest) in &pictures {
-        if let Some(stamp) = latest.0.as_ref().and_then(|p| read_stamp(&p.picture)) {
-            tally.frames.entry(entity).or_default().insert(stamp.frame);
-        }
-    }
-    let now = time.elapsed_secs_f64();
-    for (track, level) in spatial.levels() {
-        if level > -50.0 {
-            tally.audible.insert(track, now);
-        }
-    }
-}
-
-/// After `--seconds`: saves the window to `--screenshot` if asked, prints one JSON line and exits.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    mut commands: Commands,
-    settings: Res<Settings>,
-    time: Res<Time>,
-    tally: Res<Tally>,
-    participants: Query<&ParticipantOf>,
-    tracks: Query<(
-        &RemoteTrack,
-        Option<&AudioTrackStats>,
-        Option<&VideoTrackStats>,
-    )>,
-    mut exit: MessageWriter<AppExit>,
-    mut done: Local<bool>,
-    mut shot: Local<bool>,
-) {
-    let Some(seconds) = settings.seconds else {
-        return;
-    };
-    if *done || time.elapsed_secs_f64() < seconds as f64 {
-        return;
-    }
-    if let Some(path) = &settings.screenshot
-        && !*shot
-    {
-        *shot = true;
-        commands
-            .spawn(Screenshot::primary_window())
-            .observe(save_to_disk(path.clone()));
-        return;
-    }
-    if settings.screenshot.is_some() && time.elapsed_secs_f64() < seconds as f64 + 2.0 {
-        return; // the screenshot is written a frame or two later
-    }
-    *done = true;
-    let now = time.elapsed_secs_f64();
-    let in_room = participants
-        .iter()
-        .filter(|of| Some(of.0) == tally.room)
-        .count();
-    let audio = tracks
-        .iter()
-        .filter(|t| t.0.kind == TrackKind::Audio)
-        .count();
-    let video = tracks
-        .iter()
-        .filter(|t| t.0.kind != TrackKind::Audio)
-        .count();
-    let decrypt_failures: u64 = tracks
-        .iter()
-        .map(|(_, a, v)| {
-            a.map_or(0, |a| a.0.decrypt_failures) + v.map_or(0, |v| v.0.decrypt_failures)
-        })
-        .sum();
-    let shown: usize = tally.frames.values().map(HashSet::len).sum();
-    let audible = tally.audible.values().filter(|t| now - **t <= 1.0).count();
-    println!(
-        "{}",
-        serde_json::json!({
-            "participants": in_room,
-            "remote_audio_tracks": audio,
-            "remote_video_tracks": video,
-            "video_frames_shown": shown,
-            "audible_sources": audible,
-            "decrypt_failures": decrypt_failures,
-        })
-    );
-    exit.write(AppExit::Success);
 }
 
 fn scene(

@@ -1,7 +1,7 @@
 //! bevy_streams: encrypted voice, video and screen sharing rooms for Bevy — the ECS adapter.
 //!
 //! Add [`StreamsPlugin`]; rooms, participants and connection state appear as entities, room and
-//! presence events as Messages. Networking and crypto run on the client's own thread
+//! presence events as Messages and observer triggers. Networking and crypto run on the client's own thread
 //! ([`streams_client`]); this crate only moves commands and events across bounded channels:
 //!
 //! - [`StreamsSystems::Receive`] (in `PreUpdate`) drains client events, at most
@@ -14,17 +14,25 @@
 
 mod commands;
 mod media;
+#[cfg(feature = "egui")]
+mod panel;
 mod plugin;
 mod receive;
 mod rooms;
 mod session;
 mod spatial;
+mod tracks;
+mod video_texture;
 
 pub use commands::StreamsCommands;
 pub use media::{
-    AudioInput, AudioTrackStats, Deafen, JoinMedia, LatestPicture, LeaveMedia, MuteMicrophone,
-    PublishAudio, PublishVideo, RemoteTrack, RemoteVideo, RemoteVoice, RoomMediaLink, RoomTracks,
-    Speaking, StreamsMediaError, StreamsMediaEvent, TrackOf, VideoInput, VideoTrackStats,
+    AudioInput, Deafen, JoinMedia, LeaveMedia, MuteMicrophone, PublishAudio, PublishVideo,
+    RoomMediaLink, StreamsMediaError, StreamsMediaEvent, SubscribeTracks, Unpublish, VideoInput,
+};
+#[cfg(feature = "egui")]
+pub use panel::{
+    LocalTrackView, PanelAction, PanelState, PanelView, ParticipantView, RoomView,
+    StreamsPanelPlugin, draw_panel,
 };
 #[cfg(feature = "embedded-bridge")]
 pub use plugin::EmbeddedBridge;
@@ -35,17 +43,23 @@ pub use session::{Connected, Connecting, Disconnected, LocalUser, StreamsSession
 pub use spatial::{OutOfEarshot, SpatialAudio, StreamListener, UNSUBSCRIBE_FACTOR, VoiceVolume};
 pub use streams_client::{self, NewRoom, Operation, Reply, RoomEvent, RoomUpdate};
 pub use streams_proto::{self, Identity, RoomId, UserId};
+pub use tracks::{
+    AudioTrackStats, LocalTrack, LocalTrackOf, LocalTrackStats, RemoteTrack, RemoteVoice,
+    RoomLocalTracks, RoomTracks, Speaking, TrackOf, VideoTrackStats,
+};
+pub use video_texture::{LatestPicture, LocalPreview, RemoteVideo, VideoFeed};
 
 /// Everything a game usually needs.
 pub mod prelude {
     pub use crate::{
         AudioInput, BridgeTarget, Connected, Connecting, Deafen, Disconnected, JoinMedia, Joined,
-        LeaveMedia, LocalUser, MuteMicrophone, NewRoom, Operation, OutOfEarshot, Participant,
-        ParticipantOf, PublishAudio, PublishVideo, RemoteTrack, RemoteVideo, RemoteVoice,
-        RoomIndex, RoomParticipants, RoomTracks, RoomUpdate, SpatialAudio, Speaking,
+        LeaveMedia, LocalPreview, LocalTrack, LocalTrackOf, LocalTrackStats, LocalUser,
+        MuteMicrophone, NewRoom, Operation, OutOfEarshot, Participant, ParticipantOf, PublishAudio,
+        PublishVideo, RemoteTrack, RemoteVideo, RemoteVoice, RoomIndex, RoomLocalTracks,
+        RoomMediaLink, RoomParticipants, RoomTracks, RoomUpdate, SpatialAudio, Speaking,
         StreamListener, StreamRoom, StreamsCommands, StreamsMediaError, StreamsMediaEvent,
-        StreamsPlugin, StreamsReply, StreamsRoomEvent, StreamsSession, StreamsSystems, TrackOf,
-        VideoInput, VoiceVolume,
+        StreamsPlugin, StreamsReply, StreamsRoomEvent, StreamsSession, StreamsSystems,
+        SubscribeTracks, TrackOf, Unpublish, VideoInput, VoiceVolume,
     };
 }
 

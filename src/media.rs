@@ -1,33 +1,35 @@
-//! Room media in the ECS. A room entity joins its media with [`JoinMedia`] (the engine,
+//! Room media requests. A room entity joins its media with [`JoinMedia`] (the engine,
 //! [`streams_client::media::engine::RoomMedia`], runs on its own thread and is owned by the room's
 //! [`RoomMediaLink`]: leaving or despawning the room stops it). Local tracks are published with
-//! [`PublishAudio`] / [`PublishVideo`]; remote tracks become [`RemoteTrack`] entities related to their
-//! room by [`TrackOf`] — video ones with a [`RemoteVideo`] image written in place, audio ones placed in
-//! the positional mix ([`crate::spatial`]). Every engine event is also a [`StreamsMediaEvent`]
-//! message; failures are [`StreamsMediaError`] messages, never panics.
+//! [`PublishAudio`] / [`PublishVideo`] (each becomes a [`LocalTrack`] entity) and unpublished with
+//! [`Unpublish`]; [`SubscribeTracks`] turns receiving on or off, [`MuteMicrophone`] is mute and
+//! push-to-talk, [`Deafen`] silences every remote voice. Failures are [`StreamsMediaError`] messages
+//! and observer triggers, never panics; every engine event is a [`StreamsMediaEvent`]
+//! ([`crate::tracks`] applies them to entities).
 use std::path::PathBuf;
 
-use bevy::asset::RenderAssetUsages;
 use bevy::prelude::*;
-use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use streams_client::audio::codec::VoiceSettings;
 use streams_client::audio::device::MicrophoneSource;
 use streams_client::audio::source::{AudioSource, ClipSource, ToneSource};
 use streams_client::media::engine::{MediaCommand, MediaEvent, MediaOptions, RoomMedia};
-use streams_client::media::mixer::ReceiverSource;
-use streams_client::media::voice::TrackStats;
 use streams_client::video::VideoSource;
 use streams_client::video::codec::VideoSettings;
 use streams_client::video::pattern::PatternSource;
-use streams_client::video::receiver::{VideoSlot, VideoStats};
+use streams_client::video::preview::PreviewSource;
+use streams_client::video::receiver::VideoSlot;
 use streams_client::video::screen::{ScreenSource, ScreenTarget};
-use streams_proto::UserId;
 use streams_proto::wire::TrackKind;
 
 use crate::commands::ClientResource;
-use crate::rooms::{RoomIndex, StreamRoom};
+use crate::rooms::StreamRoom;
 use crate::session::{LocalIdentity, StreamsSession};
 use crate::spatial::SpatialAudio;
+use crate::tracks::{LocalTrack, LocalTrackOf, RoomLocalTracks, RoomTracks};
+use crate::video_texture::{LatestPicture, LocalPreview, VideoFeed, blank_image};
+
+/// Local previews are refreshed at most this often (converting to RGBA costs the capture thread).
+const PREVIEW_FPS: u32 = 15;
 
 /// Where a published audio track comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +98,24 @@ pub struct PublishVideo {
     pub entity: Entity,
     /// The source.
     pub input: VideoInput,
+    /// Also show what is captured: the local track entity gets a [`LocalPreview`] image.
+    pub preview: bool,
+}
+
+/// Request: stop publishing this local track (its [`LocalTrack`] entity is despawned).
+#[derive(EntityEvent, Clone, Debug)]
+pub struct Unpublish {
+    /// The local track entity.
+    pub entity: Entity,
+}
+
+/// Request: receive the room's remote tracks (`true`, what joining does) or none of them.
+#[derive(EntityEvent, Clone, Debug)]
+pub struct SubscribeTracks {
+    /// The room entity.
+    pub entity: Entity,
+    /// Receive them.
+    pub subscribed: bool,
 }
 
 /// Request: mute (or unmute) this client's microphone and other audio tracks in this room; they
@@ -116,6 +136,8 @@ pub struct Deafen(pub bool);
 #[derive(Component)]
 pub struct RoomMediaLink {
     media: RoomMedia,
+    /// The index the engine gives the next local track (it numbers them in the order added).
+    next_local: u8,
 }
 
 impl RoomMediaLink {
@@ -123,75 +145,14 @@ impl RoomMediaLink {
     pub fn send(&self, command: MediaCommand) -> bool {
         self.media.send(command)
     }
-}
 
-/// A remote track being received.
-#[derive(Component, Debug, Clone, PartialEq, Eq)]
-pub struct RemoteTrack {
-    /// The track id.
-    pub track_id: String,
-    /// Its sender.
-    pub user_id: UserId,
-    /// What it carries.
-    pub kind: TrackKind,
-}
-
-/// The room a remote track belongs to.
-#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
-#[relationship(relationship_target = RoomTracks)]
-pub struct TrackOf(pub Entity);
-
-/// The remote tracks of a room (despawned with it).
-#[derive(Component, Debug, Default)]
-#[relationship_target(relationship = TrackOf, linked_spawn)]
-pub struct RoomTracks(Vec<Entity>);
-
-impl RoomTracks {
-    /// The track entities.
-    pub fn entities(&self) -> &[Entity] {
-        &self.0
+    pub(crate) fn media(&self) -> &RoomMedia {
+        &self.media
     }
 }
 
-/// A remote video track's picture: an RGBA image written in place as pictures arrive (use the handle
-/// on a sprite, a UI image or a material).
-#[derive(Component, Debug, Clone)]
-pub struct RemoteVideo {
-    /// The image.
-    pub image: Handle<Image>,
-    /// Pictures written into it so far.
-    pub frames_shown: u64,
-}
-
-/// Where a remote video track's pictures come from.
-#[derive(Component)]
-pub(crate) struct VideoFeed {
-    slot: VideoSlot,
-    seen: u64,
-}
-
-/// The latest decoded picture of a remote video track (for checks: the test pattern's stamp, …).
-#[derive(Component, Debug, Clone, Default)]
-pub struct LatestPicture(pub Option<std::sync::Arc<streams_client::video::receiver::DecodedVideo>>);
-
-/// A remote audio track, heard in the positional mix from its participant's position.
-#[derive(Component, Debug, Clone, Copy, Default)]
-pub struct RemoteVoice;
-
-/// On a participant while it speaks.
-#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Speaking;
-
-/// Statistics of a remote audio track.
-#[derive(Component, Debug, Clone, Default)]
-pub struct AudioTrackStats(pub TrackStats);
-
-/// Statistics of a remote video track.
-#[derive(Component, Debug, Clone, Default)]
-pub struct VideoTrackStats(pub VideoStats);
-
-/// Every event of a room's media engine.
-#[derive(Message, Debug, Clone)]
+/// Every event of a room's media engine (a message, and a trigger for observers).
+#[derive(Message, Event, Debug, Clone)]
 pub struct StreamsMediaEvent {
     /// The room entity.
     pub room: Entity,
@@ -199,17 +160,14 @@ pub struct StreamsMediaEvent {
     pub event: MediaEvent,
 }
 
-/// A media request failed.
-#[derive(Message, Debug, Clone)]
+/// A media request failed (a message, and a trigger for observers).
+#[derive(Message, Event, Debug, Clone)]
 pub struct StreamsMediaError {
     /// The room entity.
     pub room: Entity,
     /// Why.
     pub error: String,
 }
-
-/// Media events applied per room and frame at most.
-const MEDIA_EVENTS_PER_FRAME: usize = 256;
 
 pub(crate) fn join_media(
     join: On<JoinMedia>,
@@ -247,7 +205,10 @@ pub(crate) fn join_media(
         options,
     ) {
         Ok(media) => {
-            commands.entity(room).insert(RoomMediaLink { media });
+            commands.entity(room).insert(RoomMediaLink {
+                media,
+                next_local: 0,
+            });
         }
         Err(e) => fail(&mut errors, e.to_string()),
     }
@@ -256,14 +217,21 @@ pub(crate) fn join_media(
 pub(crate) fn leave_media(
     leave: On<LeaveMedia>,
     mut commands: Commands,
-    tracks: Query<&RoomTracks>,
+    remote: Query<&RoomTracks>,
+    local: Query<&RoomLocalTracks>,
 ) {
     let room = leave.entity;
-    commands.entity(room).remove::<RoomMediaLink>();
-    if let Ok(tracks) = tracks.get(room) {
-        for track in tracks.entities() {
-            commands.entity(*track).despawn();
-        }
+    let Ok(mut entity) = commands.get_entity(room) else {
+        return;
+    };
+    entity.remove::<RoomMediaLink>();
+    let remote = remote.get(room).map(RoomTracks::entities).unwrap_or(&[]);
+    let local = local
+        .get(room)
+        .map(RoomLocalTracks::entities)
+        .unwrap_or(&[]);
+    for track in remote.iter().chain(local) {
+        commands.entity(*track).despawn();
     }
 }
 
@@ -324,222 +292,188 @@ pub(crate) fn deafen(deafen: On<Deafen>, spatial: Option<ResMut<SpatialAudio>>) 
     }
 }
 
-/// Builds a command for a room's engine and sends it; a failure becomes a [`StreamsMediaError`].
+/// Sends a command to a room's engine; a failure becomes a [`StreamsMediaError`].
 fn command_room(
     room: Entity,
     links: &Query<&RoomMediaLink>,
     errors: &mut MessageWriter<StreamsMediaError>,
     what: &str,
-    make: impl FnOnce() -> Result<MediaCommand, String>,
-) {
+    command: MediaCommand,
+) -> bool {
     let result = links
         .get(room)
         .map_err(|_| "join the room's media first".to_string())
         .and_then(|link| {
-            link.send(make()?)
+            link.send(command)
                 .then_some(())
                 .ok_or_else(|| "the media engine has stopped".to_string())
         });
-    if let Err(error) = result {
-        warn!("{what} failed: {error}");
-        errors.write(StreamsMediaError { room, error });
+    report(room, errors, what, result)
+}
+
+/// Reports a failed request as a [`StreamsMediaError`]; `true` when it succeeded.
+fn report(
+    room: Entity,
+    errors: &mut MessageWriter<StreamsMediaError>,
+    what: &str,
+    result: Result<(), String>,
+) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(error) => {
+            warn!("{what} failed: {error}");
+            errors.write(StreamsMediaError { room, error });
+            false
+        }
     }
+}
+
+/// Adds a local track: the command goes to the room's engine and the track becomes an entity.
+fn add_local_track(
+    commands: &mut Commands,
+    room: Entity,
+    links: &mut Query<&mut RoomMediaLink>,
+    command: MediaCommand,
+    track: (TrackKind, String),
+) -> Result<Entity, String> {
+    let mut link = links
+        .get_mut(room)
+        .map_err(|_| "join the room's media first".to_string())?;
+    if !link.send(command) {
+        return Err("the media engine has stopped".into());
+    }
+    let index = link.next_local;
+    link.next_local = link.next_local.saturating_add(1);
+    let (kind, description) = track;
+    Ok(commands
+        .spawn((
+            LocalTrack {
+                index,
+                kind,
+                description: description.clone(),
+                published: false,
+            },
+            LocalTrackOf(room),
+            Name::new(format!("local {kind:?} track: {description}")),
+        ))
+        .id())
 }
 
 pub(crate) fn publish_audio(
     publish: On<PublishAudio>,
-    links: Query<&RoomMediaLink>,
+    mut commands: Commands,
+    mut links: Query<&mut RoomMediaLink>,
     mut errors: MessageWriter<StreamsMediaError>,
 ) {
-    command_room(
-        publish.entity,
-        &links,
-        &mut errors,
-        "publishing audio",
-        || {
-            Ok(MediaCommand::AddAudioTrack {
-                source: audio_source(&publish.input)?,
-                settings: VoiceSettings::default(),
-            })
-        },
-    );
+    let room = publish.entity;
+    let result = audio_source(&publish.input).and_then(|source| {
+        let description = format!("{:?}", publish.input);
+        let command = MediaCommand::AddAudioTrack {
+            source,
+            settings: VoiceSettings::default(),
+        };
+        add_local_track(
+            &mut commands,
+            room,
+            &mut links,
+            command,
+            (TrackKind::Audio, description),
+        )
+    });
+    report(room, &mut errors, "publishing audio", result.map(drop));
 }
 
 pub(crate) fn publish_video(
     publish: On<PublishVideo>,
+    mut commands: Commands,
+    mut links: Query<&mut RoomMediaLink>,
+    mut images: Option<ResMut<Assets<Image>>>,
+    mut errors: MessageWriter<StreamsMediaError>,
+) {
+    let room = publish.entity;
+    let result = video_source(&publish.input).and_then(|(source, kind)| {
+        let (width, height) = source.size();
+        let mut settings = VideoSettings::for_picture(width, height, source.frame_rate());
+        settings.screen_content = kind == TrackKind::Screen;
+        let description = source.describe();
+        let preview = publish.preview.then(VideoSlot::default);
+        let source: Box<dyn VideoSource> = match &preview {
+            Some(slot) => Box::new(PreviewSource::new(source, slot.clone(), PREVIEW_FPS)),
+            None => source,
+        };
+        let command = MediaCommand::AddVideoTrack {
+            source,
+            settings,
+            kind,
+        };
+        let track = add_local_track(
+            &mut commands,
+            room,
+            &mut links,
+            command,
+            (kind, description),
+        )?;
+        if let Some(slot) = preview {
+            let image = images
+                .as_mut()
+                .map(|images| images.add(blank_image(width as u32, height as u32)))
+                .unwrap_or_default();
+            commands.entity(track).insert((
+                LocalPreview {
+                    image,
+                    frames_shown: 0,
+                },
+                VideoFeed::new(slot),
+                LatestPicture::default(),
+            ));
+        }
+        Ok(())
+    });
+    report(room, &mut errors, "publishing video", result);
+}
+
+pub(crate) fn unpublish(
+    unpublish: On<Unpublish>,
+    mut commands: Commands,
+    tracks: Query<(&LocalTrack, &LocalTrackOf)>,
     links: Query<&RoomMediaLink>,
     mut errors: MessageWriter<StreamsMediaError>,
 ) {
+    let Ok((track, of)) = tracks.get(unpublish.entity) else {
+        errors.write(StreamsMediaError {
+            room: unpublish.entity,
+            error: "not a local track entity".into(),
+        });
+        return;
+    };
+    let command = MediaCommand::RemoveTrack(track.index);
+    if command_room(of.0, &links, &mut errors, "unpublishing", command) {
+        commands.entity(unpublish.entity).despawn();
+    }
+}
+
+/// Passes each media error on to observers too (errors are written where no `Commands` are at
+/// hand; this runs once a frame).
+pub(crate) fn trigger_media_errors(
+    mut commands: Commands,
+    mut errors: MessageReader<StreamsMediaError>,
+) {
+    for error in errors.read() {
+        commands.trigger(error.clone());
+    }
+}
+
+pub(crate) fn subscribe_tracks(
+    subscribe: On<SubscribeTracks>,
+    links: Query<&RoomMediaLink>,
+    mut errors: MessageWriter<StreamsMediaError>,
+) {
+    let command = MediaCommand::SubscribeAll(subscribe.subscribed);
     command_room(
-        publish.entity,
+        subscribe.entity,
         &links,
         &mut errors,
-        "publishing video",
-        || {
-            let (source, kind) = video_source(&publish.input)?;
-            let (width, height) = source.size();
-            let mut settings = VideoSettings::for_picture(width, height, source.frame_rate());
-            settings.screen_content = kind == TrackKind::Screen;
-            Ok(MediaCommand::AddVideoTrack {
-                source,
-                settings,
-                kind,
-            })
-        },
+        "changing subscriptions",
+        command,
     );
-}
-
-fn blank_image(width: u32, height: u32) -> Image {
-    Image::new_fill(
-        Extent3d {
-            width: width.max(1),
-            height: height.max(1),
-            depth_or_array_layers: 1,
-        },
-        TextureDimension::D2,
-        &[0, 0, 0, 255],
-        TextureFormat::Rgba8UnormSrgb,
-        RenderAssetUsages::default(),
-    )
-}
-
-/// Applies each joined room's media events: remote track entities, speaking markers, statistics.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn drain_media_events(
-    mut commands: Commands,
-    mut links: Query<(Entity, &StreamRoom, &mut RoomMediaLink)>,
-    tracks: Query<(Entity, &RemoteTrack, &TrackOf)>,
-    index: Res<RoomIndex>,
-    spatial: Option<Res<SpatialAudio>>,
-    mut images: Option<ResMut<Assets<Image>>>,
-    mut messages: MessageWriter<StreamsMediaEvent>,
-) {
-    for (room, stream_room, link) in &mut links {
-        let events: Vec<MediaEvent> = link
-            .media
-            .events()
-            .try_iter()
-            .take(MEDIA_EVENTS_PER_FRAME)
-            .collect();
-        for event in events {
-            match &event {
-                MediaEvent::RemoteTrackAdded {
-                    track_id,
-                    user_id,
-                    kind,
-                } => {
-                    let mut track = commands.spawn((
-                        RemoteTrack {
-                            track_id: track_id.clone(),
-                            user_id: user_id.clone(),
-                            kind: *kind,
-                        },
-                        TrackOf(room),
-                        Name::new(format!("remote {kind:?} track {track_id}")),
-                    ));
-                    if *kind == TrackKind::Audio {
-                        track.insert((RemoteVoice, AudioTrackStats::default()));
-                        let receiver = link
-                            .media
-                            .mixer()
-                            .lock()
-                            .ok()
-                            .and_then(|m| m.receiver(track_id));
-                        if let (Some(spatial), Some(receiver)) = (&spatial, receiver) {
-                            spatial.add_voice(track_id, Box::new(ReceiverSource(receiver)));
-                        }
-                    } else if let Some(slot) = link.media.video(track_id) {
-                        let image = images
-                            .as_mut()
-                            .map(|images| images.add(blank_image(2, 2)))
-                            .unwrap_or_default();
-                        track.insert((
-                            RemoteVideo {
-                                image,
-                                frames_shown: 0,
-                            },
-                            VideoFeed { slot, seen: 0 },
-                            LatestPicture::default(),
-                            VideoTrackStats::default(),
-                        ));
-                    }
-                }
-                MediaEvent::RemoteTrackRemoved { track_id } => {
-                    for (entity, track, of) in &tracks {
-                        if of.0 == room && track.track_id == *track_id {
-                            commands.entity(entity).despawn();
-                        }
-                    }
-                    if let Some(spatial) = &spatial {
-                        spatial.remove_voice(track_id);
-                    }
-                }
-                MediaEvent::Speaking {
-                    user_id, speaking, ..
-                } => {
-                    if let Some(participant) = index.participant(&stream_room.id, user_id) {
-                        if *speaking {
-                            commands.entity(participant).insert(Speaking);
-                        } else {
-                            commands.entity(participant).remove::<Speaking>();
-                        }
-                    }
-                }
-                MediaEvent::Stats(stats) => {
-                    for (track_id, s) in stats {
-                        for (entity, track, of) in &tracks {
-                            if of.0 == room && track.track_id == *track_id {
-                                commands.entity(entity).insert(AudioTrackStats(s.clone()));
-                            }
-                        }
-                    }
-                }
-                MediaEvent::VideoStats(stats) => {
-                    for (track_id, s) in stats {
-                        for (entity, track, of) in &tracks {
-                            if of.0 == room && track.track_id == *track_id {
-                                commands.entity(entity).insert(VideoTrackStats(s.clone()));
-                            }
-                        }
-                    }
-                }
-                MediaEvent::Stopped { reason } => {
-                    info!("room media stopped: {reason}");
-                    commands.entity(room).remove::<RoomMediaLink>();
-                }
-                _ => {}
-            }
-            messages.write(StreamsMediaEvent { room, event });
-        }
-    }
-}
-
-/// Writes each remote video track's newest picture into its image, reusing the image's storage.
-pub(crate) fn apply_video_frames(
-    mut videos: Query<(&mut RemoteVideo, &mut VideoFeed, &mut LatestPicture)>,
-    mut images: Option<ResMut<Assets<Image>>>,
-) {
-    for (mut video, mut feed, mut latest) in &mut videos {
-        let Some((version, picture)) = feed.slot.newer_than(feed.seen) else {
-            continue;
-        };
-        feed.seen = version;
-        if let (Some(images), Some(rgba)) = (images.as_mut(), picture.rgba.as_ref()) {
-            let (width, height) = (
-                picture.picture.width() as u32,
-                picture.picture.height() as u32,
-            );
-            if let Some(mut image) = images.get_mut(&video.image) {
-                if image.width() != width || image.height() != height {
-                    *image = blank_image(width, height);
-                }
-                match image.data.as_mut() {
-                    Some(data) if data.len() == rgba.len() => data.copy_from_slice(rgba),
-                    _ => image.data = Some(rgba.clone()),
-                }
-            }
-        }
-        video.frames_shown += 1;
-        latest.0 = Some(picture);
-    }
 }

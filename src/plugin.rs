@@ -10,10 +10,12 @@ use streams_client::{ClientConfig, StreamsClient};
 use streams_proto::Identity;
 
 use crate::media::{
-    StreamsMediaError, StreamsMediaEvent, apply_video_frames, deafen, drain_media_events,
-    join_media, leave_media, mute_microphone, publish_audio, publish_video,
+    StreamsMediaError, StreamsMediaEvent, deafen, join_media, leave_media, mute_microphone,
+    publish_audio, publish_video, subscribe_tracks, trigger_media_errors, unpublish,
 };
 use crate::spatial::{SpatialAudio, proximity, publish_poses};
+use crate::tracks::drain_media_events;
+use crate::video_texture::{apply_previews, apply_video_frames};
 
 use crate::commands::{ClientResource, StreamsCommands, flush_commands};
 use crate::receive::{ChannelClosed, StreamsReply, StreamsRoomEvent, receive_events};
@@ -33,8 +35,8 @@ pub enum BridgeTarget {
 /// The system sets of bevy_streams.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamsSystems {
-    /// In `PreUpdate`: client and media events become entity changes and messages; remote video
-    /// pictures are written into their images.
+    /// In `PreUpdate`: client and media events become entity changes, messages and observer
+    /// triggers; remote video pictures and local previews are written into their images.
     Receive,
     /// In `PostUpdate`: queued operations go to the client.
     Send,
@@ -135,6 +137,8 @@ impl Plugin for StreamsPlugin {
         .add_observer(leave_media)
         .add_observer(publish_audio)
         .add_observer(publish_video)
+        .add_observer(unpublish)
+        .add_observer(subscribe_tracks)
         .add_observer(mute_microphone)
         .add_observer(deafen)
         .configure_sets(
@@ -143,7 +147,12 @@ impl Plugin for StreamsPlugin {
         )
         .add_systems(
             PreUpdate,
-            (drain_media_events, apply_video_frames)
+            (
+                drain_media_events,
+                trigger_media_errors,
+                apply_video_frames,
+                apply_previews,
+            )
                 .chain()
                 .after(receive_events)
                 .in_set(StreamsSystems::Receive),

@@ -1,6 +1,6 @@
 //! [`StreamsSystems::Receive`](crate::StreamsSystems::Receive): drains client events (capped per frame)
-//! into the session state, room and participant entities, and [`StreamsReply`] / [`StreamsRoomEvent`]
-//! messages.
+//! into the session state, room and participant entities, [`StreamsReply`] messages and
+//! [`StreamsRoomEvent`] messages and observer triggers.
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use crossbeam_channel::TryRecvError;
@@ -23,8 +23,9 @@ pub struct StreamsReply {
     pub result: Result<Reply, ClientError>,
 }
 
-/// A room or presence event (already applied to the entities).
-#[derive(Message, Debug, Clone)]
+/// A room, presence or stream event (already applied to the entities): a message, and a trigger for
+/// observers (`app.add_observer(|event: On<StreamsRoomEvent>| …)`).
+#[derive(Message, Event, Debug, Clone)]
 pub struct StreamsRoomEvent(pub RoomEvent);
 
 /// Whether the client channel has been found closed (reported once).
@@ -79,6 +80,7 @@ pub(crate) fn receive_events(
             }
             ClientEvent::Room(event) => {
                 apply.event(&event);
+                apply.commands.trigger(StreamsRoomEvent(event.clone()));
                 room_events.write(StreamsRoomEvent(event));
             }
         }

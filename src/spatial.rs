@@ -1,8 +1,9 @@
 //! Positional voice in the ECS. Remote voices are mixed on the audio output thread by a
 //! [`SpatialMixer`] (HRTF or equal power, distance attenuation, limiter); Bevy only publishes poses:
 //! after transform propagation, [`StreamsSystems::Poses`](crate::StreamsSystems::Poses) hands the
-//! [`StreamListener`]'s pose and each voice's position (its participant's `GlobalTransform`) to the
-//! mixer. A participant without a transform is heard at the listener. Proximity: a voice farther than
+//! [`StreamListener`]'s pose and each voice's position to the mixer: the remote track entity's own
+//! `GlobalTransform` if it has one (parent it to any entity), else its participant's, else the
+//! listener's. Proximity: a voice farther than
 //! the attenuation's `max_distance` × [`UNSUBSCRIBE_FACTOR`] is unsubscribed at the bridge (the
 //! participant gets [`OutOfEarshot`]) and subscribed again once within `max_distance`.
 use std::sync::{Arc, Mutex};
@@ -13,8 +14,9 @@ use streams_client::audio::source::AudioSource;
 use streams_client::audio::spatial::{Attenuation, Pose, SourceParams, SpatialMixer};
 use streams_client::media::engine::MediaCommand;
 
-use crate::media::{RemoteTrack, RemoteVoice, RoomMediaLink, TrackOf};
+use crate::media::RoomMediaLink;
 use crate::rooms::{Participant, ParticipantOf, RoomIndex, StreamRoom};
+use crate::tracks::{RemoteTrack, RemoteVoice, TrackOf};
 
 /// A voice is unsubscribed beyond this multiple of the maximum distance (and subscribed again within
 /// the maximum distance), so one standing at the edge does not flap.
@@ -24,7 +26,7 @@ pub const UNSUBSCRIBE_FACTOR: f32 = 1.2;
 #[derive(Component, Debug, Clone, Copy, Default)]
 pub struct StreamListener;
 
-/// Per-participant volume and mute of their voice.
+/// Volume and mute of a voice: on a participant (all their audio tracks) or on one remote track.
 #[derive(Component, Debug, Clone, Copy, PartialEq)]
 pub struct VoiceVolume {
     /// Linear gain.
@@ -121,7 +123,15 @@ fn pose(transform: &GlobalTransform) -> Pose {
 pub(crate) fn publish_poses(
     spatial: Option<Res<SpatialAudio>>,
     listeners: Query<&GlobalTransform, With<StreamListener>>,
-    voices: Query<(&RemoteTrack, &TrackOf), With<RemoteVoice>>,
+    voices: Query<
+        (
+            &RemoteTrack,
+            &TrackOf,
+            Option<&GlobalTransform>,
+            Option<&VoiceVolume>,
+        ),
+        With<RemoteVoice>,
+    >,
     rooms: Query<&StreamRoom>,
     participants: Query<(Option<&GlobalTransform>, Option<&VoiceVolume>)>,
     index: Res<RoomIndex>,
@@ -130,20 +140,21 @@ pub(crate) fn publish_poses(
     let listener = listeners.iter().next().map(pose).unwrap_or_default();
     let updates: Vec<(String, SourceParams)> = voices
         .iter()
-        .map(|(track, of)| {
+        .map(|(track, of, own_transform, own_volume)| {
             let participant = rooms
                 .get(of.0)
                 .ok()
                 .and_then(|room| index.participant(&room.id, &track.user_id))
                 .and_then(|p| participants.get(p).ok());
-            let (position, volume) = match participant {
-                Some((Some(transform), volume)) => {
-                    (transform.translation().to_array(), volume.copied())
-                }
-                Some((None, volume)) => (listener.position, volume.copied()),
-                None => (listener.position, None),
-            };
-            let volume = volume.unwrap_or_default();
+            let (participant_transform, participant_volume) = participant.unzip();
+            // The track's own pose and volume win over its participant's.
+            let position = own_transform
+                .or(participant_transform.flatten())
+                .map_or(listener.position, |t| t.translation().to_array());
+            let volume = own_volume
+                .or(participant_volume.flatten())
+                .copied()
+                .unwrap_or_default();
             (
                 track.track_id.clone(),
                 SourceParams {

@@ -230,3 +230,218 @@ fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximit
         tracks(app, TrackKind::Audio).is_empty() && tracks(app, TrackKind::Video).is_empty()
     });
 }
+
+#[derive(Resource, Default)]
+struct Triggered {
+    media_events: usize,
+    room_events: usize,
+    errors: Vec<String>,
+}
+
+#[test]
+fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigger_observers() {
+    let mut app = App::new();
+    let mut plugin = StreamsPlugin::embedded();
+    plugin.audio_output = false;
+    app.add_plugins((
+        MinimalPlugins,
+        AssetPlugin::default(),
+        TransformPlugin,
+        plugin,
+    ))
+    .init_asset::<Image>()
+    .init_resource::<Triggered>()
+    .add_observer(|_: On<StreamsMediaEvent>, mut t: ResMut<Triggered>| t.media_events += 1)
+    .add_observer(|_: On<StreamsRoomEvent>, mut t: ResMut<Triggered>| t.room_events += 1)
+    .add_observer(|e: On<StreamsMediaError>, mut t: ResMut<Triggered>| {
+        t.errors.push(e.error.clone())
+    });
+    update_until(&mut app, "connection", |app| {
+        app.world_mut()
+            .query::<&Connected>()
+            .iter(app.world())
+            .count()
+            == 1
+    });
+    let url = app.world().resource::<EmbeddedBridge>().url.clone();
+    let bot_identity = Identity::generate();
+    let bot = StreamsClient::start(ClientConfig::new(url.clone(), bot_identity.clone())).unwrap();
+    bot.wait_connected(Duration::from_secs(5)).unwrap();
+    app.world_mut()
+        .resource_mut::<StreamsCommands>()
+        .send(Operation::CreateRoom(NewRoom {
+            name: "Studio".into(),
+            users: vec![bot_identity.user_id().clone()],
+            ..Default::default()
+        }));
+    update_until(&mut app, "the room", |app| {
+        app.world_mut()
+            .query::<&StreamRoom>()
+            .iter(app.world())
+            .count()
+            == 1
+    });
+    let (room, room_id) = {
+        let mut q = app.world_mut().query::<(Entity, &StreamRoom)>();
+        let (e, r) = q.single(app.world()).unwrap();
+        (e, r.id.clone())
+    };
+    {
+        let mut streams = app.world_mut().resource_mut::<StreamsCommands>();
+        streams.send(Operation::Subscribe(EventScope::Room(room_id.clone())));
+        streams.send(Operation::JoinRoom(room_id.clone()));
+    }
+    app.world_mut().trigger(JoinMedia { entity: room });
+    bot.join_room(&room_id).unwrap();
+    // The bot watches what the game publishes.
+    let watcher = RoomMedia::start(
+        bot.handle().unwrap(),
+        bot_identity.clone(),
+        &url,
+        room_id.clone(),
+    )
+    .unwrap();
+    update_until(&mut app, "the room's media", |app| {
+        app.world().get::<RoomMediaLink>(room).is_some()
+    });
+
+    app.world_mut().trigger(PublishAudio {
+        entity: room,
+        input: AudioInput::Tone(440.0),
+    });
+    app.world_mut().trigger(PublishVideo {
+        entity: room,
+        input: VideoInput::Pattern {
+            width: 160,
+            height: 120,
+            fps: 15,
+        },
+        preview: true,
+    });
+    let local = |app: &mut App| -> Vec<(Entity, LocalTrack)> {
+        let mut q = app
+            .world_mut()
+            .query::<(Entity, &LocalTrack, &LocalTrackOf)>();
+        q.iter(app.world())
+            .filter(|(_, _, of)| of.0 == room)
+            .map(|(e, t, _)| (e, t.clone()))
+            .collect()
+    };
+    update_until(&mut app, "both local tracks published", |app| {
+        let tracks = local(app);
+        tracks.len() == 2 && tracks.iter().all(|(_, t)| t.published)
+    });
+    let tracks = local(&mut app);
+    let video = tracks
+        .iter()
+        .find(|(_, t)| t.kind == TrackKind::Video)
+        .unwrap()
+        .0;
+    assert_eq!(
+        app.world()
+            .get::<RoomLocalTracks>(room)
+            .unwrap()
+            .entities()
+            .len(),
+        2
+    );
+
+    // The preview shows what is captured, in an image written in place.
+    update_until(&mut app, "the preview", |app| {
+        app.world()
+            .get::<LocalPreview>(video)
+            .is_some_and(|p| p.frames_shown >= 3)
+    });
+    let handle = app
+        .world()
+        .get::<LocalPreview>(video)
+        .unwrap()
+        .image
+        .clone();
+    let image = app
+        .world()
+        .resource::<Assets<Image>>()
+        .get(&handle)
+        .unwrap();
+    assert_eq!((image.width(), image.height()), (160, 120));
+    let shown = app
+        .world()
+        .get::<LatestPicture>(video)
+        .unwrap()
+        .0
+        .clone()
+        .unwrap();
+    assert!(
+        read_stamp(&shown.picture).is_some(),
+        "the preview is the pattern"
+    );
+
+    // The bot receives both tracks; the game's stats say what was sent.
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.len() < 2 {
+        assert!(Instant::now() < deadline, "the bot did not get both tracks");
+        app.update();
+        for event in watcher.events().try_iter() {
+            if let bevy_streams::streams_client::media::engine::MediaEvent::RemoteTrackAdded {
+                track_id,
+                kind,
+                ..
+            } = event
+            {
+                received.push((track_id, kind));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    update_until(&mut app, "local stats", |app| {
+        app.world()
+            .get::<LocalTrackStats>(video)
+            .is_some_and(|s| s.frames > 0 && s.video.is_some())
+    });
+
+    // Unpublishing the video despawns its entity and ends the track at the bot.
+    app.world_mut().trigger(Unpublish { entity: video });
+    app.update();
+    assert!(app.world().get_entity(video).is_err());
+    let video_id = received
+        .iter()
+        .find(|(_, k)| *k == TrackKind::Video)
+        .unwrap()
+        .0
+        .clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'removed: loop {
+        assert!(
+            Instant::now() < deadline,
+            "the bot still receives the video"
+        );
+        app.update();
+        for event in watcher.events().try_iter() {
+            if event
+                == (bevy_streams::streams_client::media::engine::MediaEvent::RemoteTrackRemoved {
+                    track_id: video_id.clone(),
+                })
+            {
+                break 'removed;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(local(&mut app).len(), 1);
+
+    // A camera that is not there is an error event (message and trigger), not a panic.
+    app.world_mut().trigger(PublishVideo {
+        entity: room,
+        input: VideoInput::Camera { index: 97, fps: 15 },
+        preview: false,
+    });
+    update_until(&mut app, "the error trigger", |app| {
+        !app.world().resource::<Triggered>().errors.is_empty()
+    });
+    let triggered = app.world().resource::<Triggered>();
+    assert!(triggered.errors[0].contains("camera") || triggered.errors[0].contains("video"));
+    assert!(triggered.media_events >= 2, "{}", triggered.media_events);
+    assert!(triggered.room_events >= 1, "{}", triggered.room_events);
+    assert_eq!(local(&mut app).len(), 1);
+}

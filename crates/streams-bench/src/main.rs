@@ -5,11 +5,13 @@
 //!   encode and decode time, glass-to-glass latency, PSNR, sustained frame rate.
 //!
 //! - `mixer` ([`mixer`]): the cost of N positional HRTF voices as a share of one core.
+//! - `textures` ([`textures`]): the Bevy main thread's time per frame to show N remote videos.
 //!
 //! Run them optimised: `cargo run --release -p streams-bench -- video`.
 mod audio_latency;
 mod common;
 mod mixer;
+mod textures;
 mod video;
 
 use std::process::ExitCode;
@@ -49,6 +51,15 @@ enum Scenario {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/hrtf/mit_kemar_normal_pinna.sofa"))]
         hrtf: std::path::PathBuf,
     },
+    /// Bevy main-thread time per frame to write N remote 640×360 videos into their images.
+    Textures {
+        /// Videos.
+        #[arg(long, default_value_t = 9)]
+        videos: usize,
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Video through the SFU: one publisher of the test pattern, one subscriber.
     Video {
         /// Picture width.
@@ -85,6 +96,7 @@ fn main() -> ExitCode {
             fps,
             seconds,
         } => video::video(width, height, fps, seconds),
+        Scenario::Textures { videos, seconds } => textures::textures(videos, seconds),
     };
     match result {
         Ok(line) => {

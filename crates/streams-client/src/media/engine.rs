@@ -227,6 +227,7 @@ impl RoomMedia {
             session,
             device: DeviceSession::random(),
             local: Vec::new(),
+            next_local: 0,
             remote: HashMap::new(),
             pending_streams: Vec::new(),
             subscribe_all: true,
@@ -399,6 +400,9 @@ struct Engine {
     epoch: u64,
     secrets: HashMap<u64, RoomSecret>,
     local: Vec<LocalTrack>,
+    /// The index the next local track gets: every add takes one, even one that fails, so the
+    /// owner can number its tracks in the order it added them.
+    next_local: u8,
     /// By receiving mid.
     remote: HashMap<String, RemoteTrack>,
     pending_streams: Vec<StreamInfo>,
@@ -479,8 +483,7 @@ impl Engine {
     fn command(&mut self, command: MediaCommand) -> Result<(), VoiceError> {
         match command {
             MediaCommand::AddAudioTrack { source, settings } => {
-                let index = u8::try_from(self.local.len())
-                    .map_err(|_| VoiceError::Pipeline("too many local tracks".into()))?;
+                let index = self.take_local_index()?;
                 let encryptor = self.encryptor(index)?;
                 let frame_ms = settings.frame.millis();
                 let sender = VoiceSender::new(source, settings, encryptor)
@@ -510,8 +513,7 @@ impl Engine {
                     .start_bitrate
                     .min(within.min(u64::from(u32::MAX)) as u32)
                     .max(settings.min_bitrate);
-                let index = u8::try_from(self.local.len())
-                    .map_err(|_| VoiceError::Pipeline("too many local tracks".into()))?;
+                let index = self.take_local_index()?;
                 let encryptor = self.encryptor(index)?;
                 let fps = source.frame_rate();
                 let waker = self.session.waker()?;
@@ -925,6 +927,15 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// The index of a new local track (never reused: its SFrame key id depends on it).
+    fn take_local_index(&mut self) -> Result<u8, VoiceError> {
+        let index = self.next_local;
+        self.next_local = index
+            .checked_add(1)
+            .ok_or_else(|| VoiceError::Pipeline("too many local tracks".into()))?;
+        Ok(index)
     }
 
     /// The encryptor of local track `index` for the current epoch.

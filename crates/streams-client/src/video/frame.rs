@@ -68,6 +68,29 @@ impl I420Frame {
     pub fn as_bytes(&self) -> &[u8] {
         &self.data
     }
+
+    /// The picture as RGBA (BT.601, limited range, fixed point), written into `rgba` (resized to
+    /// width × height × 4).
+    pub fn write_rgba(&self, rgba: &mut Vec<u8>) {
+        let (width, height) = (self.width, self.height);
+        rgba.resize(width * height * 4, 0);
+        let (y_plane, u_plane, v_plane) = (self.y(), self.u(), self.v());
+        for row in 0..height {
+            let luma = &y_plane[row * width..(row + 1) * width];
+            let chroma = (row / 2) * (width / 2);
+            let out = &mut rgba[row * width * 4..(row + 1) * width * 4];
+            for (col, (pixel, &y)) in out.chunks_exact_mut(4).zip(luma).enumerate() {
+                let c = 298 * (i32::from(y) - 16);
+                let d = i32::from(u_plane[chroma + col / 2]) - 128;
+                let e = i32::from(v_plane[chroma + col / 2]) - 128;
+                let clamp = |x: i32| ((x + 128) >> 8).clamp(0, 255) as u8;
+                pixel[0] = clamp(c + 409 * e);
+                pixel[1] = clamp(c - 100 * d - 208 * e);
+                pixel[2] = clamp(c + 516 * d);
+                pixel[3] = 255;
+            }
+        }
+    }
 }
 
 fn copy_plane(dst: &mut [u8], width: usize, height: usize, src: &[u8], stride: usize) {
@@ -141,6 +164,24 @@ mod tests {
         let psnr = luma_psnr(&a, &b).unwrap();
         assert!((psnr - 39.1).abs() < 0.1, "{psnr}");
         assert_eq!(luma_psnr(&a, &I420Frame::black(4, 4)), None);
+    }
+
+    #[test]
+    fn rgba_conversion_gives_black_white_and_red() {
+        let mut f = I420Frame::black(4, 2);
+        let (y, u, v) = f.planes_mut();
+        y[1] = 235; // white: full luma, neutral chroma (U, V of the left pair stay 128)
+        y[2] = 81; // BT.601 red: Y 81, U 90, V 240 (right pair)
+        y[3] = 81;
+        u[1] = 90;
+        v[1] = 240;
+        let mut rgba = Vec::new();
+        f.write_rgba(&mut rgba);
+        assert_eq!(rgba.len(), 4 * 2 * 4);
+        assert_eq!(&rgba[0..4], &[0, 0, 0, 255]);
+        assert_eq!(&rgba[4..8], &[255, 255, 255, 255]);
+        let red = &rgba[8..12];
+        assert!(red[0] > 245 && red[1] < 10 && red[2] < 10, "{red:?}");
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Video and screen sharing, network-free: sources ([`pattern`], [`screen`], [`camera`]), the H.264
 //! codec ([`codec`]), the ciphertext-safe carriage of protected frames in RTP ([`carriage`]), the
 //! capture-and-encode thread of a local track ([`sender`]) and the decode thread and latest-frame slot
-//! of a remote one ([`receiver`]).
+//! of a remote one ([`receiver`]), and the local preview of a track being sent ([`preview`]).
 pub mod camera;
 pub mod carriage;
 pub mod check;
 pub mod codec;
 pub mod frame;
 pub mod pattern;
+pub mod preview;
 pub mod receiver;
 pub mod screen;
 pub mod sender;

@@ -64,7 +64,8 @@ impl VideoSlot {
         Some((version, latest))
     }
 
-    fn put(&self, picture: DecodedVideo) {
+    /// Puts a picture in the slot (the decoder does; so may any other producer).
+    pub fn put(&self, picture: DecodedVideo) {
         if let Ok(mut latest) = self.latest.lock() {
             *latest = Some(Arc::new(picture));
             self.version.fetch_add(1, Ordering::Release);

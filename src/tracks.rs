@@ -1,0 +1,260 @@
+//! Track entities. Remote tracks become [`RemoteTrack`] entities related to their room by
+//! [`TrackOf`] — video ones carry a [`RemoteVideo`] image, audio ones are voices in the positional
+//! mix ([`crate::spatial`]); tracks this client publishes are [`LocalTrack`] entities related by
+//! [`LocalTrackOf`]. Despawning a room despawns both. [`drain_media_events`] applies each joined room's
+//! engine events to these entities and passes every event on as a [`StreamsMediaEvent`] message and
+//! observer trigger.
+use bevy::prelude::*;
+use streams_client::media::engine::MediaEvent;
+use streams_client::media::mixer::ReceiverSource;
+use streams_client::media::voice::TrackStats;
+use streams_client::video::receiver::VideoStats;
+use streams_client::video::sender::LocalVideoStats;
+use streams_proto::UserId;
+use streams_proto::wire::TrackKind;
+
+use crate::media::{LeaveMedia, RoomMediaLink, StreamsMediaError, StreamsMediaEvent};
+use crate::rooms::{RoomIndex, StreamRoom};
+use crate::spatial::SpatialAudio;
+use crate::video_texture::{LatestPicture, RemoteVideo, VideoFeed, blank_image};
+
+/// A remote track being received.
+#[derive(Component, Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTrack {
+    /// The track id.
+    pub track_id: String,
+    /// Its sender.
+    pub user_id: UserId,
+    /// What it carries.
+    pub kind: TrackKind,
+}
+
+/// The room a remote track belongs to.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+#[relationship(relationship_target = RoomTracks)]
+pub struct TrackOf(pub Entity);
+
+/// The remote tracks of a room (despawned with it).
+#[derive(Component, Debug, Default)]
+#[relationship_target(relationship = TrackOf, linked_spawn)]
+pub struct RoomTracks(Vec<Entity>);
+
+impl RoomTracks {
+    /// The track entities.
+    pub fn entities(&self) -> &[Entity] {
+        &self.0
+    }
+}
+
+/// A remote audio track, heard in the positional mix: from the track entity's own `GlobalTransform`
+/// when it has one (parent it to an avatar), else from its participant's, else at the listener.
+#[derive(Component, Debug, Clone, Copy, Default)]
+pub struct RemoteVoice;
+
+/// On a participant while it speaks.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Speaking;
+
+/// Statistics of a remote audio track.
+#[derive(Component, Debug, Clone, Default)]
+pub struct AudioTrackStats(pub TrackStats);
+
+/// Statistics of a remote video track.
+#[derive(Component, Debug, Clone, Default)]
+pub struct VideoTrackStats(pub VideoStats);
+
+/// A track this client publishes in a room.
+#[derive(Component, Debug, Clone, PartialEq, Eq)]
+pub struct LocalTrack {
+    /// Its index in the room's media session (its SFrame key id depends on it).
+    pub index: u8,
+    /// What it carries.
+    pub kind: TrackKind,
+    /// Its source, in words.
+    pub description: String,
+    /// Whether the bridge has accepted it (it is being sent).
+    pub published: bool,
+}
+
+/// The room a local track is published in.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+#[relationship(relationship_target = RoomLocalTracks)]
+pub struct LocalTrackOf(pub Entity);
+
+/// The tracks this client publishes in a room (despawned with it).
+#[derive(Component, Debug, Default)]
+#[relationship_target(relationship = LocalTrackOf, linked_spawn)]
+pub struct RoomLocalTracks(Vec<Entity>);
+
+impl RoomLocalTracks {
+    /// The local track entities.
+    pub fn entities(&self) -> &[Entity] {
+        &self.0
+    }
+}
+
+/// What a local track has sent.
+#[derive(Component, Debug, Clone, Default, PartialEq)]
+pub struct LocalTrackStats {
+    /// Frames sent.
+    pub frames: u64,
+    /// Key epochs it has used, in order.
+    pub epochs: Vec<u64>,
+    /// For a video track, its encoder's figures.
+    pub video: Option<LocalVideoStats>,
+}
+
+/// Media events applied per room and frame at most.
+const MEDIA_EVENTS_PER_FRAME: usize = 256;
+
+/// Applies each joined room's media events: track entities, speaking markers, statistics.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn drain_media_events(
+    mut commands: Commands,
+    links: Query<(Entity, &StreamRoom, &RoomMediaLink)>,
+    remote: Query<(Entity, &RemoteTrack, &TrackOf)>,
+    mut local: Query<(Entity, &mut LocalTrack, &LocalTrackOf)>,
+    index: Res<RoomIndex>,
+    spatial: Option<Res<SpatialAudio>>,
+    mut images: Option<ResMut<Assets<Image>>>,
+    mut messages: MessageWriter<StreamsMediaEvent>,
+    mut errors: MessageWriter<StreamsMediaError>,
+) {
+    for (room, stream_room, link) in &links {
+        let events: Vec<MediaEvent> = link
+            .media()
+            .events()
+            .try_iter()
+            .take(MEDIA_EVENTS_PER_FRAME)
+            .collect();
+        let remote_entities = |track_id: &str| {
+            remote
+                .iter()
+                .filter(move |(_, track, of)| of.0 == room && track.track_id == track_id)
+                .map(|(entity, _, _)| entity)
+                .collect::<Vec<_>>()
+        };
+        for event in events {
+            match &event {
+                MediaEvent::RemoteTrackAdded {
+                    track_id,
+                    user_id,
+                    kind,
+                } => {
+                    let mut track = commands.spawn((
+                        RemoteTrack {
+                            track_id: track_id.clone(),
+                            user_id: user_id.clone(),
+                            kind: *kind,
+                        },
+                        TrackOf(room),
+                        Name::new(format!("remote {kind:?} track {track_id}")),
+                    ));
+                    if *kind == TrackKind::Audio {
+                        track.insert((RemoteVoice, AudioTrackStats::default()));
+                        let receiver = link
+                            .media()
+                            .mixer()
+                            .lock()
+                            .ok()
+                            .and_then(|m| m.receiver(track_id));
+                        if let (Some(spatial), Some(receiver)) = (&spatial, receiver) {
+                            spatial.add_voice(track_id, Box::new(ReceiverSource(receiver)));
+                        }
+                    } else if let Some(slot) = link.media().video(track_id) {
+                        let image = images
+                            .as_mut()
+                            .map(|images| images.add(blank_image(2, 2)))
+                            .unwrap_or_default();
+                        track.insert((
+                            RemoteVideo {
+                                image,
+                                frames_shown: 0,
+                            },
+                            VideoFeed::new(slot),
+                            LatestPicture::default(),
+                            VideoTrackStats::default(),
+                        ));
+                    }
+                }
+                MediaEvent::RemoteTrackRemoved { track_id } => {
+                    for entity in remote_entities(track_id) {
+                        commands.entity(entity).despawn();
+                    }
+                    if let Some(spatial) = &spatial {
+                        spatial.remove_voice(track_id);
+                    }
+                }
+                MediaEvent::Speaking {
+                    user_id, speaking, ..
+                } => {
+                    if let Some(participant) = index.participant(&stream_room.id, user_id) {
+                        if *speaking {
+                            commands.entity(participant).insert(Speaking);
+                        } else {
+                            commands.entity(participant).remove::<Speaking>();
+                        }
+                    }
+                }
+                MediaEvent::Stats(stats) => {
+                    for (track_id, s) in stats {
+                        for entity in remote_entities(track_id) {
+                            commands.entity(entity).insert(AudioTrackStats(s.clone()));
+                        }
+                    }
+                }
+                MediaEvent::VideoStats(stats) => {
+                    for (track_id, s) in stats {
+                        for entity in remote_entities(track_id) {
+                            commands.entity(entity).insert(VideoTrackStats(s.clone()));
+                        }
+                    }
+                }
+                MediaEvent::LocalTrackPublished { index, .. } => {
+                    for (_, mut track, of) in &mut local {
+                        if of.0 == room && track.index == *index && !track.published {
+                            track.published = true;
+                        }
+                    }
+                }
+                MediaEvent::LocalStats {
+                    index,
+                    frames,
+                    epochs,
+                    video,
+                } => {
+                    for (entity, track, of) in &local {
+                        if of.0 == room && track.index == *index {
+                            commands.entity(entity).insert(LocalTrackStats {
+                                frames: *frames,
+                                epochs: epochs.clone(),
+                                video: video.clone(),
+                            });
+                        }
+                    }
+                }
+                MediaEvent::LocalTrackFailed { index, reason } => {
+                    for (entity, track, of) in &local {
+                        if of.0 == room && track.index == *index {
+                            commands.entity(entity).despawn();
+                        }
+                    }
+                    errors.write(StreamsMediaError {
+                        room,
+                        error: format!("local track {index} failed: {reason}"),
+                    });
+                }
+                MediaEvent::Stopped { reason } => {
+                    info!("room media stopped: {reason}");
+                    commands.trigger(LeaveMedia { entity: room });
+                }
+                MediaEvent::NegotiationFailed(_) => {}
+            }
+            commands.trigger(StreamsMediaEvent {
+                room,
+                event: event.clone(),
+            });
+            messages.write(StreamsMediaEvent { room, event });
+        }
+    }
+}

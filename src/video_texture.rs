@@ -1,0 +1,123 @@
+//! Video as textures: each remote video track's [`RemoteVideo`] image, and the [`LocalPreview`] of a
+//! track this client publishes, are written in place from their latest-frame slot (the decoder or
+//! capture thread never waits for Bevy; stale pictures are skipped). The image keeps its allocation
+//! unless the picture size changes; writing through `Assets::get_mut` marks it changed, so Bevy
+//! uploads it again and materials using it see the new picture.
+use std::sync::Arc;
+
+use bevy::asset::RenderAssetUsages;
+use bevy::prelude::*;
+use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
+use streams_client::video::receiver::{DecodedVideo, VideoSlot};
+
+/// A remote video track's picture: an RGBA image written in place as pictures arrive (use the handle
+/// on a sprite, a UI image or a material).
+#[derive(Component, Debug, Clone)]
+pub struct RemoteVideo {
+    /// The image.
+    pub image: Handle<Image>,
+    /// Pictures written into it so far.
+    pub frames_shown: u64,
+}
+
+/// What a local video track (camera, screen) captures, shown as an image written in place, on the
+/// local track's entity (publish with `preview: true`).
+#[derive(Component, Debug, Clone)]
+pub struct LocalPreview {
+    /// The image.
+    pub image: Handle<Image>,
+    /// Pictures written into it so far.
+    pub frames_shown: u64,
+}
+
+/// The latest picture of a video track (for checks: the test pattern's stamp, …).
+#[derive(Component, Debug, Clone, Default)]
+pub struct LatestPicture(pub Option<Arc<DecodedVideo>>);
+
+/// Where a video image's pictures come from: a latest-frame slot (a remote track's decoder, a local
+/// preview, or any producer of your own that puts pictures into a [`VideoSlot`]). Beside a
+/// [`RemoteVideo`] (and a [`LatestPicture`]) it keeps that image up to date.
+#[derive(Component)]
+pub struct VideoFeed {
+    slot: VideoSlot,
+    seen: u64,
+}
+
+impl VideoFeed {
+    /// Pictures from `slot`.
+    pub fn new(slot: VideoSlot) -> Self {
+        VideoFeed { slot, seen: 0 }
+    }
+
+    /// The newest picture not taken yet.
+    fn take(&mut self) -> Option<Arc<DecodedVideo>> {
+        let (version, picture) = self.slot.newer_than(self.seen)?;
+        self.seen = version;
+        Some(picture)
+    }
+}
+
+/// A black RGBA image (sRGB) to write pictures into.
+pub(crate) fn blank_image(width: u32, height: u32) -> Image {
+    Image::new_fill(
+        Extent3d {
+            width: width.max(1),
+            height: height.max(1),
+            depth_or_array_layers: 1,
+        },
+        TextureDimension::D2,
+        &[0, 0, 0, 255],
+        TextureFormat::Rgba8UnormSrgb,
+        RenderAssetUsages::default(),
+    )
+}
+
+/// Copies a picture's RGBA into `handle`'s image, reusing its storage when the size is unchanged.
+fn write_picture(images: &mut Assets<Image>, handle: &Handle<Image>, picture: &DecodedVideo) {
+    let Some(rgba) = picture.rgba.as_ref() else {
+        return;
+    };
+    let (width, height) = (
+        picture.picture.width() as u32,
+        picture.picture.height() as u32,
+    );
+    if let Some(mut image) = images.get_mut(handle) {
+        if image.width() != width || image.height() != height {
+            *image = blank_image(width, height);
+        }
+        match image.data.as_mut() {
+            Some(data) if data.len() == rgba.len() => data.copy_from_slice(rgba),
+            _ => image.data = Some(rgba.clone()),
+        }
+    }
+}
+
+/// Writes each remote video track's newest picture into its image.
+pub(crate) fn apply_video_frames(
+    mut videos: Query<(&mut RemoteVideo, &mut VideoFeed, &mut LatestPicture)>,
+    mut images: Option<ResMut<Assets<Image>>>,
+) {
+    for (mut video, mut feed, mut latest) in &mut videos {
+        let Some(picture) = feed.take() else { continue };
+        if let Some(images) = images.as_mut() {
+            write_picture(images, &video.image, &picture);
+        }
+        video.frames_shown += 1;
+        latest.0 = Some(picture);
+    }
+}
+
+/// Writes each local preview's newest picture into its image.
+pub(crate) fn apply_previews(
+    mut previews: Query<(&mut LocalPreview, &mut VideoFeed, &mut LatestPicture)>,
+    mut images: Option<ResMut<Assets<Image>>>,
+) {
+    for (mut preview, mut feed, mut latest) in &mut previews {
+        let Some(picture) = feed.take() else { continue };
+        if let Some(images) = images.as_mut() {
+            write_picture(images, &preview.image, &picture);
+        }
+        preview.frames_shown += 1;
+        latest.0 = Some(picture);
+    }
+}
