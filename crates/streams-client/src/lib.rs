@@ -11,6 +11,7 @@ pub mod audio;
 pub mod backoff;
 pub mod client;
 pub mod error;
+pub mod export;
 pub mod link;
 pub mod media;
 pub mod rooms;

@@ -1,0 +1,2 @@
+//! Turning recordings into files any player opens.
+pub mod matroska;
