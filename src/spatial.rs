@@ -85,6 +85,13 @@ impl SpatialAudio {
         Arc::clone(&self.mixer)
     }
 
+    /// The output device the mix plays on (`None`: no output, or a null sink for want of a device).
+    pub fn output_device(&self) -> Option<String> {
+        self._playback
+            .as_ref()
+            .and_then(|p| p.device().map(str::to_string))
+    }
+
     /// Each voice's level in the mix, dBFS, by track id.
     pub fn levels(&self) -> Vec<(String, f32)> {
         self.mixer.lock().map(|m| m.levels()).unwrap_or_default()
