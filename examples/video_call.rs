@@ -116,7 +116,7 @@ fn add_tiles(
             *grid,
             entity,
             video.image.clone(),
-            format!("{short}…"),
+            short.to_string(),
         );
     }
 }
@@ -186,7 +186,7 @@ fn show_stats(
             let s = &stats.0;
             let short = &track.user_id.as_str()[..8];
             text.0 = format!(
-                "{short}…  {}×{}  {:.0} fps  {} freezes",
+                "{short}  {}x{}  {:.0} fps  {} freezes",
                 s.width, s.height, s.fps, s.freezes
             );
         }

@@ -38,7 +38,9 @@ pub use panel::{
 pub use plugin::EmbeddedBridge;
 pub use plugin::{BUNDLED_HRTF, BridgeTarget, StreamsPlugin, StreamsSystems};
 pub use receive::{StreamsReply, StreamsRoomEvent};
-pub use rooms::{Joined, Participant, ParticipantOf, RoomIndex, RoomParticipants, StreamRoom};
+pub use rooms::{
+    Joined, Participant, ParticipantOf, Recording, RoomIndex, RoomParticipants, StreamRoom,
+};
 pub use session::{Connected, Connecting, Disconnected, LocalUser, StreamsSession};
 pub use spatial::{OutOfEarshot, SpatialAudio, StreamListener, UNSUBSCRIBE_FACTOR, VoiceVolume};
 pub use streams_client::{self, NewRoom, Operation, Reply, RoomEvent, RoomUpdate};
@@ -55,7 +57,7 @@ pub mod prelude {
         AudioInput, BridgeTarget, Connected, Connecting, Deafen, Disconnected, JoinMedia, Joined,
         LeaveMedia, LocalPreview, LocalTrack, LocalTrackOf, LocalTrackStats, LocalUser,
         MuteMicrophone, NewRoom, Operation, OutOfEarshot, Participant, ParticipantOf, PublishAudio,
-        PublishVideo, RemoteTrack, RemoteVideo, RemoteVoice, RoomIndex, RoomLocalTracks,
+        PublishVideo, Recording, RemoteTrack, RemoteVideo, RemoteVoice, RoomIndex, RoomLocalTracks,
         RoomMediaLink, RoomParticipants, RoomTracks, RoomUpdate, SpatialAudio, Speaking,
         StreamListener, StreamRoom, StreamsCommands, StreamsMediaError, StreamsMediaEvent,
         StreamsPlugin, StreamsReply, StreamsRoomEvent, StreamsSession, StreamsSystems,

@@ -16,7 +16,7 @@ use crate::media::{
     AudioInput, Deafen, JoinMedia, LeaveMedia, MuteMicrophone, PublishAudio, PublishVideo,
     RoomMediaLink, Unpublish, VideoInput,
 };
-use crate::rooms::{Joined, Participant, ParticipantOf, StreamRoom};
+use crate::rooms::{Joined, Participant, ParticipantOf, Recording, StreamRoom};
 use crate::session::{Connected, Connecting, Disconnected, StreamsSession};
 use crate::tracks::{
     AudioTrackStats, LocalTrack, LocalTrackOf, LocalTrackStats, RemoteTrack, Speaking, TrackOf,
@@ -76,6 +76,8 @@ pub struct RoomView {
     pub joined: bool,
     /// Its media is joined.
     pub media: bool,
+    /// It is being recorded.
+    pub recording: bool,
     /// Who is present, whether they speak, and their tracks' statistics.
     pub participants: Vec<ParticipantView>,
     /// What this client publishes here.
@@ -190,9 +192,10 @@ fn draw_room(
     actions: &mut Vec<PanelAction>,
 ) {
     let title = format!(
-        "{} ({} members)",
+        "{} ({} members){}",
         room.name.as_deref().unwrap_or("unreadable room"),
-        room.members
+        room.members,
+        if room.recording { " ● recording" } else { "" }
     );
     egui::CollapsingHeader::new(title)
         .id_salt(room.id.as_str())
@@ -268,7 +271,7 @@ fn draw_room(
 }
 
 /// Builds the view, draws it, and carries out what was clicked.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn panel(
     mut contexts: EguiContexts,
     mut state: ResMut<PanelState>,
@@ -280,7 +283,13 @@ fn panel(
         Option<&Connecting>,
         Option<&Disconnected>,
     )>,
-    rooms: Query<(Entity, &StreamRoom, Has<Joined>, Has<RoomMediaLink>)>,
+    rooms: Query<(
+        Entity,
+        &StreamRoom,
+        Has<Joined>,
+        Has<RoomMediaLink>,
+        Has<Recording>,
+    )>,
     participants: Query<(Entity, &Participant, &ParticipantOf, Has<Speaking>)>,
     remote: Query<(
         &RemoteTrack,
@@ -305,13 +314,14 @@ fn panel(
         connection,
         rooms: rooms
             .iter()
-            .map(|(entity, room, joined, media)| RoomView {
+            .map(|(entity, room, joined, media, recording)| RoomView {
                 entity,
                 id: room.id.clone(),
                 name: room.name.clone(),
                 members: room.users.len(),
                 joined,
                 media,
+                recording,
                 participants: participants
                     .iter()
                     .filter(|(_, _, of, _)| of.0 == entity)
@@ -462,6 +472,7 @@ mod tests {
                 members: 2,
                 joined: true,
                 media: true,
+                recording: true,
                 participants: vec![
                     ParticipantView {
                         user_id: alice.clone(),
@@ -485,7 +496,7 @@ mod tests {
         let shown = texts(&egui::Context::default(), &view);
         for expected in [
             "Connected to ws://127.0.0.1:1",
-            "Standup (2 members)",
+            "Standup (2 members) ● recording",
             "Leave",
             "Mute",
             "Screen",

@@ -11,7 +11,7 @@ use streams_proto::{RoomId, UserId};
 
 use crate::commands::ClientResource;
 use crate::plugin::EventBudget;
-use crate::rooms::{Joined, Participant, ParticipantOf, RoomIndex, StreamRoom};
+use crate::rooms::{Joined, Participant, ParticipantOf, Recording, RoomIndex, StreamRoom};
 use crate::session::{LocalUser, StreamsSession, set_state};
 
 /// The outcome of an operation queued with [`crate::StreamsCommands::send`].
@@ -109,7 +109,11 @@ impl RoomApplier<'_, '_> {
                 }
             }
             Reply::Participants { room_id, users } => self.sync_participants(room_id, users),
-            Reply::Done | Reply::Answer { .. } | Reply::Streams(_) => {}
+            Reply::Done
+            | Reply::Answer { .. }
+            | Reply::Streams(_)
+            | Reply::Recordings(_)
+            | Reply::RecordingChunk { .. } => {}
         }
     }
 
@@ -133,6 +137,22 @@ impl RoomApplier<'_, '_> {
             | RoomEvent::StreamUnpublished { .. }
             | RoomEvent::Subscribed { .. }
             | RoomEvent::Unsubscribed { .. } => {}
+            RoomEvent::RecordingChanged {
+                room_id,
+                recording_id,
+                recording,
+                ..
+            } => {
+                if let Some(room) = self.index.get(room_id) {
+                    if *recording {
+                        self.commands.entity(room).insert(Recording {
+                            recording_id: recording_id.clone(),
+                        });
+                    } else {
+                        self.commands.entity(room).remove::<Recording>();
+                    }
+                }
+            }
             RoomEvent::Rejected { room_id, error } => {
                 warn!("room {room_id} failed verification: {error}");
             }

@@ -43,6 +43,14 @@ impl From<&Room> for StreamRoom {
     }
 }
 
+/// On a room while it is being recorded (show it to the players). Recording stays end-to-end
+/// encrypted: the bridge stores ciphertext; members export it (`streams export`).
+#[derive(Component, Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    /// The recording's id.
+    pub recording_id: String,
+}
+
 /// Marks a room this client has joined.
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined;

@@ -127,6 +127,7 @@ fn pose(transform: &GlobalTransform) -> Pose {
 }
 
 /// Hands the listener's pose and every voice's position to the mixer.
+#[allow(clippy::type_complexity)]
 pub(crate) fn publish_poses(
     spatial: Option<Res<SpatialAudio>>,
     listeners: Query<&GlobalTransform, With<StreamListener>>,

@@ -84,5 +84,8 @@ fn bevy_audio_plays_beside_the_positional_voice_mix() {
         .find(|(id, _)| id == "tone")
         .map(|(_, level)| level)
         .unwrap();
-    assert!(level > -30.0, "the output thread pulls our mix: {level} dBFS");
+    assert!(
+        level > -30.0,
+        "the output thread pulls our mix: {level} dBFS"
+    );
 }

@@ -2,7 +2,7 @@
 //! `--bots N`, `--screenshot FILE`), the app they start (a window, or none), the bot participants
 //! (each its own client and identity, talking and showing the moving test pattern), the room they all
 //! join, and the one JSON line printed after `--seconds`.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::type_complexity)]
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod hub;
+pub mod recorder;
 pub mod requests;
 pub mod server;
 pub mod sfu;

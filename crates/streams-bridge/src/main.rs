@@ -30,6 +30,9 @@ struct Cli {
     /// Development mode: accept any key without registration.
     #[arg(long, global = true)]
     open: bool,
+    /// Directory for room recordings (ciphertext; created if missing). Default: DATA_DIR/recordings.
+    #[arg(long, global = true)]
+    recordings: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -101,6 +104,19 @@ fn db_path(cli: &Cli) -> Result<PathBuf, String> {
     Ok(dir.join("bridge.db"))
 }
 
+fn recordings_dir(cli: &Cli) -> Result<PathBuf, String> {
+    let dir = match &cli.recordings {
+        Some(dir) => dir.clone(),
+        None => cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(default_data_dir)
+            .join("recordings"),
+    };
+    prepare_data_dir(&dir)?;
+    Ok(dir)
+}
+
 fn users(db: &Path, action: &UsersAction) -> Result<(), String> {
     let mut store = SqliteStore::open(db).map_err(|e| e.to_string())?;
     let parse = |id: &str| UserId::parse(id).map_err(|e| e.to_string());
@@ -140,6 +156,7 @@ fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
             media_listen: cli.media_listen,
             db: db.clone(),
             open: cli.open,
+            recordings: Some(recordings_dir(cli)?),
         };
         let bridge = Bridge::bind(&config).await.map_err(|e| e.to_string())?;
         tracing::info!(

@@ -144,6 +144,40 @@ pub async fn handle(
             announce_unpublished(state, &room, closed);
             Ok(ResponseBody::Done)
         }
+        Request::SetRecording { room_id, enabled } => {
+            set_recording(state, caller, room_id, enabled).await
+        }
+        Request::ListRecordings { room_id } => {
+            let (root, room) = recordings_of(state, caller, &room_id).await?;
+            let recordings =
+                tokio::task::spawn_blocking(move || crate::recorder::list(&root, &room.id))
+                    .await
+                    .map_err(|_| WireError::new(ErrorCode::Internal, "listing failed"))??;
+            Ok(ResponseBody::Recordings {
+                room_id,
+                recordings,
+            })
+        }
+        Request::FetchRecording {
+            room_id,
+            recording_id,
+            file,
+            offset,
+        } => {
+            let (root, room) = recordings_of(state, caller, &room_id).await?;
+            let name = file.clone();
+            let (data, size) = tokio::task::spawn_blocking(move || {
+                crate::recorder::read_chunk(&root, &room.id, &recording_id, &name, offset)
+            })
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Internal, "reading failed"))??;
+            Ok(ResponseBody::RecordingChunk {
+                file,
+                offset,
+                size,
+                data: streams_proto::Bytes(data),
+            })
+        }
         Request::ListStreams { room_id } => {
             let room = visible_room(state, caller, &room_id).await?;
             if room.role_of(&caller.user) == Role::Outsider {
@@ -153,6 +187,69 @@ pub async fn handle(
             Ok(ResponseBody::Streams { room_id, streams })
         }
     }
+}
+
+/// The recordings directory and the room, for a member of it (outsiders learn nothing).
+async fn recordings_of(
+    state: &BridgeState,
+    caller: &Caller,
+    room_id: &RoomId,
+) -> Result<(std::path::PathBuf, RoomRecord), WireError> {
+    let room = visible_room(state, caller, room_id).await?;
+    if room.role_of(&caller.user) == Role::Outsider {
+        return Err(not_found());
+    }
+    let root = state
+        .recordings
+        .clone()
+        .ok_or_else(|| WireError::new(ErrorCode::Invalid, "this bridge does not record rooms"))?;
+    Ok((root, room))
+}
+
+/// Starts or stops recording a room (managers only) and tells its members.
+async fn set_recording(
+    state: &BridgeState,
+    caller: &Caller,
+    room_id: RoomId,
+    enabled: bool,
+) -> Result<ResponseBody, WireError> {
+    let (root, room) = recordings_of(state, caller, &room_id).await?;
+    if room.role_of(&caller.user) != Role::Manager {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            "only the room's managers may record it",
+        ));
+    }
+    let recording_id = if enabled {
+        let id = format!("rec-{}-{:08x}", now_ms(), rand::random::<u32>());
+        state
+            .sfu
+            .start_recording(room_id.clone(), root, id.clone())
+            .await?;
+        id
+    } else {
+        match state.sfu.stop_recording(room_id.clone()).await? {
+            Some(id) => id,
+            None => {
+                return Err(WireError::new(
+                    ErrorCode::Invalid,
+                    "the room is not being recorded",
+                ));
+            }
+        }
+    };
+    tracing::info!(room = %room_id, recording = %recording_id, enabled, "recording changed");
+    publish(
+        state,
+        &room,
+        &Event::RecordingChanged {
+            room_id,
+            recording_id,
+            recording: enabled,
+            by: caller.user.clone(),
+        },
+    );
+    Ok(ResponseBody::Done)
 }
 
 fn check_context(ctx: &ContextId) -> Result<(), WireError> {

@@ -23,6 +23,8 @@ pub struct BridgeConfig {
     pub db: PathBuf,
     /// Development mode: any key may connect, no registration needed.
     pub open: bool,
+    /// Where room recordings are written (`None`: recording is refused).
+    pub recordings: Option<PathBuf>,
 }
 
 impl BridgeConfig {
@@ -33,6 +35,7 @@ impl BridgeConfig {
             media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             db: PathBuf::from(":memory:"),
             open: true,
+            recordings: None,
         }
     }
 }
@@ -80,7 +83,11 @@ impl Bridge {
         })?;
         Ok(Bridge {
             listener,
-            state: Arc::new(BridgeState::new(Box::new(store), sfu, config.open)),
+            state: Arc::new({
+                let mut state = BridgeState::new(Box::new(store), sfu, config.open);
+                state.recordings = config.recordings.clone();
+                state
+            }),
         })
     }
 

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ use streams_proto::{RoomId, UserId};
 use tokio::sync::oneshot;
 
 use crate::hub::ConnId;
+use crate::recorder::Recorder;
+use streams_proto::recording::FrameRecord;
 
 /// Most tracks one media session may receive.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
@@ -84,6 +87,16 @@ enum Command {
     Count {
         reply: Reply<usize>,
     },
+    StartRecording {
+        room: RoomId,
+        root: PathBuf,
+        id: String,
+        reply: Reply<Result<(), WireError>>,
+    },
+    StopRecording {
+        room: RoomId,
+        reply: Reply<Option<String>>,
+    },
 }
 
 /// Talks to the SFU thread. The thread ends when the last handle is dropped.
@@ -119,6 +132,28 @@ impl SfuHandle {
             addr,
             keyframe_requests,
         })
+    }
+
+    /// Starts recording `room` into `root` as recording `id`.
+    pub async fn start_recording(
+        &self,
+        room: RoomId,
+        root: PathBuf,
+        id: String,
+    ) -> Result<(), WireError> {
+        self.ask(|reply| Command::StartRecording {
+            room,
+            root,
+            id,
+            reply,
+        })
+        .await?
+    }
+
+    /// Stops recording `room`; the id of the recording that stopped, if one ran.
+    pub async fn stop_recording(&self, room: RoomId) -> Result<Option<String>, WireError> {
+        self.ask_reliably(|reply| Command::StopRecording { room, reply })
+            .await
     }
 
     /// Keyframe requests passed on to publishers so far.
@@ -259,6 +294,14 @@ impl Session {
     }
 }
 
+/// The type of the first NAL unit of an Annex-B frame (the carriage's clear keyframe hint).
+fn nal_type(frame: &[u8]) -> Option<u8> {
+    let zeros = frame.iter().take_while(|b| **b == 0).count();
+    (zeros >= 2 && frame.get(zeros) == Some(&1))
+        .then(|| frame.get(zeros + 1).map(|b| b & 0x1F))
+        .flatten()
+}
+
 fn track_id(stream: u64, mid: &str) -> String {
     format!("{stream}:{mid}")
 }
@@ -271,6 +314,8 @@ struct Sfu {
     keyframe_requests: Arc<AtomicU64>,
     /// When a keyframe was last requested of each published track.
     last_keyframe_request: HashMap<String, Instant>,
+    /// Rooms being recorded.
+    recordings: HashMap<RoomId, Recorder>,
 }
 
 impl Sfu {
@@ -282,6 +327,7 @@ impl Sfu {
             sessions: Vec::new(),
             keyframe_requests,
             last_keyframe_request: HashMap::new(),
+            recordings: HashMap::new(),
         }
     }
 
@@ -444,6 +490,7 @@ impl Sfu {
             return;
         }
         let track = track_id(from, &mid);
+        self.record(from, &mid, &track, data);
         let targets: Vec<(usize, Mid)> = self
             .sessions
             .iter()
@@ -478,8 +525,68 @@ impl Sfu {
         }
     }
 
+    /// Appends a forwarded frame to its room's recording, if the room is being recorded.
+    fn record(&mut self, from: u64, mid: &str, track: &str, data: &MediaData) {
+        let Some(session) = self.sessions.iter().find(|s| s.id == from) else {
+            return;
+        };
+        let Some(recorder) = self.recordings.get_mut(&session.room) else {
+            return;
+        };
+        let Some(kind) = session
+            .published
+            .iter()
+            .find(|t| t.mid == mid)
+            .map(|t| t.kind)
+        else {
+            return;
+        };
+        let codec = match data.params.spec().codec {
+            str0m::format::Codec::Opus => "opus",
+            str0m::format::Codec::H264 => "h264",
+            _ => "unknown",
+        };
+        let record = FrameRecord {
+            arrival_us: crate::recorder::now_us(),
+            rtp_time: data.time.numer(),
+            keyframe: kind != streams_proto::wire::TrackKind::Audio
+                && nal_type(&data.data) == Some(5),
+            payload: data.data.to_vec(),
+        };
+        recorder.frame(track, &session.user, kind, codec, record);
+    }
+
     fn handle(&mut self, command: Command) {
         match command {
+            Command::StartRecording {
+                room,
+                root,
+                id,
+                reply,
+            } => {
+                let result = match self.recordings.entry(room) {
+                    std::collections::hash_map::Entry::Occupied(_) => Err(WireError::new(
+                        ErrorCode::Conflict,
+                        "the room is being recorded already",
+                    )),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        Recorder::start(&root, slot.key(), &id, crate::recorder::now_us()).map(
+                            |recorder| {
+                                slot.insert(recorder);
+                            },
+                        )
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Command::StopRecording { room, reply } => {
+                let stopped = self.recordings.remove(&room).map(|r| {
+                    let id = r.id().to_string();
+                    r.stop(crate::recorder::now_us());
+                    id
+                });
+                let _ = reply.send(stopped);
+            }
             Command::Negotiate {
                 conn,
                 room,

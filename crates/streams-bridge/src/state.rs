@@ -16,6 +16,8 @@ pub struct BridgeState {
     pub sfu: SfuHandle,
     /// Development mode: any key may connect.
     pub open: bool,
+    /// Where recordings are written (`None`: this bridge does not record).
+    pub recordings: Option<std::path::PathBuf>,
 }
 
 impl BridgeState {
@@ -26,6 +28,7 @@ impl BridgeState {
             hub: Mutex::new(Hub::default()),
             sfu,
             open,
+            recordings: None,
         }
     }
 

@@ -127,6 +127,26 @@ pub enum Operation {
     CloseMedia(RoomId),
     /// The streams published in a room.
     ListStreams(RoomId),
+    /// Start or stop recording a room (managers only).
+    SetRecording {
+        /// The room.
+        room_id: RoomId,
+        /// Record (`true`) or stop.
+        enabled: bool,
+    },
+    /// The recordings of a room (members only).
+    ListRecordings(RoomId),
+    /// A piece of a recording's file (members only).
+    FetchRecording {
+        /// The room.
+        room_id: RoomId,
+        /// The recording.
+        recording_id: String,
+        /// The file.
+        file: String,
+        /// Where to start.
+        offset: u64,
+    },
 }
 
 /// A room as a member (or permitted outsider) sees it: verified, and decrypted where possible.
@@ -212,6 +232,17 @@ pub enum Reply {
         /// The users present.
         users: Vec<UserId>,
     },
+    /// The recordings of a room.
+    Recordings(Vec<streams_proto::wire::RecordingInfo>),
+    /// A piece of a recording's file.
+    RecordingChunk {
+        /// Where it starts.
+        offset: u64,
+        /// The file's size.
+        size: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
 }
 
 /// Room and presence events, verified and decrypted.
@@ -285,6 +316,17 @@ pub enum RoomEvent {
         room_id: RoomId,
         /// Who.
         user_id: UserId,
+    },
+    /// Recording of a room started or stopped (show it to the players).
+    RecordingChanged {
+        /// The room.
+        room_id: RoomId,
+        /// The recording.
+        recording_id: String,
+        /// Recording now.
+        recording: bool,
+        /// The manager who asked.
+        by: UserId,
     },
     /// The bridge pushed a room that failed verification.
     Rejected {

@@ -191,6 +191,17 @@ impl Shared {
             }
             Event::UserJoined { room_id, user_id } => RoomEvent::UserJoined { room_id, user_id },
             Event::UserLeft { room_id, user_id } => RoomEvent::UserLeft { room_id, user_id },
+            Event::RecordingChanged {
+                room_id,
+                recording_id,
+                recording,
+                by,
+            } => RoomEvent::RecordingChanged {
+                room_id,
+                recording_id,
+                recording,
+                by,
+            },
         };
         Self::lock(&self.taps).retain(|tap| match tap.try_send(room_event.clone()) {
             Ok(()) | Err(TrySendError::Full(_)) => true,
@@ -303,6 +314,39 @@ async fn execute(s: &Shared, op: Operation) -> Result<Reply, ClientError> {
         }
         Operation::ListStreams(room_id) => match s.call(Request::ListStreams { room_id }).await? {
             ResponseBody::Streams { streams, .. } => Ok(Reply::Streams(streams)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        },
+        Operation::SetRecording { room_id, enabled } => {
+            s.call(Request::SetRecording { room_id, enabled }).await?;
+            Ok(Reply::Done)
+        }
+        Operation::ListRecordings(room_id) => {
+            match s.call(Request::ListRecordings { room_id }).await? {
+                ResponseBody::Recordings { recordings, .. } => Ok(Reply::Recordings(recordings)),
+                other => Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+        Operation::FetchRecording {
+            room_id,
+            recording_id,
+            file,
+            offset,
+        } => match s
+            .call(Request::FetchRecording {
+                room_id,
+                recording_id,
+                file,
+                offset,
+            })
+            .await?
+        {
+            ResponseBody::RecordingChunk {
+                offset, size, data, ..
+            } => Ok(Reply::RecordingChunk {
+                offset,
+                size,
+                data: data.0,
+            }),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         },
         Operation::Unsubscribe(scope) => {

@@ -381,3 +381,123 @@ fn a_missing_camera_or_display_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":4243"), "{err}");
 }
+
+#[test]
+fn a_bot_recorded_through_the_cli_exports_to_a_file_ffprobe_reads() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_key, bob_key) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
+    let _alice = keygen(&alice_key);
+    let bob = keygen(&bob_key);
+    let bridge = Bridge::spawn(BridgeConfig {
+        recordings: Some(dir.path().join("recordings")),
+        ..BridgeConfig::ephemeral()
+    })
+    .unwrap();
+    let room_id = ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &["room", "create", "--name", "Rec", "--user", bob.as_str()],
+    ))
+    .trim()
+    .to_string();
+    ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &["record", "start", "--room", &room_id],
+    ));
+    ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &[
+            "bot",
+            "--room",
+            &room_id,
+            "--tone",
+            "440",
+            "--video",
+            "pattern",
+            "--seconds",
+            "5",
+        ],
+    ));
+    ok_stdout(streams(
+        &bridge,
+        &alice_key,
+        &["record", "stop", "--room", &room_id],
+    ));
+    let listed = json(&ok_stdout(streams(
+        &bridge,
+        &bob_key,
+        &["--json", "record", "list", "--room", &room_id],
+    )));
+    let recording = listed["recording_id"].as_str().unwrap().to_string();
+    let out = dir.path().join("export");
+    let printed = ok_stdout(streams(
+        &bridge,
+        &bob_key,
+        &[
+            "export",
+            "--room",
+            &room_id,
+            "--recording",
+            &recording,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let file = printed.lines().next().expect("a file path").to_string();
+    assert!(
+        file.ends_with(".mkv") && Path::new(&file).exists(),
+        "{printed}"
+    );
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name",
+        ])
+        .args(["-show_entries", "format=duration", "-of", "json", &file])
+        .output()
+        .expect("ffprobe (apt-get install ffmpeg)");
+    let probe = json(&ok_stdout(probe));
+    let kinds: Vec<(&str, &str)> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap(),
+                s["codec_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("audio", "opus")) && kinds.contains(&("video", "h264")),
+        "{probe}"
+    );
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((4.5..6.0).contains(&duration), "{duration} s");
+    // An outsider's key exports nothing from the same bridge.
+    let carol_key = dir.path().join("carol.key");
+    keygen(&carol_key);
+    let refused = streams(
+        &bridge,
+        &carol_key,
+        &[
+            "export",
+            "--room",
+            &room_id,
+            "--recording",
+            &recording,
+            "--out",
+            "/tmp/none",
+        ],
+    );
+    assert!(!refused.status.success());
+}

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ids;
 pub mod meta;
 pub mod policy;
+pub mod recording;
 pub mod room;
 pub mod transcript;
 pub mod wire;

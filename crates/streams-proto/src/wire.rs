@@ -262,6 +262,30 @@ pub enum Request {
         /// The room.
         room_id: RoomId,
     },
+    /// Start or stop recording a room (managers only). The bridge writes what it forwards — still
+    /// encrypted — and tells members with [`Event::RecordingChanged`].
+    SetRecording {
+        /// The room.
+        room_id: RoomId,
+        /// Record from now on (`true`) or stop.
+        enabled: bool,
+    },
+    /// The recordings of a room (members only).
+    ListRecordings {
+        /// The room.
+        room_id: RoomId,
+    },
+    /// A piece of one file of a recording (members only), at most [`MAX_RECORDING_CHUNK`] bytes.
+    FetchRecording {
+        /// The room.
+        room_id: RoomId,
+        /// The recording.
+        recording_id: String,
+        /// The file (as listed).
+        file: String,
+        /// Where to start.
+        offset: u64,
+    },
     /// Liveness check.
     Ping,
 }
@@ -307,6 +331,50 @@ pub enum ResponseBody {
         /// Its published streams.
         streams: Vec<StreamInfo>,
     },
+    /// The recordings of a room, oldest first.
+    Recordings {
+        /// The room.
+        room_id: RoomId,
+        /// Its recordings.
+        recordings: Vec<RecordingInfo>,
+    },
+    /// A piece of a recording's file.
+    RecordingChunk {
+        /// The file.
+        file: String,
+        /// Where the piece starts.
+        offset: u64,
+        /// The file's size now.
+        size: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+}
+
+/// The most bytes one [`ResponseBody::RecordingChunk`] carries (base64 keeps it under the 1 MiB
+/// message limit).
+pub const MAX_RECORDING_CHUNK: usize = 512 * 1024;
+
+/// A recording as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingInfo {
+    /// Its id.
+    pub recording_id: String,
+    /// When it started, ms since the Unix epoch (bridge clock).
+    pub started_at: i64,
+    /// When it stopped, if it has.
+    pub stopped_at: Option<i64>,
+    /// Its files and their sizes now.
+    pub files: Vec<RecordingFile>,
+}
+
+/// One file of a recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingFile {
+    /// Its name.
+    pub name: String,
+    /// Its size, bytes.
+    pub size: u64,
 }
 
 /// Every error the bridge answers with.
@@ -462,6 +530,17 @@ pub enum Event {
         /// Who.
         user_id: UserId,
     },
+    /// Recording of the room started or stopped.
+    RecordingChanged {
+        /// The room.
+        room_id: RoomId,
+        /// The recording.
+        recording_id: String,
+        /// Recording now.
+        recording: bool,
+        /// The manager who asked.
+        by: UserId,
+    },
 }
 
 impl Event {
@@ -477,7 +556,8 @@ impl Event {
             | Event::Unsubscribed { room_id, .. }
             | Event::StreamUnpublished { room_id, .. }
             | Event::UserJoined { room_id, .. }
-            | Event::UserLeft { room_id, .. } => room_id,
+            | Event::UserLeft { room_id, .. }
+            | Event::RecordingChanged { room_id, .. } => room_id,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `streams`: the command-line client — keys, rooms, events, bots and listeners.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -72,6 +72,27 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Record a room (managers start and stop; members list). The bridge stores ciphertext only.
+    Record {
+        #[command(subcommand)]
+        action: RecordAction,
+    },
+    /// Fetch a recording and turn it into files any player opens (one Matroska file per participant,
+    /// H.264 + Opus); prints their paths. The encrypted copy is kept in OUT/RECORDING.encrypted.
+    Export {
+        /// The room id.
+        #[arg(long)]
+        room: String,
+        /// The recording id (see `streams record list`).
+        #[arg(long)]
+        recording: String,
+        /// Where to write the files.
+        #[arg(long)]
+        out: PathBuf,
+        /// Export a copy fetched before (a `.encrypted` directory) instead of fetching.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
     /// Print room and presence events as JSON lines (the first line, `{"event":"subscribed",…}`, says
     /// that listening has begun).
     Events {
@@ -81,6 +102,28 @@ enum Command {
         /// Stop after this many seconds (default: run until interrupted).
         #[arg(long)]
         seconds: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordAction {
+    /// Start recording a room.
+    Start {
+        /// The room id.
+        #[arg(long)]
+        room: String,
+    },
+    /// Stop recording a room.
+    Stop {
+        /// The room id.
+        #[arg(long)]
+        room: String,
+    },
+    /// List a room's recordings.
+    List {
+        /// The room id.
+        #[arg(long)]
+        room: String,
     },
 }
 
@@ -528,6 +571,12 @@ enum EventLine {
         room_id: String,
         user_id: String,
     },
+    RecordingChanged {
+        room_id: String,
+        recording_id: String,
+        recording: bool,
+        by: String,
+    },
     Rejected {
         room_id: String,
         error: String,
@@ -625,6 +674,17 @@ fn events(cli: &Cli, room: Option<&str>, seconds: Option<u64>) -> Result<(), Str
             ClientEvent::Room(RoomEvent::UserLeft { room_id, user_id }) => EventLine::UserLeft {
                 room_id: room_id.to_string(),
                 user_id: user_id.to_string(),
+            },
+            ClientEvent::Room(RoomEvent::RecordingChanged {
+                room_id,
+                recording_id,
+                recording,
+                by,
+            }) => EventLine::RecordingChanged {
+                room_id: room_id.to_string(),
+                recording_id,
+                recording,
+                by: by.to_string(),
             },
             ClientEvent::Room(RoomEvent::Rejected { room_id, error }) => EventLine::Rejected {
                 room_id: room_id.to_string(),
@@ -887,7 +947,100 @@ fn run(cli: &Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Listen { room, seconds } => listen(cli, room, *seconds),
+        Command::Record { action } => record(cli, action),
+        Command::Export {
+            room,
+            recording,
+            out,
+            from,
+        } => export_recording(cli, room, recording, out, from.as_deref()),
     }
+}
+
+fn record(cli: &Cli, action: &RecordAction) -> Result<(), String> {
+    let identity = identity(cli)?;
+    let client = connect(cli, &identity)?;
+    let (room, enabled) = match action {
+        RecordAction::Start { room } => (room, true),
+        RecordAction::Stop { room } => (room, false),
+        RecordAction::List { room } => {
+            let recordings = streams_client::export::fetch::list(&client, &room_id(room)?)
+                .map_err(|e| e.to_string())?;
+            for r in recordings {
+                if cli.json {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                } else {
+                    let bytes: u64 = r.files.iter().map(|f| f.size).sum();
+                    let state = if r.stopped_at.is_some() {
+                        "stopped"
+                    } else {
+                        "recording"
+                    };
+                    println!(
+                        "{} {state}, {} files, {bytes} bytes",
+                        r.recording_id,
+                        r.files.len()
+                    );
+                }
+            }
+            return Ok(());
+        }
+    };
+    client
+        .call(streams_client::Operation::SetRecording {
+            room_id: room_id(room)?,
+            enabled,
+        })
+        .map_err(|e| e.to_string())?;
+    if cli.json {
+        println!("{}", serde_json::json!({ "recording": enabled }));
+    }
+    Ok(())
+}
+
+fn export_recording(
+    cli: &Cli,
+    room: &str,
+    recording: &str,
+    out: &Path,
+    from: Option<&Path>,
+) -> Result<(), String> {
+    use streams_client::export::{exporter, fetch};
+    let identity = identity(cli)?;
+    let encrypted = match from {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let client = connect(cli, &identity)?;
+            let dir = out.join(format!("{recording}.encrypted"));
+            fetch::fetch(&client, &room_id(room)?, recording, &dir).map_err(|e| e.to_string())?
+        }
+    };
+    let report = exporter::export(&encrypted, &identity, out).map_err(|e| e.to_string())?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        for file in &report.files {
+            println!("{}", file.path.display());
+        }
+    }
+    for (epoch, frames) in &report.no_key {
+        eprintln!(
+            "streams: {frames} frames of epoch {epoch} not exported: this key cannot open that epoch"
+        );
+    }
+    if report.failed > 0 {
+        eprintln!(
+            "streams: {} frames did not authenticate and were skipped",
+            report.failed
+        );
+    }
+    for problem in &report.problems {
+        eprintln!("streams: {problem}");
+    }
+    if report.files.is_empty() {
+        return Err("nothing could be exported".into());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
