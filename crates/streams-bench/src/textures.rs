@@ -44,10 +44,11 @@ pub fn textures(videos: usize, seconds: u64) -> Result<serde_json::Value, String
         ));
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let pictures = draw_pictures();
     let producer = {
         let stop = Arc::clone(&stop);
         let slots = slots.clone();
-        std::thread::spawn(move || produce(&slots, &stop))
+        std::thread::spawn(move || produce(&slots, &pictures, &stop))
     };
     // Warm up (first pictures resize the images), then measure.
     let frame = Duration::from_micros(1_000_000 / APP_FPS);
@@ -106,25 +107,37 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Puts a fresh picture into every slot 30 times a second (a moving bar, so no two are equal).
-fn produce(slots: &[VideoSlot], stop: &AtomicBool) {
+/// A second of distinct pictures (a moving bar), drawn before measuring.
+fn draw_pictures() -> Vec<Vec<u8>> {
+    (0..PICTURE_FPS as usize)
+        .map(|n| {
+            let bar = n * WIDTH / PICTURE_FPS as usize;
+            let mut row = vec![0u8; WIDTH * 4];
+            for (x, pixel) in row.chunks_exact_mut(4).enumerate() {
+                let on = x.abs_diff(bar) < 16;
+                pixel.copy_from_slice(if on {
+                    &[255, 255, 255, 255]
+                } else {
+                    &[20, 20, 40, 255]
+                });
+            }
+            row.repeat(HEIGHT)
+        })
+        .collect()
+}
+
+/// Puts a fresh picture into every slot 30 times a second: the producer costs little more than the
+/// decoders' hand-over (a copy of each picture).
+fn produce(slots: &[VideoSlot], pictures: &[Vec<u8>], stop: &AtomicBool) {
     let period = Duration::from_micros(1_000_000 / PICTURE_FPS);
+    let black = I420Frame::black(WIDTH, HEIGHT);
     let mut next = Instant::now();
     let mut index = 0u64;
-    let mut rgba = vec![0u8; WIDTH * HEIGHT * 4];
     while !stop.load(Ordering::Relaxed) {
-        let bar = (index as usize * 8) % WIDTH;
-        for (i, pixel) in rgba.chunks_exact_mut(4).enumerate() {
-            let on = (i % WIDTH).abs_diff(bar) < 16;
-            pixel.copy_from_slice(if on {
-                &[255, 255, 255, 255]
-            } else {
-                &[20, 20, 40, 255]
-            });
-        }
+        let rgba = &pictures[index as usize % pictures.len()];
         for slot in slots {
             slot.put(DecodedVideo {
-                picture: I420Frame::black(WIDTH, HEIGHT),
+                picture: black.clone(),
                 rgba: Some(rgba.clone()),
                 capture_us: 0,
                 decoded_us: 0,
