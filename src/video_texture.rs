@@ -1,8 +1,9 @@
 //! Video as textures: each remote video track's [`RemoteVideo`] image, and the [`LocalPreview`] of a
 //! track this client publishes, are written in place from their latest-frame slot (the decoder or
-//! capture thread never waits for Bevy; stale pictures are skipped). The image keeps its allocation
-//! unless the picture size changes; writing through `Assets::get_mut` marks it changed, so Bevy
-//! uploads it again and materials using it see the new picture.
+//! capture thread never waits for Bevy; stale pictures are skipped). Each picture's RGBA buffer moves
+//! into the image — no copy on the main thread, no new image: the handle and descriptor stay (a
+//! new `Image` only when the picture size changes); writing through `Assets::get_mut` marks it
+//! changed, so Bevy uploads it again and materials using it see the new picture.
 use std::sync::Arc;
 
 use bevy::asset::RenderAssetUsages;
@@ -30,7 +31,8 @@ pub struct LocalPreview {
     pub frames_shown: u64,
 }
 
-/// The latest picture of a video track (for checks: the test pattern's stamp, …).
+/// The latest picture of a video track (for checks: the test pattern's stamp, …); its RGBA has moved
+/// into the image, so `rgba` is `None` here.
 #[derive(Component, Debug, Clone, Default)]
 pub struct LatestPicture(pub Option<Arc<DecodedVideo>>);
 
@@ -49,9 +51,9 @@ impl VideoFeed {
         VideoFeed { slot, seen: 0 }
     }
 
-    /// The newest picture not taken yet.
-    fn take(&mut self) -> Option<Arc<DecodedVideo>> {
-        let (version, picture) = self.slot.newer_than(self.seen)?;
+    /// The newest picture not taken yet (owned: its pixels move into the image).
+    fn take(&mut self) -> Option<DecodedVideo> {
+        let (version, picture) = self.slot.take_newer_than(self.seen)?;
         self.seen = version;
         Some(picture)
     }
@@ -72,23 +74,24 @@ pub(crate) fn blank_image(width: u32, height: u32) -> Image {
     )
 }
 
-/// Copies a picture's RGBA into `handle`'s image, reusing its storage when the size is unchanged.
-fn write_picture(images: &mut Assets<Image>, handle: &Handle<Image>, picture: &DecodedVideo) {
-    let Some(rgba) = picture.rgba.as_ref() else {
+/// Moves a picture's RGBA into `handle`'s image (no copy: the decoder made a fresh buffer for it);
+/// the image's descriptor is kept unless the picture size changed.
+fn write_picture(images: &mut Assets<Image>, handle: &Handle<Image>, picture: &mut DecodedVideo) {
+    let Some(rgba) = picture.rgba.take() else {
         return;
     };
     let (width, height) = (
         picture.picture.width() as u32,
         picture.picture.height() as u32,
     );
+    if rgba.len() != width as usize * height as usize * 4 {
+        return;
+    }
     if let Some(mut image) = images.get_mut(handle) {
         if image.width() != width || image.height() != height {
             *image = blank_image(width, height);
         }
-        match image.data.as_mut() {
-            Some(data) if data.len() == rgba.len() => data.copy_from_slice(rgba),
-            _ => image.data = Some(rgba.clone()),
-        }
+        image.data = Some(rgba);
     }
 }
 
@@ -98,12 +101,14 @@ pub(crate) fn apply_video_frames(
     mut images: Option<ResMut<Assets<Image>>>,
 ) {
     for (mut video, mut feed, mut latest) in &mut videos {
-        let Some(picture) = feed.take() else { continue };
+        let Some(mut picture) = feed.take() else {
+            continue;
+        };
         if let Some(images) = images.as_mut() {
-            write_picture(images, &video.image, &picture);
+            write_picture(images, &video.image, &mut picture);
         }
         video.frames_shown += 1;
-        latest.0 = Some(picture);
+        latest.0 = Some(Arc::new(picture));
     }
 }
 
@@ -113,11 +118,13 @@ pub(crate) fn apply_previews(
     mut images: Option<ResMut<Assets<Image>>>,
 ) {
     for (mut preview, mut feed, mut latest) in &mut previews {
-        let Some(picture) = feed.take() else { continue };
+        let Some(mut picture) = feed.take() else {
+            continue;
+        };
         if let Some(images) = images.as_mut() {
-            write_picture(images, &preview.image, &picture);
+            write_picture(images, &preview.image, &mut picture);
         }
         preview.frames_shown += 1;
-        latest.0 = Some(picture);
+        latest.0 = Some(Arc::new(picture));
     }
 }

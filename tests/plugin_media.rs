@@ -166,6 +166,14 @@ fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximit
         .get(&handle)
         .unwrap();
     assert_eq!((image.width(), image.height()), (160, 120));
+    let pixels = image.data.as_ref().expect("the picture is in the image");
+    assert_eq!(pixels.len(), 160 * 120 * 4);
+    assert!(
+        pixels
+            .chunks(4)
+            .any(|p| p[0] > 200 && p[1] > 200 && p[2] > 200),
+        "white stamp blocks"
+    );
     let latest = app
         .world()
         .get::<LatestPicture>(video)
@@ -364,6 +372,13 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
         .get(&handle)
         .unwrap();
     assert_eq!((image.width(), image.height()), (160, 120));
+    let pixels = image.data.as_ref().expect("the preview is in the image");
+    assert!(
+        pixels
+            .chunks(4)
+            .any(|p| p[0] > 200 && p[1] > 200 && p[2] > 200),
+        "white stamp blocks"
+    );
     let shown = app
         .world()
         .get::<LatestPicture>(video)

@@ -64,6 +64,19 @@ impl VideoSlot {
         Some((version, latest))
     }
 
+    /// Takes the latest picture out of the slot if it is newer than `seen`, with its version: the
+    /// taker owns it (a texture can take its pixels without copying them); until the next picture,
+    /// other readers find the slot empty.
+    pub fn take_newer_than(&self, seen: u64) -> Option<(u64, DecodedVideo)> {
+        let version = self.version();
+        if version <= seen {
+            return None;
+        }
+        let taken = self.latest.lock().ok()?.take()?;
+        let picture = Arc::try_unwrap(taken).unwrap_or_else(|shared| (*shared).clone());
+        Some((version, picture))
+    }
+
     /// Puts a picture in the slot (the decoder does; so may any other producer).
     pub fn put(&self, picture: DecodedVideo) {
         if let Ok(mut latest) = self.latest.lock() {
