@@ -6,11 +6,17 @@
 //!
 //! - `mixer` ([`mixer`]): the cost of N positional HRTF voices as a share of one core.
 //! - `textures` ([`textures`]): the Bevy main thread's time per frame to show N remote videos.
+//! - `sfu-fanout` ([`fanout`]): SFU forwarding capacity, our bridge and (with `--compare janus`)
+//!   Janus side by side, in a network namespace, servers pinned to their own core.
+//!
+//! - `all`: every scenario above with its defaults, one after the other (a few minutes).
 //!
 //! Run them optimised: `cargo run --release -p streams-bench -- video`.
 mod audio_latency;
 mod common;
+mod fanout;
 mod mixer;
+#[cfg(feature = "textures")]
 mod textures;
 mod video;
 
@@ -60,6 +66,34 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Every scenario with its defaults (a few minutes), one JSON line each; `sfu-fanout` compares
+    /// with Janus when it is installed.
+    All {
+        /// Leave Janus out even if it is installed.
+        #[arg(long)]
+        without_janus: bool,
+    },
+    /// SFU fan-out: R rooms × P publishers × S subscribers of voice frames through one server.
+    SfuFanout {
+        /// Rooms.
+        #[arg(long, default_value_t = 2)]
+        rooms: usize,
+        /// Publishers per room.
+        #[arg(long, default_value_t = 3)]
+        publishers: usize,
+        /// Subscribers per room.
+        #[arg(long, default_value_t = 20)]
+        subscribers: usize,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Which server: `bridge` or `janus`.
+        #[arg(long, default_value = "bridge")]
+        target: String,
+        /// Also run this target with the same load and print the ratio (`janus`).
+        #[arg(long)]
+        compare: Option<String>,
+    },
     /// Video through the SFU: one publisher of the test pattern, one subscriber.
     Video {
         /// Picture width.
@@ -77,30 +111,91 @@ enum Scenario {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.scenario {
+/// Runs one scenario; its JSON lines.
+fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
+    let one = |line: Result<serde_json::Value, String>| line.map(|l| vec![l]);
+    match scenario {
+        Scenario::All { without_janus } => {
+            let janus = !without_janus && std::path::Path::new("/usr/bin/janus").exists();
+            let runs: [&[&str]; 5] = [
+                &["audio-latency"],
+                &["video"],
+                &["mixer"],
+                &["textures"],
+                if janus {
+                    &["sfu-fanout", "--compare", "janus"]
+                } else {
+                    &["sfu-fanout"]
+                },
+            ];
+            for args in runs {
+                let cli = Cli::try_parse_from(
+                    std::iter::once("streams-bench").chain(args.iter().copied()),
+                )
+                .map_err(|e| e.to_string())?;
+                match run(cli.scenario) {
+                    Ok(found) => found.iter().for_each(|line| println!("{line}")),
+                    Err(e) => println!("{}", serde_json::json!({"scenario": args[0], "error": e})),
+                }
+            }
+            Ok(Vec::new())
+        }
         Scenario::AudioLatency {
             pairs,
             seconds,
             frame_ms,
-        } => audio_latency::audio_latency(pairs, seconds, frame_ms),
+        } => one(audio_latency::audio_latency(pairs, seconds, frame_ms)),
         Scenario::Mixer {
             voices,
             seconds,
             hrtf,
-        } => mixer::mixer(voices, seconds, &hrtf),
+        } => one(mixer::mixer(voices, seconds, &hrtf)),
         Scenario::Video {
             width,
             height,
             fps,
             seconds,
-        } => video::video(width, height, fps, seconds),
-        Scenario::Textures { videos, seconds } => textures::textures(videos, seconds),
-    };
-    match result {
-        Ok(line) => {
-            println!("{line}");
+        } => one(video::video(width, height, fps, seconds)),
+        #[cfg(feature = "textures")]
+        Scenario::Textures { videos, seconds } => one(textures::textures(videos, seconds)),
+        #[cfg(not(feature = "textures"))]
+        Scenario::Textures { .. } => {
+            Err("built without the `textures` feature (it needs Bevy)".into())
+        }
+        Scenario::SfuFanout {
+            rooms,
+            publishers,
+            subscribers,
+            seconds,
+            target,
+            compare,
+        } => {
+            let load = fanout::Load {
+                rooms,
+                publishers,
+                subscribers,
+                seconds,
+            };
+            let targets: Result<Vec<fanout::Target>, String> = std::iter::once(target)
+                .chain(compare)
+                .map(|t| match t.as_str() {
+                    "bridge" => Ok(fanout::Target::Bridge),
+                    "janus" => Ok(fanout::Target::Janus),
+                    other => Err(format!("unknown target {other} (bridge or janus)")),
+                })
+                .collect();
+            targets.and_then(|t| fanout::sfu_fanout(load, &t))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.scenario) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

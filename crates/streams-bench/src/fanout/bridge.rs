@@ -1,0 +1,174 @@
+//! The `bridge` target: our `streams-bridge` binary (open mode, in-memory store) inside the
+//! namespace; each load peer signs in with its own key and negotiates through our signaling
+//! (`Negotiate` with the tracks it publishes or subscribes to).
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use streams_client::{NewRoom, Operation, Reply, StreamsClient};
+use streams_proto::Identity;
+use streams_proto::wire::{TrackAnnounce, TrackKind, TrackSubscription};
+
+use crate::common::client;
+use crate::fanout::netns::Namespace;
+use crate::fanout::peer::Peer;
+use crate::fanout::{Launcher, Load, Server};
+
+/// Waits until something listens on `addr`.
+pub fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not start listening on {addr}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Starts the bridge in `ns` (pinned to `cpu`) and negotiates every peer of `load`.
+pub fn start(
+    ns: &Namespace,
+    cpu: usize,
+    load: &Load,
+    launcher: &mut Launcher,
+) -> Result<Server, String> {
+    let binary = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("streams-bridge");
+    if !binary.exists() {
+        return Err(format!(
+            "{} not found: build it beside the bench (cargo build --release -p streams-bridge)",
+            binary.display()
+        ));
+    }
+    let recordings = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let signaling = SocketAddr::new(IpAddr::V4(ns.inner_ip), 7800);
+    let child = ns
+        .command(cpu, binary.to_str().unwrap_or("streams-bridge"))
+        .args(["--open", "--db", ":memory:"])
+        .arg("--listen")
+        .arg(signaling.to_string())
+        .arg("--media-listen")
+        .arg(SocketAddr::new(IpAddr::V4(ns.inner_ip), 7801).to_string())
+        .arg("--recordings")
+        .arg(recordings.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the bridge: {e}"))?;
+    let mut child = child;
+    let mut clients: Vec<StreamsClient> = Vec::new();
+    if let Err(e) = negotiate_all(ns, signaling, load, launcher, &mut clients) {
+        let _ = child.kill();
+        return Err(e);
+    }
+    Ok(Server {
+        child,
+        _keep: Box::new((clients, recordings)),
+    })
+}
+
+fn negotiate_all(
+    ns: &Namespace,
+    signaling: SocketAddr,
+    load: &Load,
+    launcher: &mut Launcher,
+    clients: &mut Vec<StreamsClient>,
+) -> Result<(), String> {
+    wait_listening(signaling, "the bridge")?;
+    let url = format!("ws://{signaling}");
+    let host = IpAddr::V4(ns.host_ip);
+    for room_index in 0..load.rooms {
+        let publishers: Vec<Identity> =
+            (0..load.publishers).map(|_| Identity::generate()).collect();
+        let subscribers: Vec<Identity> = (0..load.subscribers)
+            .map(|_| Identity::generate())
+            .collect();
+        let creator = client(&url, &publishers[0])?;
+        let room = creator
+            .create_room(NewRoom {
+                name: format!("fan-out {room_index}"),
+                users: publishers
+                    .iter()
+                    .skip(1)
+                    .chain(&subscribers)
+                    .map(|i| i.user_id().clone())
+                    .collect(),
+                ..NewRoom::default()
+            })
+            .map_err(|e| e.to_string())?;
+        for (i, identity) in publishers.iter().enumerate() {
+            let c = client(&url, identity)?;
+            let mut peer = Peer::bind(host)?;
+            let (offer, pending, _) = peer.offer(true, 0);
+            let mid = peer.send_mid.map(|m| m.to_string()).unwrap_or_default();
+            let reply = c
+                .call(Operation::Negotiate {
+                    room_id: room.id.clone(),
+                    offer,
+                    publish: vec![TrackAnnounce {
+                        mid,
+                        kind: TrackKind::Audio,
+                        key_id: (room_index * 1000 + i) as u64,
+                        frame_ms: 20,
+                    }],
+                    subscribe: vec![],
+                })
+                .map_err(|e| format!("publisher negotiation: {e}"))?;
+            let Reply::Answer { answer, .. } = reply else {
+                return Err(format!("unexpected reply {reply:?}"));
+            };
+            peer.accept_answer(pending, &answer)?;
+            launcher.launch(peer)?;
+            clients.push(c);
+        }
+        let tracks: Vec<String> = match creator
+            .call(Operation::ListStreams(room.id.clone()))
+            .map_err(|e| e.to_string())?
+        {
+            Reply::Streams(streams) => streams
+                .iter()
+                .flat_map(|s| s.tracks.iter().map(|t| t.track_id.clone()))
+                .collect(),
+            other => return Err(format!("unexpected reply {other:?}")),
+        };
+        if tracks.len() != load.publishers {
+            return Err(format!(
+                "{} tracks published of {}",
+                tracks.len(),
+                load.publishers
+            ));
+        }
+        for identity in &subscribers {
+            let c = client(&url, identity)?;
+            let mut peer = Peer::bind(host)?;
+            let (offer, pending, mids) = peer.offer(false, tracks.len());
+            let subscribe = mids
+                .into_iter()
+                .zip(&tracks)
+                .map(|(mid, track_id)| TrackSubscription {
+                    mid,
+                    track_id: track_id.clone(),
+                })
+                .collect();
+            let reply = c
+                .call(Operation::Negotiate {
+                    room_id: room.id.clone(),
+                    offer,
+                    publish: vec![],
+                    subscribe,
+                })
+                .map_err(|e| format!("subscriber negotiation: {e}"))?;
+            let Reply::Answer { answer, .. } = reply else {
+                return Err(format!("unexpected reply {reply:?}"));
+            };
+            peer.accept_answer(pending, &answer)?;
+            launcher.launch(peer)?;
+            clients.push(c);
+        }
+        clients.push(creator);
+    }
+    Ok(())
+}

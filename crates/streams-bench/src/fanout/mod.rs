@@ -1,0 +1,268 @@
+//! `sfu-fanout`: R rooms × P publishers × S subscribers of Opus-sized voice frames (50 a second per
+//! publisher) through one server, for a fixed time, over a veth pair into a network namespace. The
+//! server runs as its own process pinned to core 1, the load (every peer's DTLS-SRTP, on one Tokio
+//! thread) on core 0. Targets: `bridge` (our `streams-bridge`) and `janus` (Debian's Janus 1.1,
+//! VideoRoom); `--compare janus` runs both in one invocation and adds a `ratio` line.
+//!
+//! Figures: `egress_pps` — frames received per second by all subscribers after SRTP authentication
+//! (one frame per packet); `server_cpu_pct` — the server's CPU time over the window, from
+//! `/proc/PID/stat`; `egress_pps_per_core` — the two divided (what one fully used core would
+//! forward at this load); `loss_pct` — frames sent × subscribers not received; `p95_ms` — one-way
+//! latency from the send time inside each frame; `server_rss_mb` and the growth per subscribed
+//! track. A run whose load side used more than 90% of its core is marked `"valid": false`.
+pub mod bridge;
+pub mod janus;
+pub mod netns;
+pub mod peer;
+pub mod procstat;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::fanout::netns::Namespace;
+use crate::fanout::peer::{Counters, Peer};
+use crate::fanout::procstat::{CpuMeter, rss_mb};
+
+/// The core the server is pinned to, and the load's.
+const SERVER_CPU: usize = 1;
+const LOAD_CPU: usize = 0;
+
+/// How much load.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Rooms.
+    pub rooms: usize,
+    /// Publishers per room.
+    pub publishers: usize,
+    /// Subscribers per room (each receives every publisher of its room).
+    pub subscribers: usize,
+    /// Seconds of measured sending.
+    pub seconds: u64,
+}
+
+/// Which server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Our bridge.
+    Bridge,
+    /// Janus' VideoRoom.
+    Janus,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Bridge => "bridge",
+            Target::Janus => "janus",
+        }
+    }
+}
+
+/// Runs `targets` one after the other; one JSON line each, and a ratio line for two.
+pub fn sfu_fanout(load: Load, targets: &[Target]) -> Result<Vec<serde_json::Value>, String> {
+    // Everything of the load side (this process) on its core.
+    let pinned = std::process::Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &LOAD_CPU.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .output();
+    if !pinned.is_ok_and(|o| o.status.success()) {
+        return Err("taskset failed (util-linux)".into());
+    }
+    let mut lines = Vec::new();
+    for target in targets {
+        lines.push(run(*target, load)?);
+    }
+    if let [a, b] = lines.as_slice() {
+        let per_core = |v: &serde_json::Value| v["egress_pps_per_core"].as_f64().unwrap_or(0.0);
+        lines.push(serde_json::json!({
+            "scenario": "sfu-fanout",
+            "ratio": format!("{}/{}", a["target"].as_str().unwrap_or("?"), b["target"].as_str().unwrap_or("?")),
+            "egress_pps_per_core_ratio": per_core(a) / per_core(b).max(1e-9),
+            "server_cpu_pct_ratio": a["server_cpu_pct"].as_f64().unwrap_or(0.0)
+                / b["server_cpu_pct"].as_f64().unwrap_or(0.0).max(1e-9),
+        }));
+    }
+    Ok(lines)
+}
+
+/// A server under test: its process and what must live as long as the peers run (signaling
+/// connections, temporary folders).
+pub struct Server {
+    /// The server process.
+    pub child: std::process::Child,
+    /// Kept alive until the run ends.
+    pub _keep: Box<dyn std::any::Any>,
+}
+
+/// Where negotiated peers go: they start running at once on the load thread.
+pub struct Launcher {
+    peers: tokio::sync::mpsc::UnboundedSender<Peer>,
+    /// What the running peers count.
+    pub counters: Arc<Counters>,
+    launched: u64,
+}
+
+impl Launcher {
+    /// Starts running `peer`.
+    pub fn launch(&mut self, peer: Peer) -> Result<(), String> {
+        self.launched += 1;
+        self.peers
+            .send(peer)
+            .map_err(|_| "the load thread stopped".to_string())
+    }
+
+    /// Waits until every peer launched so far is connected (Janus accepts subscribers only for
+    /// publishers whose media is up).
+    pub fn wait_connected(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.counters.connected.load(Ordering::Relaxed) < self.launched {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "only {} of {} peers connected",
+                    self.counters.connected.load(Ordering::Relaxed),
+                    self.launched
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+fn start(
+    target: Target,
+    ns: &Namespace,
+    load: &Load,
+    launcher: &mut Launcher,
+) -> Result<Server, String> {
+    match target {
+        Target::Bridge => bridge::start(ns, SERVER_CPU, load, launcher),
+        Target::Janus => janus::start(ns, SERVER_CPU, load, launcher),
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64
+}
+
+fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
+    let ns = Namespace::create()?;
+    let counters = Arc::new(Counters::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Peer>();
+    let driver = {
+        let counters = Arc::clone(&counters);
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let mut tasks = Vec::new();
+                while let Some(peer) = receiver.recv().await {
+                    tasks.push(tokio::spawn(peer.run(Arc::clone(&counters))));
+                }
+                for task in tasks {
+                    let _ = task.await;
+                }
+            })
+        })
+    };
+    let mut launcher = Launcher {
+        peers: sender,
+        counters: Arc::clone(&counters),
+        launched: 0,
+    };
+    let outcome = start(target, &ns, &load, &mut launcher).and_then(|mut server| {
+        let pid = server.child.id();
+        let idle_rss = rss_mb(pid).unwrap_or(0.0);
+        let measured = launcher
+            .wait_connected()
+            .and_then(|()| measure(&counters, pid, &load));
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+        measured.map(|m| (m, idle_rss))
+    });
+    counters.stop.store(true, Ordering::Relaxed);
+    drop(launcher);
+    let _ = driver.join();
+    let (m, idle_rss) = outcome?;
+    let tracks = (load.rooms * load.publishers * load.subscribers) as f64;
+    Ok(serde_json::json!({
+        "scenario": "sfu-fanout",
+        "target": target.name(),
+        "rooms": load.rooms,
+        "publishers": load.rooms * load.publishers,
+        "subscribers": load.rooms * load.subscribers,
+        "subscribed_tracks": tracks,
+        "seconds": load.seconds,
+        "egress_pps": m.egress_pps,
+        "server_cpu_pct": m.server_cpu,
+        "egress_pps_per_core": m.egress_pps / (m.server_cpu / 100.0).max(1e-9),
+        "loss_pct": m.loss_pct,
+        "p50_ms": m.p50_ms,
+        "p95_ms": m.p95_ms,
+        "server_rss_mb": m.rss,
+        "server_rss_kb_per_subscribed_track": (m.rss - idle_rss).max(0.0) * 1024.0 / tracks.max(1.0),
+        "load_cpu_pct": m.load_cpu,
+        "valid": m.load_cpu < 90.0,
+    }))
+}
+
+struct Measured {
+    egress_pps: f64,
+    server_cpu: f64,
+    load_cpu: f64,
+    loss_pct: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    rss: f64,
+}
+
+fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, String> {
+    counters.sending.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1)); // warm-up
+    let server = CpuMeter::start(pid).ok_or("the server process is gone")?;
+    let me = CpuMeter::start(std::process::id()).ok_or("no /proc")?;
+    let received_before = counters.received.load(Ordering::Relaxed);
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(load.seconds));
+    let received = counters.received.load(Ordering::Relaxed) - received_before;
+    let elapsed = window.elapsed().as_secs_f64();
+    let server_cpu = server.percent().unwrap_or(0.0);
+    let load_cpu = me.percent().unwrap_or(0.0);
+    let rss = rss_mb(pid).unwrap_or(0.0);
+    counters.sending.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500)); // what is in flight arrives
+    let sent = counters.sent.load(Ordering::Relaxed) as f64;
+    let expected = sent * load.subscribers as f64;
+    let total = counters.received.load(Ordering::Relaxed) as f64;
+    let mut latencies = counters
+        .latencies
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    latencies.sort_unstable();
+    Ok(Measured {
+        egress_pps: received as f64 / elapsed,
+        server_cpu,
+        load_cpu,
+        loss_pct: if expected > 0.0 {
+            (100.0 * (1.0 - total / expected)).max(0.0)
+        } else {
+            0.0
+        },
+        p50_ms: percentile(&latencies, 50.0) / 1000.0,
+        p95_ms: percentile(&latencies, 95.0) / 1000.0,
+        rss,
+    })
+}
