@@ -273,6 +273,8 @@ struct Session {
     published: Vec<TrackAnnounce>,
     /// Local (sending) mid → the remote track it carries.
     subscribed: HashMap<String, String>,
+    /// Written to since its last timeout (queued in `Sfu::dirty`).
+    dirty: bool,
 }
 
 impl Session {
@@ -316,7 +318,16 @@ struct Sfu {
     last_keyframe_request: HashMap<String, Instant>,
     /// Rooms being recorded.
     recordings: HashMap<RoomId, Recorder>,
+    /// Sessions written to since their last timeout: each is advanced and drained once per batch
+    /// of received datagrams, not once per forwarded frame.
+    dirty: Vec<usize>,
+    /// Which session each remote address last belonged to (asking every session whether it accepts
+    /// a datagram costs a pass over all of them).
+    by_source: HashMap<SocketAddr, u64>,
 }
+
+/// Datagrams read in one go before the sessions written to are flushed.
+const RECEIVE_BATCH: usize = 64;
 
 impl Sfu {
     fn new(socket: UdpSocket, addr: SocketAddr, keyframe_requests: Arc<AtomicU64>) -> Self {
@@ -328,6 +339,31 @@ impl Sfu {
             keyframe_requests,
             last_keyframe_request: HashMap::new(),
             recordings: HashMap::new(),
+            dirty: Vec::new(),
+            by_source: HashMap::new(),
+        }
+    }
+
+    /// Marks session `index` as written to.
+    fn touch(&mut self, index: usize) {
+        let session = &mut self.sessions[index];
+        if !session.dirty {
+            session.dirty = true;
+            self.dirty.push(index);
+        }
+    }
+
+    /// Advances and drains every session written to, so what was forwarded leaves now.
+    fn flush(&mut self) {
+        let now = Instant::now();
+        while let Some(index) = self.dirty.pop() {
+            // An index made stale by a session removed meanwhile costs one extra timeout at most.
+            if index >= self.sessions.len() {
+                continue;
+            }
+            self.sessions[index].dirty = false;
+            let _ = self.sessions[index].rtc.handle_input(Input::Timeout(now));
+            self.drain(index);
         }
     }
 
@@ -348,6 +384,8 @@ impl Sfu {
                     self.drain(i);
                 }
             }
+            self.flush();
+            let before = self.sessions.len();
             self.sessions.retain(|s| {
                 let alive = s.rtc.is_alive();
                 if !alive {
@@ -355,6 +393,9 @@ impl Sfu {
                 }
                 alive
             });
+            if self.sessions.len() != before {
+                self.forget_sources();
+            }
             let next = self
                 .sessions
                 .iter()
@@ -366,11 +407,30 @@ impl Sfu {
                 .clamp(Duration::from_millis(1), COMMAND_POLL);
             let _ = self.socket.set_read_timeout(Some(wait));
             match self.socket.recv_from(&mut buf) {
-                Ok((n, source)) => self.receive(source, &buf[..n]),
+                Ok((n, source)) => {
+                    self.receive(source, &buf[..n]);
+                    // Whatever else has arrived, then one flush for all of it.
+                    if self.socket.set_nonblocking(true).is_ok() {
+                        for _ in 1..RECEIVE_BATCH {
+                            match self.socket.recv_from(&mut buf) {
+                                Ok((n, source)) => self.receive(source, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = self.socket.set_nonblocking(false);
+                    }
+                    self.flush();
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => tracing::debug!("SFU socket: {e}"),
             }
         }
+    }
+
+    /// Drops remembered addresses of sessions that are gone.
+    fn forget_sources(&mut self) {
+        let alive: std::collections::HashSet<u64> = self.sessions.iter().map(|s| s.id).collect();
+        self.by_source.retain(|_, id| alive.contains(id));
     }
 
     fn receive(&mut self, source: SocketAddr, data: &[u8]) {
@@ -386,7 +446,17 @@ impl Sfu {
                 contents,
             },
         );
-        if let Some(i) = self.sessions.iter().position(|s| s.rtc.accepts(&input)) {
+        let known = self
+            .by_source
+            .get(&source)
+            .and_then(|id| self.sessions.iter().position(|s| s.id == *id))
+            .filter(|&i| self.sessions[i].rtc.accepts(&input));
+        let found = known.or_else(|| {
+            let i = self.sessions.iter().position(|s| s.rtc.accepts(&input))?;
+            self.by_source.insert(source, self.sessions[i].id);
+            Some(i)
+        });
+        if let Some(i) = found {
             if let Err(e) = self.sessions[i].rtc.handle_input(input) {
                 tracing::debug!(session = self.sessions[i].id, "bad input: {e}");
             }
@@ -516,12 +586,9 @@ impl Sfu {
             if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
                 tracing::debug!("forwarding failed: {e}");
             }
-            self.drain(i);
-            // Advance the session's clock so the frame is sent now, not at its next timeout.
-            let _ = self.sessions[i]
-                .rtc
-                .handle_input(Input::Timeout(Instant::now()));
-            self.drain(i);
+            // Sent at the next flush (at the latest once the datagrams read in this batch are
+            // handled), not at the session's next timeout.
+            self.touch(i);
         }
     }
 
@@ -557,6 +624,8 @@ impl Sfu {
     }
 
     fn handle(&mut self, command: Command) {
+        // Session indices may shift below (closing, a failed negotiation): nothing may stay queued.
+        self.flush();
         match command {
             Command::StartRecording {
                 room,
@@ -740,6 +809,7 @@ impl Sfu {
                     timeout: Instant::now(),
                     published: Vec::new(),
                     subscribed: HashMap::new(),
+                    dirty: false,
                 });
                 self.sessions.len() - 1
             }
