@@ -94,6 +94,7 @@ pub fn textures(videos: usize, seconds: u64) -> Result<serde_json::Value, String
     receive.sort_by(f64::total_cmp);
     Ok(serde_json::json!({
         "scenario": "textures",
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "videos": videos,
         "width": WIDTH,
         "height": HEIGHT,

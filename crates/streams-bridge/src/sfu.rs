@@ -693,6 +693,10 @@ impl Sfu {
                 let _ = reply.send(closed);
             }
             Command::CloseRoom { room, reply } => {
+                // A deleted room's recording ends with it.
+                if let Some(recorder) = self.recordings.remove(&room) {
+                    recorder.stop(crate::recorder::now_us());
+                }
                 let closed = self.close(|s| s.room == room);
                 let _ = reply.send(closed);
             }

@@ -200,6 +200,7 @@ fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
     Ok(serde_json::json!({
         "scenario": "sfu-fanout",
         "target": target.name(),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "rooms": load.rooms,
         "publishers": load.rooms * load.publishers,
         "subscribers": load.rooms * load.subscribers,
