@@ -140,7 +140,7 @@ impl Peer {
                         Event::MediaData(data) => {
                             counters.received.fetch_add(1, Ordering::Relaxed);
                             sampled += 1;
-                            if sampled % 8 == 0 && data.data.len() >= 8 {
+                            if sampled.is_multiple_of(8) && data.data.len() >= 8 {
                                 let mut sent = [0u8; 8];
                                 sent.copy_from_slice(&data.data[..8]);
                                 let latency = now_us().saturating_sub(u64::from_be_bytes(sent));
@@ -193,8 +193,7 @@ impl Peer {
                 next_frame += period;
                 let pt = self.send_mid.and_then(|mid| {
                     let writer = self.rtc.writer(mid)?;
-                    let pt = writer.payload_params().next().map(|p| p.pt());
-                    pt
+                    writer.payload_params().next().map(|p| p.pt())
                 });
                 if let (Some(mid), Some(pt)) = (self.send_mid, pt)
                     && let Some(writer) = self.rtc.writer(mid)
