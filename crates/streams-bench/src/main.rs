@@ -93,6 +93,9 @@ enum Scenario {
         /// Also run this target with the same load and print the ratio (`janus`).
         #[arg(long)]
         compare: Option<String>,
+        /// The video variant: each publisher also sends H.264 at this many kbit/s (30 fps).
+        #[arg(long, default_value_t = 0)]
+        video_kbps: u32,
     },
     /// Video through the SFU: one publisher of the test pattern, one subscriber.
     Video {
@@ -169,12 +172,14 @@ fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
             seconds,
             target,
             compare,
+            video_kbps,
         } => {
             let load = fanout::Load {
                 rooms,
                 publishers,
                 subscribers,
                 seconds,
+                video_kbps,
             };
             let targets: Result<Vec<fanout::Target>, String> = std::iter::once(target)
                 .chain(compare)

@@ -102,18 +102,27 @@ fn negotiate_all(
         for (i, identity) in publishers.iter().enumerate() {
             let c = client(&url, identity)?;
             let mut peer = Peer::bind(host)?;
-            let (offer, pending, _) = peer.offer(true, 0);
+            let (offer, pending, _, _) = peer.offer(true, load.video_kbps, 0, 0);
             let mid = peer.send_mid.map(|m| m.to_string()).unwrap_or_default();
+            let mut publish = vec![TrackAnnounce {
+                mid,
+                kind: TrackKind::Audio,
+                key_id: (room_index * 1000 + i) as u64,
+                frame_ms: 20,
+            }];
+            if let Some(video) = peer.send_video_mid {
+                publish.push(TrackAnnounce {
+                    mid: video.to_string(),
+                    kind: TrackKind::Video,
+                    key_id: (room_index * 1000 + 500 + i) as u64,
+                    frame_ms: 20,
+                });
+            }
             let reply = c
                 .call(Operation::Negotiate {
                     room_id: room.id.clone(),
                     offer,
-                    publish: vec![TrackAnnounce {
-                        mid,
-                        kind: TrackKind::Audio,
-                        key_id: (room_index * 1000 + i) as u64,
-                        frame_ms: 20,
-                    }],
+                    publish,
                     subscribe: vec![],
                 })
                 .map_err(|e| format!("publisher negotiation: {e}"))?;
@@ -124,19 +133,32 @@ fn negotiate_all(
             launcher.launch(peer)?;
             clients.push(c);
         }
-        let tracks: Vec<String> = match creator
+        let tracks: Vec<(String, TrackKind)> = match creator
             .call(Operation::ListStreams(room.id.clone()))
             .map_err(|e| e.to_string())?
         {
             Reply::Streams(streams) => streams
                 .iter()
-                .flat_map(|s| s.tracks.iter().map(|t| t.track_id.clone()))
+                .flat_map(|s| s.tracks.iter().map(|t| (t.track_id.clone(), t.kind)))
                 .collect(),
             other => return Err(format!("unexpected reply {other:?}")),
         };
-        if tracks.len() != load.publishers {
+        let of_kind = |kind| -> Vec<String> {
+            tracks
+                .iter()
+                .filter(|t| t.1 == kind)
+                .map(|t| t.0.clone())
+                .collect()
+        };
+        let (audio, video) = (of_kind(TrackKind::Audio), of_kind(TrackKind::Video));
+        let expected_video = if load.video_kbps > 0 {
+            load.publishers
+        } else {
+            0
+        };
+        if audio.len() != load.publishers || video.len() != expected_video {
             return Err(format!(
-                "{} tracks published of {}",
+                "{} tracks published for {} publishers",
                 tracks.len(),
                 load.publishers
             ));
@@ -144,10 +166,12 @@ fn negotiate_all(
         for identity in &subscribers {
             let c = client(&url, identity)?;
             let mut peer = Peer::bind(host)?;
-            let (offer, pending, mids) = peer.offer(false, tracks.len());
-            let subscribe = mids
+            let (offer, pending, audio_mids, video_mids) =
+                peer.offer(false, 0, audio.len(), video.len());
+            let subscribe = audio_mids
                 .into_iter()
-                .zip(&tracks)
+                .zip(&audio)
+                .chain(video_mids.into_iter().zip(&video))
                 .map(|(mid, track_id)| TrackSubscription {
                     mid,
                     track_id: track_id.clone(),

@@ -213,7 +213,8 @@ async fn negotiate_all(
         admin
             .message(
                 json!({"request": "create", "room": room, "publishers": load.publishers + 1,
-                       "audiocodec": "opus", "bitrate": 0, "record": false}),
+                       "audiocodec": "opus", "videocodec": "h264", "bitrate": 0,
+                       "record": false}),
                 None,
             )
             .await?;
@@ -221,11 +222,12 @@ async fn negotiate_all(
         for i in 0..load.publishers {
             let mut session = Session::open(url).await?;
             let mut peer = Peer::bind(host)?;
-            let (offer, pending, _) = peer.offer(true, 0);
+            let (offer, pending, _, _) = peer.offer(true, load.video_kbps, 0, 0);
             let joined = session
                 .message(
                     json!({"request": "joinandconfigure", "room": room, "ptype": "publisher",
-                           "display": format!("load {i}"), "audio": true, "video": false}),
+                           "display": format!("load {i}"), "audio": true,
+                           "video": load.video_kbps > 0}),
                     Some(json!({"type": "offer", "sdp": offer, "trickle": false})),
                 )
                 .await?;

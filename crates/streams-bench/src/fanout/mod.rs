@@ -4,8 +4,11 @@
 //! thread) on core 0. Targets: `bridge` (our `streams-bridge`) and `janus` (Debian's Janus 1.1,
 //! VideoRoom); `--compare janus` runs both in one invocation and adds a `ratio` line.
 //!
-//! Figures: `egress_pps` — frames received per second by all subscribers after SRTP authentication
-//! (one frame per packet); `server_cpu_pct` — the server's CPU time over the window, from
+//! With `--video-kbps N` each publisher also sends an H.264 track (30 fps, N kbit/s).
+//!
+//! Figures: `egress_pps` — packets received per second by all subscribers after SRTP
+//! authentication: voice frames (one packet each) plus video packets (from str0m's ingress
+//! statistics, every 200 ms); `server_cpu_pct` — the server's CPU time over the window, from
 //! `/proc/PID/stat`; `egress_pps_per_core` — the two divided (what one fully used core would
 //! forward at this load); `loss_pct` — frames sent × subscribers not received; `p95_ms` — one-way
 //! latency from the send time inside each frame; `server_rss_mb` and the growth per subscribed
@@ -39,6 +42,8 @@ pub struct Load {
     pub subscribers: usize,
     /// Seconds of measured sending.
     pub seconds: u64,
+    /// With more than 0, each publisher also sends an H.264 track at this rate (30 fps).
+    pub video_kbps: u32,
 }
 
 /// Which server.
@@ -196,7 +201,8 @@ fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
     drop(launcher);
     let _ = driver.join();
     let (m, idle_rss) = outcome?;
-    let tracks = (load.rooms * load.publishers * load.subscribers) as f64;
+    let kinds = if load.video_kbps > 0 { 2 } else { 1 };
+    let tracks = (load.rooms * load.publishers * load.subscribers * kinds) as f64;
     Ok(serde_json::json!({
         "scenario": "sfu-fanout",
         "target": target.name(),
@@ -207,6 +213,10 @@ fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
         "subscribed_tracks": tracks,
         "seconds": load.seconds,
         "egress_pps": m.egress_pps,
+        "audio_pps": m.audio_pps,
+        "video_kbps": load.video_kbps,
+        "video_pps": m.video_pps,
+        "video_fps_received": m.video_fps,
         "server_cpu_pct": m.server_cpu,
         "egress_pps_per_core": m.egress_pps / (m.server_cpu / 100.0).max(1e-9),
         "loss_pct": m.loss_pct,
@@ -221,6 +231,9 @@ fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
 
 struct Measured {
     egress_pps: f64,
+    audio_pps: f64,
+    video_pps: f64,
+    video_fps: f64,
     server_cpu: f64,
     load_cpu: f64,
     loss_pct: f64,
@@ -235,9 +248,13 @@ fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, Strin
     let server = CpuMeter::start(pid).ok_or("the server process is gone")?;
     let me = CpuMeter::start(std::process::id()).ok_or("no /proc")?;
     let received_before = counters.received.load(Ordering::Relaxed);
+    let video_packets_before = counters.video_packets.load(Ordering::Relaxed);
+    let video_frames_before = counters.video_frames.load(Ordering::Relaxed);
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs(load.seconds));
     let received = counters.received.load(Ordering::Relaxed) - received_before;
+    let video_packets = counters.video_packets.load(Ordering::Relaxed) - video_packets_before;
+    let video_frames = counters.video_frames.load(Ordering::Relaxed) - video_frames_before;
     let elapsed = window.elapsed().as_secs_f64();
     let server_cpu = server.percent().unwrap_or(0.0);
     let load_cpu = me.percent().unwrap_or(0.0);
@@ -254,7 +271,10 @@ fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, Strin
         .unwrap_or_default();
     latencies.sort_unstable();
     Ok(Measured {
-        egress_pps: received as f64 / elapsed,
+        egress_pps: (received + video_packets) as f64 / elapsed,
+        audio_pps: received as f64 / elapsed,
+        video_pps: video_packets as f64 / elapsed,
+        video_fps: video_frames as f64 / elapsed,
         server_cpu,
         load_cpu,
         loss_pct: if expected > 0.0 {

@@ -1,8 +1,11 @@
 //! A load peer: one WebRTC connection (str0m, DTLS-SRTP) on its own UDP socket, driven as a Tokio
 //! task. A publisher sends an Opus-sized frame every 20 ms whose first 8 bytes are its send time (µs
-//! since the Unix epoch; every peer runs on this machine, one clock); a subscriber counts the frames
-//! it receives — after SRTP authentication and depacketization — and their one-way latency. The same
-//! peer serves both servers: only the signaling differs.
+//! since the Unix epoch; every peer runs on this machine, one clock), and in the video variant an
+//! H.264 frame 30 times a second (one opaque NAL unit of the configured size, as our carriage
+//! sends). A subscriber counts the voice frames it receives — after SRTP authentication and
+//! depacketization, one packet each — with their one-way latency, and the video frames and video
+//! packets (str0m's ingress statistics, every 200 ms). The same peer serves both servers: only the
+//! signaling differs.
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +21,8 @@ use tokio::net::UdpSocket;
 pub const FRAME_BYTES: usize = 80;
 /// Frames per second per publisher.
 pub const FRAMES_PER_SECOND: u64 = 50;
+/// Video frames per second per publisher (video variant).
+pub const VIDEO_FPS: u64 = 30;
 
 /// What the peers share with the scenario: start/stop, and what they counted.
 #[derive(Default)]
@@ -34,6 +39,10 @@ pub struct Counters {
     pub connected: AtomicU64,
     /// Latencies (µs) of received frames, sampled (every 8th).
     pub latencies: std::sync::Mutex<Vec<u64>>,
+    /// Video frames received by all subscribers.
+    pub video_frames: AtomicU64,
+    /// Video packets received by all subscribers (from ingress statistics).
+    pub video_packets: AtomicU64,
 }
 
 fn now_us() -> u64 {
@@ -49,6 +58,10 @@ pub struct Peer {
     local: SocketAddr,
     /// The sending m-line of a publisher.
     pub send_mid: Option<Mid>,
+    /// The sending video m-line of a publisher (video variant).
+    pub send_video_mid: Option<Mid>,
+    /// Bytes of each video frame.
+    video_frame_bytes: usize,
 }
 
 impl Peer {
@@ -60,6 +73,8 @@ impl Peer {
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
+            .enable_h264(true)
+            .set_stats_interval(Some(Duration::from_millis(200)))
             .build(Instant::now());
         let candidate = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
@@ -68,24 +83,61 @@ impl Peer {
             socket,
             local,
             send_mid: None,
+            send_video_mid: None,
+            video_frame_bytes: 0,
         })
     }
 
-    /// An offer with one sending audio m-line (a publisher), or `recv` receiving ones (a subscriber).
-    pub fn offer(&mut self, send: bool, recv: usize) -> (String, SdpPendingOffer, Vec<String>) {
+    /// An offer with one sending audio m-line (and a video one with `video_kbps` > 0: a publisher),
+    /// or receiving ones (a subscriber: `recv_audio` and `recv_video` of them); the receiving mids.
+    pub fn offer(
+        &mut self,
+        send: bool,
+        video_kbps: u32,
+        recv_audio: usize,
+        recv_video: usize,
+    ) -> (String, SdpPendingOffer, Vec<String>, Vec<String>) {
         let mut api = self.rtc.sdp_api();
         if send {
             self.send_mid =
                 Some(api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+            if video_kbps > 0 {
+                self.send_video_mid =
+                    Some(api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+                self.video_frame_bytes =
+                    (video_kbps as usize * 1000 / 8 / VIDEO_FPS as usize).max(16);
+            }
         }
-        let recv_mids: Vec<String> = (0..recv)
-            .map(|_| {
+        let mut audio_mids = Vec::new();
+        for _ in 0..recv_audio {
+            audio_mids.push(
                 api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None)
-                    .to_string()
-            })
-            .collect();
+                    .to_string(),
+            );
+        }
+        let mut video_mids = Vec::new();
+        for _ in 0..recv_video {
+            video_mids.push(
+                api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None)
+                    .to_string(),
+            );
+        }
         let (offer, pending) = api.apply().expect("media were added");
-        (offer.to_sdp_string(), pending, recv_mids)
+        (offer.to_sdp_string(), pending, audio_mids, video_mids)
+    }
+
+    /// One video frame: a NAL unit (IDR once a second, else non-IDR) of opaque bytes with no zero
+    /// byte, closed by a stop byte — what our carriage sends, and what any H.264 forwarder passes.
+    fn video_frame(&self, index: u64) -> Vec<u8> {
+        let header = if index.is_multiple_of(VIDEO_FPS) {
+            0x65
+        } else {
+            0x61
+        };
+        let mut frame = vec![0, 0, 0, 1, header];
+        frame.resize(5 + self.video_frame_bytes, 0x5A);
+        frame.push(0x80);
+        frame
     }
 
     /// Applies the server's answer to our offer.
@@ -119,6 +171,11 @@ impl Peer {
         };
         let mut buf = vec![0u8; 2000];
         let mut connected = false;
+        let mut video_mids: std::collections::HashSet<Mid> = std::collections::HashSet::new();
+        let mut ingress: std::collections::HashMap<Mid, u64> = std::collections::HashMap::new();
+        let video_period = Duration::from_micros(1_000_000 / VIDEO_FPS);
+        let mut next_video = Instant::now();
+        let mut video_index = 0u64;
         let mut next_frame = Instant::now();
         let mut frame_index = 0u64;
         let mut sampled = 0u64;
@@ -136,6 +193,21 @@ impl Peer {
                         Event::Connected => {
                             connected = true;
                             counters.connected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Event::MediaData(data)
+                            if data.params.spec().codec == str0m::format::Codec::H264 =>
+                        {
+                            video_mids.insert(data.mid);
+                            counters.video_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Event::MediaIngressStats(stats) => {
+                            let last = ingress.insert(stats.mid, stats.packets).unwrap_or(0);
+                            if video_mids.contains(&stats.mid) {
+                                counters.video_packets.fetch_add(
+                                    stats.packets.saturating_sub(last),
+                                    Ordering::Relaxed,
+                                );
+                            }
                         }
                         Event::MediaData(data) => {
                             counters.received.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +283,24 @@ impl Peer {
                 }
             } else if !sending {
                 next_frame = Instant::now();
+                next_video = Instant::now();
+            }
+            if sending
+                && Instant::now() >= next_video
+                && let Some(mid) = self.send_video_mid
+            {
+                next_video += video_period;
+                let frame = self.video_frame(video_index);
+                let pt = self
+                    .rtc
+                    .writer(mid)
+                    .and_then(|writer| writer.payload_params().next().map(|p| p.pt()));
+                if let (Some(pt), Some(writer)) = (pt, self.rtc.writer(mid)) {
+                    let time =
+                        MediaTime::new(video_index * 3000, str0m::media::Frequency::NINETY_KHZ);
+                    let _ = writer.write(pt, Instant::now(), time, frame);
+                    video_index += 1;
+                }
             }
         }
     }
