@@ -15,7 +15,8 @@ use crate::media::{
 };
 use crate::spatial::{SpatialAudio, proximity, publish_poses};
 use crate::tracks::drain_media_events;
-use crate::video_texture::{apply_previews, apply_video_frames};
+use crate::video_texture::apply_video_frames;
+use crate::video_texture::{LocalPreview, RemoteVideo};
 
 use crate::commands::{ClientResource, StreamsCommands, flush_commands};
 use crate::receive::{ChannelClosed, StreamsReply, StreamsRoomEvent, receive_events};
@@ -150,8 +151,8 @@ impl Plugin for StreamsPlugin {
             (
                 drain_media_events,
                 trigger_media_errors,
-                apply_video_frames,
-                apply_previews,
+                apply_video_frames::<RemoteVideo>,
+                apply_video_frames::<LocalPreview>,
             )
                 .chain()
                 .after(receive_events)

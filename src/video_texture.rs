@@ -95,9 +95,39 @@ fn write_picture(images: &mut Assets<Image>, handle: &Handle<Image>, picture: &m
     }
 }
 
-/// Writes each remote video track's newest picture into its image.
-pub(crate) fn apply_video_frames(
-    mut videos: Query<(&mut RemoteVideo, &mut VideoFeed, &mut LatestPicture)>,
+/// An image that video pictures are written into: a remote track's or a local preview's.
+pub(crate) trait VideoTexture:
+    Component<Mutability = bevy::ecs::component::Mutable>
+{
+    /// The image.
+    fn image(&self) -> &Handle<Image>;
+    /// Counts one more picture shown.
+    fn shown(&mut self);
+}
+
+impl VideoTexture for RemoteVideo {
+    fn image(&self) -> &Handle<Image> {
+        &self.image
+    }
+
+    fn shown(&mut self) {
+        self.frames_shown += 1;
+    }
+}
+
+impl VideoTexture for LocalPreview {
+    fn image(&self) -> &Handle<Image> {
+        &self.image
+    }
+
+    fn shown(&mut self) {
+        self.frames_shown += 1;
+    }
+}
+
+/// Writes each feed's newest picture into its `T` image (remote videos and local previews).
+pub(crate) fn apply_video_frames<T: VideoTexture>(
+    mut videos: Query<(&mut T, &mut VideoFeed, &mut LatestPicture)>,
     mut images: Option<ResMut<Assets<Image>>>,
 ) {
     for (mut video, mut feed, mut latest) in &mut videos {
@@ -105,26 +135,9 @@ pub(crate) fn apply_video_frames(
             continue;
         };
         if let Some(images) = images.as_mut() {
-            write_picture(images, &video.image, &mut picture);
+            write_picture(images, video.image(), &mut picture);
         }
-        video.frames_shown += 1;
-        latest.0 = Some(Arc::new(picture));
-    }
-}
-
-/// Writes each local preview's newest picture into its image.
-pub(crate) fn apply_previews(
-    mut previews: Query<(&mut LocalPreview, &mut VideoFeed, &mut LatestPicture)>,
-    mut images: Option<ResMut<Assets<Image>>>,
-) {
-    for (mut preview, mut feed, mut latest) in &mut previews {
-        let Some(mut picture) = feed.take() else {
-            continue;
-        };
-        if let Some(images) = images.as_mut() {
-            write_picture(images, &preview.image, &mut picture);
-        }
-        preview.frames_shown += 1;
+        video.shown();
         latest.0 = Some(Arc::new(picture));
     }
 }

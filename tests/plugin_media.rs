@@ -62,6 +62,64 @@ fn listen(app: &mut App) -> (f32, f32) {
     )
 }
 
+/// What [`join_with_a_bot`] set up.
+struct BotRoom {
+    url: String,
+    bot_identity: Identity,
+    bot: StreamsClient,
+    room: Entity,
+    room_id: bevy_streams::RoomId,
+}
+
+/// Once the app is connected: a bot client on the embedded bridge, a room `name` for the app's user
+/// and the bot, which the app joins (room and media) and the bot joins too.
+fn join_with_a_bot(app: &mut App, name: &str) -> BotRoom {
+    update_until(app, "connection", |app| {
+        app.world_mut()
+            .query::<&Connected>()
+            .iter(app.world())
+            .count()
+            == 1
+    });
+    let url = app.world().resource::<EmbeddedBridge>().url.clone();
+    let bot_identity = Identity::generate();
+    let bot = StreamsClient::start(ClientConfig::new(url.clone(), bot_identity.clone())).unwrap();
+    bot.wait_connected(Duration::from_secs(5)).unwrap();
+    app.world_mut()
+        .resource_mut::<StreamsCommands>()
+        .send(Operation::CreateRoom(NewRoom {
+            name: name.into(),
+            users: vec![bot_identity.user_id().clone()],
+            ..Default::default()
+        }));
+    update_until(app, "the room", |app| {
+        app.world_mut()
+            .query::<&StreamRoom>()
+            .iter(app.world())
+            .count()
+            == 1
+    });
+    let (room, room_id) = {
+        let mut q = app.world_mut().query::<(Entity, &StreamRoom)>();
+        let (e, r) = q.single(app.world()).unwrap();
+        (e, r.id.clone())
+    };
+    {
+        let mut streams = app.world_mut().resource_mut::<StreamsCommands>();
+        streams.send(Operation::Subscribe(EventScope::Room(room_id.clone())));
+        streams.send(Operation::JoinRoom(room_id.clone()));
+    }
+    app.world_mut().trigger(JoinMedia { entity: room });
+    bot.join_room(&room_id).unwrap();
+    BotRoom {
+        url,
+        bot_identity,
+        bot,
+        room,
+        room_id,
+    }
+}
+
 #[test]
 fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximity() {
     let mut app = App::new();
@@ -81,44 +139,13 @@ fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximit
         Transform::default(),
         GlobalTransform::default(),
     ));
-    update_until(&mut app, "connection", |app| {
-        app.world_mut()
-            .query::<&Connected>()
-            .iter(app.world())
-            .count()
-            == 1
-    });
-
-    let url = app.world().resource::<EmbeddedBridge>().url.clone();
-    let bot_identity = Identity::generate();
-    let bot = StreamsClient::start(ClientConfig::new(url.clone(), bot_identity.clone())).unwrap();
-    bot.wait_connected(Duration::from_secs(5)).unwrap();
-    app.world_mut()
-        .resource_mut::<StreamsCommands>()
-        .send(Operation::CreateRoom(NewRoom {
-            name: "Plaza".into(),
-            users: vec![bot_identity.user_id().clone()],
-            ..Default::default()
-        }));
-    update_until(&mut app, "the room", |app| {
-        app.world_mut()
-            .query::<&StreamRoom>()
-            .iter(app.world())
-            .count()
-            == 1
-    });
-    let (room, room_id) = {
-        let mut q = app.world_mut().query::<(Entity, &StreamRoom)>();
-        let (e, r) = q.single(app.world()).unwrap();
-        (e, r.id.clone())
-    };
-    {
-        let mut streams = app.world_mut().resource_mut::<StreamsCommands>();
-        streams.send(Operation::Subscribe(EventScope::Room(room_id.clone())));
-        streams.send(Operation::JoinRoom(room_id.clone()));
-    }
-    app.world_mut().trigger(JoinMedia { entity: room });
-    bot.join_room(&room_id).unwrap();
+    let BotRoom {
+        url,
+        bot_identity,
+        bot,
+        room,
+        room_id,
+    } = join_with_a_bot(&mut app, "Plaza");
 
     // The bot publishes a 2 kHz voice and the pattern.
     let media = RoomMedia::start(
@@ -264,43 +291,13 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
     .add_observer(|e: On<StreamsMediaError>, mut t: ResMut<Triggered>| {
         t.errors.push(e.error.clone())
     });
-    update_until(&mut app, "connection", |app| {
-        app.world_mut()
-            .query::<&Connected>()
-            .iter(app.world())
-            .count()
-            == 1
-    });
-    let url = app.world().resource::<EmbeddedBridge>().url.clone();
-    let bot_identity = Identity::generate();
-    let bot = StreamsClient::start(ClientConfig::new(url.clone(), bot_identity.clone())).unwrap();
-    bot.wait_connected(Duration::from_secs(5)).unwrap();
-    app.world_mut()
-        .resource_mut::<StreamsCommands>()
-        .send(Operation::CreateRoom(NewRoom {
-            name: "Studio".into(),
-            users: vec![bot_identity.user_id().clone()],
-            ..Default::default()
-        }));
-    update_until(&mut app, "the room", |app| {
-        app.world_mut()
-            .query::<&StreamRoom>()
-            .iter(app.world())
-            .count()
-            == 1
-    });
-    let (room, room_id) = {
-        let mut q = app.world_mut().query::<(Entity, &StreamRoom)>();
-        let (e, r) = q.single(app.world()).unwrap();
-        (e, r.id.clone())
-    };
-    {
-        let mut streams = app.world_mut().resource_mut::<StreamsCommands>();
-        streams.send(Operation::Subscribe(EventScope::Room(room_id.clone())));
-        streams.send(Operation::JoinRoom(room_id.clone()));
-    }
-    app.world_mut().trigger(JoinMedia { entity: room });
-    bot.join_room(&room_id).unwrap();
+    let BotRoom {
+        url,
+        bot_identity,
+        bot,
+        room,
+        room_id,
+    } = join_with_a_bot(&mut app, "Studio");
     // The bot watches what the game publishes.
     let watcher = RoomMedia::start(
         bot.handle().unwrap(),

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use streams_client::media::voice::percentile;
+
 use crate::fanout::netns::Namespace;
 use crate::fanout::peer::{Counters, Peer};
 use crate::fanout::procstat::{CpuMeter, rss_mb};
@@ -152,12 +154,9 @@ fn start(
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)] as f64
+/// The `q` quantile of latencies (µs), in ms (0 when there are none).
+fn quantile_ms(latencies: &[u64], q: f64) -> f64 {
+    percentile(latencies, q).unwrap_or(0) as f64 / 1000.0
 }
 
 fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
@@ -264,12 +263,11 @@ fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, Strin
     let sent = counters.sent.load(Ordering::Relaxed) as f64;
     let expected = sent * load.subscribers as f64;
     let total = counters.received.load(Ordering::Relaxed) as f64;
-    let mut latencies = counters
+    let latencies = counters
         .latencies
         .lock()
         .map(|l| l.clone())
         .unwrap_or_default();
-    latencies.sort_unstable();
     Ok(Measured {
         egress_pps: (received + video_packets) as f64 / elapsed,
         audio_pps: received as f64 / elapsed,
@@ -282,8 +280,8 @@ fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, Strin
         } else {
             0.0
         },
-        p50_ms: percentile(&latencies, 50.0) / 1000.0,
-        p95_ms: percentile(&latencies, 95.0) / 1000.0,
+        p50_ms: quantile_ms(&latencies, 0.5),
+        p95_ms: quantile_ms(&latencies, 0.95),
         rss,
     })
 }
