@@ -248,7 +248,7 @@ pub(crate) fn drain_media_events(
                     info!("room media stopped: {reason}");
                     commands.trigger(LeaveMedia { entity: room });
                 }
-                MediaEvent::NegotiationFailed(_) => {}
+                MediaEvent::NegotiationFailed(_) | MediaEvent::Connected => {}
             }
             commands.trigger(StreamsMediaEvent {
                 room,

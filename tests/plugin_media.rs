@@ -24,7 +24,7 @@ fn count_messages(mut seen: ResMut<MediaMessages>, mut events: MessageReader<Str
 }
 
 fn update_until(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !done(app) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         app.update();
@@ -44,6 +44,25 @@ fn tracks(app: &mut App, kind: TrackKind) -> Vec<Entity> {
 fn rms(x: impl Iterator<Item = f32> + Clone) -> f32 {
     let n = x.clone().count().max(1) as f32;
     (x.map(|s| s * s).sum::<f32>() / n).sqrt()
+}
+
+/// Both tests send and receive real-time media; on a 2-core machine they run one at a time.
+static REAL_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    REAL_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Listens (see [`listen`]) until the right ear hears more than `level`, for up to 10 s (a busy
+/// machine can leave the jitter buffer short for a moment); the last (left, right).
+fn listen_until_heard(app: &mut App, level: f32) -> (f32, f32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (left, right) = listen(app);
+        if right > level || Instant::now() > deadline {
+            return (left, right);
+        }
+    }
 }
 
 /// Renders 200 ms of the positional mix; (left, right) RMS.
@@ -84,7 +103,7 @@ fn join_with_a_bot(app: &mut App, name: &str) -> BotRoom {
     let url = app.world().resource::<EmbeddedBridge>().url.clone();
     let bot_identity = Identity::generate();
     let bot = StreamsClient::start(ClientConfig::new(url.clone(), bot_identity.clone())).unwrap();
-    bot.wait_connected(Duration::from_secs(5)).unwrap();
+    bot.wait_connected(Duration::from_secs(30)).unwrap();
     app.world_mut()
         .resource_mut::<StreamsCommands>()
         .send(Operation::CreateRoom(NewRoom {
@@ -122,6 +141,7 @@ fn join_with_a_bot(app: &mut App, name: &str) -> BotRoom {
 
 #[test]
 fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximity() {
+    let _serial = one_at_a_time();
     let mut app = App::new();
     let mut plugin = StreamsPlugin::embedded();
     plugin.audio_output = false; // the test pulls the mix itself
@@ -225,7 +245,7 @@ fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximit
             .insert((Transform::from_xyz(x, 0.0, 0.0), GlobalTransform::default()));
     };
     place(&mut app, 2.0);
-    let (left, right) = listen(&mut app);
+    let (left, right) = listen_until_heard(&mut app, 0.01);
     assert!(right > 2.0 * left, "right {right} vs left {left}");
     assert!(right > 0.01, "the voice is heard: {right}");
 
@@ -234,7 +254,7 @@ fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximit
     let (left, right) = listen(&mut app);
     assert!(left < 1e-4 && right < 1e-4, "deafened: {left} {right}");
     app.world_mut().trigger(Deafen(false));
-    let (_, right) = listen(&mut app);
+    let (_, right) = listen_until_heard(&mut app, 0.01);
     assert!(right > 0.01, "undeafened: {right}");
 
     // Proximity: at 33 m (beyond the 30 m earshot, within the 36 m hysteresis) nothing changes...
@@ -275,6 +295,7 @@ struct Triggered {
 
 #[test]
 fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigger_observers() {
+    let _serial = one_at_a_time();
     let mut app = App::new();
     let mut plugin = StreamsPlugin::embedded();
     plugin.audio_output = false;
@@ -390,7 +411,7 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
 
     // The bot receives both tracks; the game's stats say what was sent.
     let mut received = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while received.len() < 2 {
         assert!(Instant::now() < deadline, "the bot did not get both tracks");
         app.update();
@@ -422,7 +443,7 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
         .unwrap()
         .0
         .clone();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     'removed: loop {
         assert!(
             Instant::now() < deadline,

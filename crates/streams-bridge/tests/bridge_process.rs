@@ -18,6 +18,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_streams-bridge");
 struct Running {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// The WebSocket port it listens on.
+    port: u16,
 }
 
 impl Drop for Running {
@@ -28,15 +30,8 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the binary and waits for its "listening" log line.
+/// Starts the binary on `port` (0: one the kernel picks, so parallel tests never collide) and waits
+/// for its "listening on" log line, which says the port.
 fn start(data_dir: &Path, port: u16) -> Running {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data_dir.to_str().unwrap()])
@@ -54,18 +49,20 @@ fn start(data_dir: &Path, port: u16) -> Running {
     let sink = Arc::clone(&log);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = ready_tx.send(());
+            if let Some((_, rest)) = line.split_once("listening on ws://127.0.0.1:") {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                let _ = ready_tx.send(digits.parse::<u16>());
             }
             let mut log = sink.lock().unwrap();
             log.push_str(&line);
             log.push('\n');
         }
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("bridge did not start listening");
-    Running { child, log }
+    let port = ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("bridge did not start listening")
+        .expect("the listening line names the port");
+    Running { child, log, port }
 }
 
 fn users_add(data_dir: &Path, identity: &Identity) {
@@ -84,7 +81,7 @@ fn client(port: u16, identity: &Identity) -> StreamsClient {
         Duration::from_millis(400),
     );
     let client = StreamsClient::start(config).unwrap();
-    client.wait_connected(Duration::from_secs(5)).unwrap();
+    client.wait_connected(Duration::from_secs(30)).unwrap();
     client
 }
 
@@ -99,8 +96,8 @@ fn rooms_survive_restart_and_kill_9_without_plaintext_on_disk() {
     for user in [&alice, &bob, &eve] {
         users_add(data.path(), user);
     }
-    let port = free_port();
-    let mut bridge = start(data.path(), port);
+    let mut bridge = start(data.path(), 0);
+    let port = bridge.port;
     let room = {
         let a = client(port, &alice);
         create_room(&a, "Persistent", &[bob.user_id()])
@@ -177,16 +174,27 @@ fn clients_reconnect_and_resubscribe_after_the_bridge_restarts() {
     let (alice, bob) = (Identity::generate(), Identity::generate());
     users_add(data.path(), &alice);
     users_add(data.path(), &bob);
-    let port = free_port();
-    let mut bridge = start(data.path(), port);
+    let bridge = start(data.path(), 0);
+    let port = bridge.port;
+    // Bob is in a dozen rooms, joined and subscribed to each, and to the context's room events:
+    // restoring all that takes a couple of dozen round trips after the reconnect.
+    let rooms: Vec<_> = {
+        let a = client(port, &alice);
+        (0..12)
+            .map(|i| create_room(&a, &format!("room {i}"), &[bob.user_id()]))
+            .collect()
+    };
     let b = client(port, &bob);
+    for room in &rooms {
+        b.subscribe(EventScope::Room(room.id.clone())).unwrap();
+        b.join_room(&room.id).unwrap();
+    }
     b.subscribe(EventScope::Context(ContextId::default()))
         .unwrap();
 
-    bridge.child.kill().unwrap();
-    let _ = bridge.child.wait();
+    drop(bridge); // SIGKILL
     let mut saw_disconnect = false;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         if let Ok(ClientEvent::Connection(ConnectionState::Disconnected { .. })) =
             b.events().recv_timeout(Duration::from_millis(500))
@@ -207,14 +215,22 @@ fn clients_reconnect_and_resubscribe_after_the_bridge_restarts() {
     );
 
     let _bridge = start(data.path(), port);
-    b.wait_connected(Duration::from_secs(10)).unwrap();
+    // Alice is connected before Bob is, so the room is created the moment Bob reports himself
+    // connected: every subscription and join must be renewed by then.
     let a = client(port, &alice);
+    b.wait_connected(Duration::from_secs(30)).unwrap();
     let room = create_room(&a, "after restart", &[bob.user_id()]);
-    // Bob's context subscription was renewed on reconnect, so the event reaches him.
     let event = wait_event(
         &b,
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         |ev| matches!(ev, RoomEvent::Created(r) if r.id == room.id),
     );
-    assert!(event.is_some());
+    assert!(
+        event.is_some(),
+        "the room created right after the reconnect is announced"
+    );
+    for room in &rooms {
+        let present = a.participants(&room.id).unwrap();
+        assert!(present.contains(bob.user_id()), "bob rejoined {}", room.id);
+    }
 }

@@ -20,7 +20,7 @@ type Ws =
 
 async fn recv(ws: &mut Ws) -> ServerMessage {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
             .expect("bridge answers in time")
             .expect("connection open")
@@ -373,7 +373,7 @@ fn connect_with_trust(url: &str, identity: &Identity, trust: &std::path::Path) -
         std::fs::remove_file(trust).unwrap();
     }
     let client = StreamsClient::start(config).unwrap();
-    client.wait_connected(Duration::from_secs(5)).unwrap();
+    client.wait_connected(Duration::from_secs(30)).unwrap();
     client
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::media::{LOOPBACK, negotiate, wait_connected};
 use common::*;
-use streams_client::audio::analysis::dominant_frequency;
+use streams_client::audio::analysis::{dominant_frequency, tone_energy_share};
 use streams_client::audio::codec::{FrameDuration, VoiceDecoder, VoiceEncoder, VoiceSettings};
 use streams_client::audio::jitter::{JitterBuffer, Playout};
 use streams_client::audio::source::{AudioSource, ToneSource};
@@ -116,12 +116,19 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     let mut forwarded: Vec<Vec<u8>> = Vec::new();
     let start = Instant::now();
     let mut tick = 0u64;
-    while start.elapsed() < Duration::from_millis(20 * FRAMES + 600) {
+    let mut last_arrival = Instant::now();
+    // Until every frame is decoded, or the sender is done and nothing came for a second (what is
+    // missing then was lost), or 30 s: a busy machine slows this down but does not end it early.
+    while frames < FRAMES
+        && start.elapsed() < Duration::from_secs(30)
+        && !(sender.is_finished() && last_arrival.elapsed() > Duration::from_secs(1))
+    {
         tick += 1;
         for received in subscriber
             .run_until(start + Duration::from_millis(20 * tick))
             .unwrap()
         {
+            last_arrival = Instant::now();
             forwarded.push(received.data.clone());
             match frame::open(&decryptor, alice.user_id(), &received.data) {
                 Ok(opened) => jitter.push(
@@ -148,18 +155,36 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         }
     }
     let (mut publisher, plaintext_frames) = sender.join().unwrap();
+    // Whatever is still on its way is taken now, so that it is not counted after unsubscribing.
+    forwarded.extend(
+        subscriber
+            .run_until(Instant::now() + Duration::from_millis(300))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.data),
+    );
 
     assert_eq!(failures, 0, "no frame failed to decrypt");
     assert!(
         frames >= FRAMES * 9 / 10,
         "{frames} of {FRAMES} frames decoded"
     );
-    let f = dominant_frequency(&decoded[decoded.len().min(4800)..], 48_000);
+    let audible = &decoded[decoded.len().min(4800)..];
+    let f = dominant_frequency(audible, 48_000);
     assert!((f - 440.0).abs() <= 5.0, "arrived at {f} Hz");
+    let share = tone_energy_share(audible, 48_000, 440.0);
+    assert!(
+        share >= 0.5,
+        "the tone carries {share:.3} of what Bob hears"
+    );
     assert_eq!(bridge.handle.media_session_count(), 2);
 
     // A tap on what the bridge forwards: no plaintext Opus frame of the sender appears in it, and
-    // decoding its payloads as Opus never yields the tone.
+    // decoding its payloads as Opus never yields the tone. Its share of the energy is the measure:
+    // ciphertext decodes to noise whose strongest peak can fall anywhere, near 440 Hz too (the old
+    // check, "the peak is not within 20 Hz of 440", was fooled in 41 of 5200 trials of 2 s of sealed
+    // tone frames decoded as Opus), but the share at 440 Hz stayed at most 0.040 in those trials
+    // (mean 0.0005), while the decoded tone itself carries at least 0.97.
     assert!(forwarded.len() as u64 >= FRAMES * 9 / 10);
     for plain in plaintext_frames.iter().filter(|p| p.len() >= 16) {
         assert!(
@@ -176,14 +201,14 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             overheard.extend(pcm);
         }
     }
-    let heard = dominant_frequency(&overheard, 48_000);
+    let heard = tone_energy_share(&overheard, 48_000, 440.0);
     assert!(
-        overheard.is_empty() || (heard - 440.0).abs() > 20.0,
-        "the tap heard {heard} Hz"
+        heard < 0.25,
+        "the tone carries {heard:.3} of what the tap hears"
     );
 
     // Alice hears who subscribes to what (and the bridge knows it: it forwards by it).
-    let subscribed = wait_event(&a, Duration::from_secs(5), |e| {
+    let subscribed = wait_event(&a, Duration::from_secs(30), |e| {
         matches!(e, RoomEvent::Subscribed { .. })
     });
     assert_eq!(
@@ -202,7 +227,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     })
     .unwrap();
     assert!(
-        wait_event(&a, Duration::from_secs(5), |e| matches!(
+        wait_event(&a, Duration::from_secs(30), |e| matches!(
             e,
             RoomEvent::Unsubscribed { .. }
         ))
@@ -237,7 +262,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     a.leave_room(&room.id).unwrap();
     assert_eq!(bridge.handle.media_session_count(), 1);
     drop(b);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while bridge.handle.media_session_count() > 0 {
         assert!(
             Instant::now() < deadline,

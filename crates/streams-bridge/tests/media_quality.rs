@@ -1,6 +1,7 @@
 //! Voice under loss, key rotation while members talk, and who may publish or subscribe.
 mod common;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::media::{LOOPBACK, negotiate, wait_connected};
@@ -10,7 +11,7 @@ use streams_client::audio::codec::{FrameDuration, VoiceSettings};
 use streams_client::audio::source::ToneSource;
 use streams_client::media::session::{MediaKind, MediaSession};
 use streams_client::media::voice::{VoiceReceiver, VoiceSender, decoded_frequency};
-use streams_client::media::voice_session::{listen, now_us, publish_voice};
+use streams_client::media::voice_session::{Publication, listen_media_while, now_us, publish};
 use streams_client::{Operation, Reply, RoomUpdate, StreamsClient};
 use streams_proto::Identity;
 use streams_proto::frame_crypto::DeviceSession;
@@ -188,23 +189,47 @@ fn a_rotation_while_two_members_talk_loses_no_frame() {
         connect(&url, &bob),
         connect(&url, &carol),
     );
+    // Each talker says when she has sent a second of frames; the key rotates once both have.
+    let (talking_tx, talking) = std::sync::mpsc::channel::<()>();
     let talk = |client: &StreamsClient, who: &Identity, hz: f64| {
-        publish_voice(
+        let talking_tx = talking_tx.clone();
+        let mut told = false;
+        let publication = Publication {
+            audio: Some((Box::new(ToneSource::new(hz, 0.5)), VoiceSettings::default())),
+            video: None,
+        };
+        publish(
             client,
             who,
             &url,
             &room.id,
-            Box::new(ToneSource::new(hz, 0.5)),
-            VoiceSettings::default(),
+            publication,
             Duration::from_secs(3),
+            &mut |report| {
+                if report.frames >= 50 && !std::mem::replace(&mut told, true) {
+                    let _ = talking_tx.send(());
+                }
+            },
         )
     };
     let talk = &talk;
+    let talkers_done: Mutex<Option<Instant>> = Mutex::new(None);
     let reports = std::thread::scope(|scope| {
-        let listener = scope.spawn(|| listen(&c, &carol, &url, &room.id, Duration::from_secs(4)));
+        // Carol listens from the start until a second after both talkers are done.
+        let listener = scope.spawn(|| {
+            listen_media_while(&c, &carol, &url, &room.id, &|elapsed| {
+                let done = *talkers_done.lock().unwrap();
+                elapsed < Duration::from_secs(60)
+                    && done.is_none_or(|done| done.elapsed() < Duration::from_secs(1))
+            })
+        });
         let alice_talks = scope.spawn(|| talk(&a, &alice, 440.0));
         let bob_talks = scope.spawn(|| talk(&b, &bob, 660.0));
-        std::thread::sleep(Duration::from_millis(1500));
+        for _ in 0..2 {
+            talking
+                .recv_timeout(Duration::from_secs(60))
+                .expect("both talkers send");
+        }
         let mut rotate = RoomUpdate::new(room.id.clone());
         rotate.rotate_key = true;
         assert_eq!(manager.update_room(rotate).unwrap().key_epoch, 1);
@@ -212,6 +237,7 @@ fn a_rotation_while_two_members_talk_loses_no_frame() {
             alice_talks.join().unwrap().unwrap(),
             bob_talks.join().unwrap().unwrap(),
         ];
+        *talkers_done.lock().unwrap() = Some(Instant::now());
         for report in &sent {
             assert_eq!(
                 report.epochs,
@@ -219,7 +245,7 @@ fn a_rotation_while_two_members_talk_loses_no_frame() {
                 "each sender switched to the new key"
             );
         }
-        listener.join().unwrap().unwrap()
+        listener.join().unwrap().unwrap().audio
     });
     assert_eq!(reports.len(), 2, "{reports:?}");
     for r in &reports {

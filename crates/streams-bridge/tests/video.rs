@@ -4,14 +4,15 @@
 //! the new epoch.
 mod common;
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use common::nft::NftLoss;
 use common::*;
 use streams_client::StreamsClient;
 use streams_client::media::voice_session::now_us;
 use streams_client::media::voice_session::{
-    Listened, Publication, PublishReport, listen_media, publish,
+    Listened, Publication, PublishReport, listen_media_while, publish,
 };
 use streams_client::video::VideoSource;
 use streams_client::video::codec::VideoSettings;
@@ -76,31 +77,54 @@ fn pair_with(others: &[&Identity]) -> Pair {
     }
 }
 
-/// Bob listens for `listen` starting after `delay`; Alice publishes the pattern for `publish_for`.
+/// Alice publishes the pattern for `publish_for` of media; Bob starts listening once she has sent
+/// `join_after` frames (0: at once, before her media is up) and stops a second after she is done.
+/// Both are counted in frames and from her media connection, not in wall time from the start, so a
+/// busy machine makes the run slower, not different.
 fn run(
     pair: &Pair,
     size: (usize, usize),
     keyframe_interval: Option<u32>,
-    delay: Duration,
-    listen: Duration,
+    join_after: u64,
     publish_for: Duration,
 ) -> (PublishReport, Listened) {
     let url = pair.bridge.handle.url();
+    let (join_tx, join_rx) = std::sync::mpsc::channel::<()>();
+    let published: Mutex<Option<Instant>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        let listener = scope.spawn(|| {
-            std::thread::sleep(delay);
-            listen_media(&pair.b, &pair.bob, &url, &pair.room.id, listen).unwrap()
+        let (url, published) = (&url, &published);
+        let listener = scope.spawn(move || {
+            join_rx
+                .recv()
+                .expect("Alice sent the frames Bob joins after");
+            listen_media_while(&pair.b, &pair.bob, url, &pair.room.id, &|elapsed| {
+                let done = *published.lock().unwrap();
+                elapsed < Duration::from_secs(60)
+                    && done.is_none_or(|done| done.elapsed() < Duration::from_secs(1))
+            })
+            .unwrap()
         });
+        let mut join = Some(join_tx);
+        let mut progress = |report: &PublishReport| {
+            let sent = report.video.as_ref().map_or(0, |v| v.frames);
+            if sent >= join_after
+                && let Some(join) = join.take()
+            {
+                let _ = join.send(());
+            }
+        };
+        progress(&PublishReport::default());
         let sent = publish(
             &pair.a,
             &pair.alice,
-            &url,
+            url,
             &pair.room.id,
             pattern_publication(size, keyframe_interval),
             publish_for,
-            &mut |_| {},
+            &mut progress,
         )
         .unwrap();
+        *published.lock().unwrap() = Some(Instant::now());
         (sent, listener.join().unwrap())
     })
 }
@@ -109,14 +133,7 @@ fn run(
 fn the_pattern_arrives_decoded_in_order_with_good_psnr() {
     let _serial = one_at_a_time();
     let pair = pair();
-    let (sent, heard) = run(
-        &pair,
-        (WIDTH, HEIGHT),
-        None,
-        Duration::ZERO,
-        Duration::from_secs(5),
-        Duration::from_secs(3),
-    );
+    let (sent, heard) = run(&pair, (WIDTH, HEIGHT), None, 0, Duration::from_secs(3));
     let sent = sent.video.expect("a video track was published");
     assert!(sent.frames >= 75, "{sent:?}");
     assert_eq!(heard.video.len(), 1, "{heard:?}");
@@ -128,11 +145,17 @@ fn the_pattern_arrives_decoded_in_order_with_good_psnr() {
         pattern.out_of_order, 0,
         "frame numbers only increase: {track:?}"
     );
+    // Counted from the first picture: before it Bob waits for the keyframe his PLI asked for.
+    let first = u64::from(pattern.first_frame.unwrap());
+    let since_first = sent.frames.saturating_sub(first);
     assert!(
-        pattern.distinct_frames * 10 >= sent.frames * 9,
-        "{} of {} frames: {track:?}",
+        first < sent.frames / 2,
+        "the first picture came at frame {first}: {track:?}"
+    );
+    assert!(
+        pattern.distinct_frames * 10 >= since_first * 9,
+        "{} of {since_first} frames since the first picture: {track:?}",
         pattern.distinct_frames,
-        sent.frames
     );
     assert!(track.psnr_db.unwrap() >= 30.0, "{track:?}");
     assert!(pattern.psnr_min_db.unwrap() >= 30.0, "{track:?}");
@@ -144,30 +167,26 @@ fn the_pattern_arrives_decoded_in_order_with_good_psnr() {
 fn a_late_subscriber_starts_from_the_keyframe_its_request_produced() {
     let _serial = one_at_a_time();
     let pair = pair();
-    // No periodic keyframes: after the first, only requests make one.
-    let (sent, heard) = run(
-        &pair,
-        (WIDTH, HEIGHT),
-        None,
-        Duration::from_millis(2000),
-        Duration::from_millis(3000),
-        Duration::from_millis(4500),
-    );
+    // No periodic keyframes: after the first, only requests make one. Bob joins two seconds of
+    // frames in.
+    let (sent, heard) = run(&pair, (WIDTH, HEIGHT), None, 60, Duration::from_secs(6));
     let sent = sent.video.unwrap();
     let track = &heard.video[0];
     let pattern = track.pattern.as_ref().expect("pictures decoded");
     let forwarded = pair.bridge.handle.keyframe_requests_forwarded();
     assert!(track.keyframe_requests >= 1, "{track:?}");
     assert!(forwarded >= 1, "the bridge passed the request on");
+    // A picture dropped on the way out (the engine fell behind its capture) restarts the stream
+    // with a keyframe too.
     assert!(
-        sent.keyframes >= 2 && sent.keyframes <= 1 + forwarded,
+        sent.keyframes >= 2 && sent.keyframes <= 1 + forwarded + sent.dropped,
         "the first keyframe plus requested ones only: {sent:?}, {forwarded} forwarded"
     );
-    // Bob joined two seconds in: his first picture (read from its pixels) is from then, not frame 0.
+    // Bob joined 60 frames in: his first picture (read from its pixels) is from then, not frame 0.
     let first = pattern.first_frame.unwrap();
     assert!(first >= 45, "first decoded frame {first}: {track:?}");
     assert!(pattern.latency_p50_ms.unwrap() < 500.0, "{track:?}");
-    assert!(pattern.distinct_frames >= 50, "{track:?}");
+    assert!(pattern.distinct_frames >= 30, "{track:?}");
 }
 
 #[test]
@@ -177,14 +196,7 @@ fn under_five_percent_loss_the_picture_keeps_coming() {
     let loss = NftLoss::from_port(pair.bridge.handle.media_addr().port(), 5)
         .expect("nftables loss rule (needs root and nftables)");
     // 640×360: about 1 Mbit/s, so 5% of the packets is dozens of losses, some inside keyframes.
-    let (sent, heard) = run(
-        &pair,
-        (640, 360),
-        None,
-        Duration::ZERO,
-        Duration::from_secs(8),
-        Duration::from_secs(6),
-    );
+    let (sent, heard) = run(&pair, (640, 360), None, 0, Duration::from_secs(6));
     let dropped = loss.dropped();
     drop(loss);
     let sent = sent.video.unwrap();
@@ -271,13 +283,14 @@ fn a_removed_member_cannot_open_video_of_the_new_epoch() {
         carols.accept(now_us(), &frame.data);
         bobs.accept(now_us(), &frame.data);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while bobs.stats().frames < 10 && std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bobs.stats().frames < 10 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(bobs.stats().frames, 10, "{:?}", bobs.stats());
     let (_, latest_picture) = bobs.slot().newer_than(0).unwrap();
-    assert_eq!(read_stamp(&latest_picture.picture).unwrap().frame, 9);
+    // The pattern's tenth picture, or a later one if a stall dropped one on the way out.
+    assert!(read_stamp(&latest_picture.picture).unwrap().frame >= 9);
     assert_eq!(carols.stats().frames, 0);
     assert_eq!(carols.stats().decrypt_failures, 10, "{:?}", carols.stats());
     // And the frames carry no picture the bridge could read: no H.264 start of an IDR in clear.

@@ -345,7 +345,8 @@ pub enum ConnectionState {
         /// Which attempt.
         attempt: u32,
     },
-    /// Authenticated with the bridge.
+    /// Authenticated with the bridge, with every event subscription and room join of the previous
+    /// connection restored: an event the bridge sends from now on reaches this client.
     Connected {
         /// As whom.
         user_id: UserId,

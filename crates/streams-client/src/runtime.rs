@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use streams_proto::wire::{Event, EventScope, Request, ResponseBody};
-use streams_proto::{CryptoError, Identity, RoomId};
+use streams_proto::{CryptoError, Identity, RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{
@@ -367,37 +367,42 @@ fn participants(body: ResponseBody) -> Result<Reply, ClientError> {
     }
 }
 
-/// Re-subscribes and re-joins after a reconnect (in the background, as the link must be running).
-fn restore(s: &Arc<Shared>) {
+/// Renews the event subscriptions and room joins of earlier connections, then reports `Connected`, so
+/// whoever waits for it (a test, the Bevy session's marker) misses no event sent after it. Runs beside
+/// the link, which carries its requests; aborted if the link ends first. A renewal the bridge refuses
+/// or does not answer within `timeout` is logged and skipped, so `Connected` always comes.
+async fn restore_then_announce(s: Arc<Shared>, user_id: UserId, timeout: Duration) {
+    let call = |request: Request| {
+        let s = Arc::clone(&s);
+        async move {
+            tokio::time::timeout(timeout, s.call(request))
+                .await
+                .unwrap_or(Err(ClientError::Timeout))
+        }
+    };
     let scopes: Vec<EventScope> = Shared::lock(&s.scopes).iter().cloned().collect();
     let joined: Vec<RoomId> = Shared::lock(&s.joined).iter().cloned().collect();
-    if scopes.is_empty() && joined.is_empty() {
-        return;
+    for scope in scopes {
+        let renewed = call(Request::Subscribe {
+            scope: scope.clone(),
+        });
+        if let Err(e) = renewed.await {
+            tracing::warn!(?scope, "could not renew subscription: {e}");
+        }
     }
-    let s = Arc::clone(s);
-    tokio::spawn(async move {
-        for scope in scopes {
-            if let Err(e) = s
-                .call(Request::Subscribe {
-                    scope: scope.clone(),
-                })
-                .await
-            {
-                tracing::warn!(?scope, "could not renew subscription: {e}");
-            }
+    for room_id in joined {
+        let rejoined = call(Request::JoinRoom {
+            room_id: room_id.clone(),
+        });
+        if let Err(e) = rejoined.await {
+            tracing::warn!(room = %room_id, "could not rejoin: {e}");
+            Shared::lock(&s.joined).remove(&room_id);
         }
-        for room_id in joined {
-            if let Err(e) = s
-                .call(Request::JoinRoom {
-                    room_id: room_id.clone(),
-                })
-                .await
-            {
-                tracing::warn!(room = %room_id, "could not rejoin: {e}");
-                Shared::lock(&s.joined).remove(&room_id);
-            }
-        }
-    });
+    }
+    s.events
+        .push(ClientEvent::Connection(ConnectionState::Connected {
+            user_id,
+        }));
 }
 
 /// Keeps a connection up until the runtime stops.
@@ -406,6 +411,7 @@ async fn supervise(
     shared: Arc<Shared>,
     mut requests: mpsc::Receiver<Outgoing>,
     mut backoff: Backoff,
+    request_timeout: Duration,
 ) {
     let mut attempt = 0u32;
     loop {
@@ -420,14 +426,15 @@ async fn supervise(
                 backoff.reset();
                 attempt = 0;
                 tracing::info!(%url, "connected to the bridge");
-                shared
-                    .events
-                    .push(ClientEvent::Connection(ConnectionState::Connected {
-                        user_id,
-                    }));
-                restore(&shared);
+                let restoring = tokio::spawn(restore_then_announce(
+                    Arc::clone(&shared),
+                    user_id,
+                    request_timeout,
+                ));
                 let events = Arc::clone(&shared);
-                match link::run(ws, &mut requests, |event| events.on_event(event)).await {
+                let end = link::run(ws, &mut requests, |event| events.on_event(event)).await;
+                restoring.abort();
+                match end {
                     LinkEnd::Stopped => return,
                     LinkEnd::Lost(reason) => reason,
                 }
@@ -518,6 +525,7 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
             Arc::clone(&shared),
             request_rx,
             config.backoff,
+            timeout,
         ));
         while let Some(command) = command_rx.recv().await {
             let (id, op, reply) = match command {

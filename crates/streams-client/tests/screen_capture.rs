@@ -1,8 +1,8 @@
 //! Screen sharing's capture under Xvfb (CI installs it): what is drawn on the display — a window and a
 //! filled rectangle, in known colours — is what the screen source returns, for the whole screen and
 //! for the one window.
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use streams_client::video::VideoSource;
 use streams_client::video::screen::{ScreenSource, ScreenTarget};
@@ -18,25 +18,30 @@ struct Xvfb {
 }
 
 impl Xvfb {
+    /// Starts Xvfb on a display it picks itself (`-displayfd`: it writes the number once it accepts
+    /// connections, so there is neither a guess that can collide with another server nor a wait), and
+    /// without the reset an X server does when its last client leaves (`-noreset`), which would drop a
+    /// connection made in that moment.
     fn start() -> Xvfb {
-        // A display number nobody else uses: from the process id, skipping live sockets.
-        let mut n = 100 + std::process::id() % 400;
-        while std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-            n += 1;
-        }
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([&display, "-screen", "0", "320x240x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-noreset", "-nolisten", "tcp"])
+            .args(["-screen", "0", "320x240x24"])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("Xvfb (apt-get install xvfb)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while x11rb::connect(Some(&display)).is_err() {
-            assert!(Instant::now() < deadline, "Xvfb {display} did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("Xvfb's display number");
+        let number: u32 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("Xvfb did not start (it printed {line:?})"));
+        Xvfb {
+            child,
+            display: format!(":{number}"),
         }
-        Xvfb { child, display }
     }
 }
 
@@ -111,9 +116,9 @@ fn the_screen_source_returns_what_was_drawn_on_the_display() {
     assert!(near(luma_at(&frame, 30, 30), 81));
     assert!(one.describe().contains(&xvfb.display));
 
-    // When the display goes away, capture fails with an error rather than a panic.
+    // When the display goes away (the server has exited once the drop returns), capture fails with an
+    // error rather than a panic.
     drop(conn);
     drop(xvfb);
-    std::thread::sleep(Duration::from_millis(200));
     assert!(whole.next_frame(0).is_err());
 }

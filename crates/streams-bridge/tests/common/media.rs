@@ -29,9 +29,9 @@ pub fn negotiate(
     }
 }
 
-/// Runs `session` until ICE and DTLS are up (panics after 5 s).
+/// Runs `session` until ICE and DTLS are up (panics after 30 s).
 pub fn wait_connected(session: &mut MediaSession) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !session.is_connected() {
         assert!(Instant::now() < deadline, "media session did not connect");
         session

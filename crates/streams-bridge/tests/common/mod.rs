@@ -44,9 +44,9 @@ pub fn bridge_with_users(users: &[&Identity]) -> TestBridge {
 /// A connected client.
 pub fn connect(url: &str, identity: &Identity) -> StreamsClient {
     let mut config = ClientConfig::new(url, identity.clone());
-    config.request_timeout = Duration::from_secs(5);
+    config.request_timeout = Duration::from_secs(30);
     let client = StreamsClient::start(config).unwrap();
-    client.wait_connected(Duration::from_secs(5)).unwrap();
+    client.wait_connected(Duration::from_secs(30)).unwrap();
     client
 }
 

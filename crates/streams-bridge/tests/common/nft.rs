@@ -1,7 +1,25 @@
 //! Random packet loss with nftables (this kernel has no netem): a table of our own whose input rule
 //! drops a share of the UDP packets leaving one port (the test bridge's SFU) — only that bridge's
 //! traffic on loopback, nothing else on the machine. Needs root and `nft` (CI installs nftables).
+//!
+//! A table is named after the test process and the port, so two runs never share one, and the tables a
+//! killed run left behind (its process is gone) are removed before a new one is made: a stale rule
+//! would drop the packets of whichever later bridge gets that port.
 use std::process::Command;
+
+/// How our tables' names start; the owning process id and the port follow.
+const PREFIX: &str = "streams_loss_";
+
+/// Deletes our tables whose process no longer runs.
+fn remove_stale_tables() {
+    let listing = nft(&["list", "tables", "inet"]).unwrap_or_default();
+    for name in listing.split_whitespace().filter(|w| w.starts_with(PREFIX)) {
+        let pid = name[PREFIX.len()..].split('_').next().unwrap_or_default();
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = nft(&["delete", "table", "inet", name]);
+        }
+    }
+}
 
 /// A loss rule; dropping it deletes its table.
 pub struct NftLoss {
@@ -26,8 +44,9 @@ fn nft(args: &[&str]) -> Result<String, String> {
 impl NftLoss {
     /// Drops `percent` of the UDP packets whose source port is `port`.
     pub fn from_port(port: u16, percent: u8) -> Result<Self, String> {
-        let table = format!("streams_loss_{port}");
-        nft(&["add", "table", "inet", &table])?;
+        remove_stale_tables();
+        let table = format!("{PREFIX}{}_{port}", std::process::id());
+        nft(&["create", "table", "inet", &table])?;
         let loss = NftLoss { table };
         nft(&[
             "add",

@@ -1,5 +1,6 @@
-//! Signal analysis: level in dBFS, dominant frequency (Goertzel scan, coarse then fine), and a speaking
-//! detector with attack and hold (like PrivMX's active speaker detector).
+//! Signal analysis: level in dBFS, dominant frequency (Goertzel scan, coarse then fine), the share of a
+//! signal's energy carried by one tone, and a speaking detector with attack and hold (like PrivMX's
+//! active speaker detector).
 
 /// RMS level in dBFS (-120 for silence).
 pub fn level_dbfs(samples: &[f32]) -> f32 {
@@ -46,6 +47,18 @@ pub fn dominant_frequency(samples: &[f32], rate: u32) -> f32 {
         .max_by(|a, b| goertzel_power(long, rate, *a).total_cmp(&goertzel_power(long, rate, *b)))
         .unwrap_or(coarse);
     fine as f32
+}
+
+/// The share of the energy of `samples` carried at `frequency`, from 0 to about 1: 1 for a pure,
+/// continuous tone at that frequency, about 2/len for white noise, and near 0 for a tone a few hertz
+/// off over a second of samples. Unlike [`dominant_frequency`], which always names some peak, noise
+/// cannot come near a tone's share by chance.
+pub fn tone_energy_share(samples: &[f32], rate: u32, frequency: f64) -> f64 {
+    let energy: f64 = samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+    if samples.is_empty() || energy <= 1e-12 {
+        return 0.0;
+    }
+    2.0 * goertzel_power(samples, rate, frequency) / (samples.len() as f64 * energy)
 }
 
 /// Detects speech from per-frame levels: speaking starts after the level stays above the threshold for
@@ -132,6 +145,27 @@ mod tests {
             let got = dominant_frequency(&samples, 48_000);
             assert!((got - f as f32).abs() <= 1.0, "{f}: {got}");
         }
+    }
+
+    #[test]
+    fn a_tone_carries_its_energy_share_and_noise_does_not() {
+        let tone = |f: f64| -> Vec<f32> {
+            (0..48_000)
+                .map(|i| (std::f64::consts::TAU * f * f64::from(i) / 48_000.0).sin() as f32 * 0.5)
+                .collect()
+        };
+        let share = tone_energy_share(&tone(440.0), 48_000, 440.0);
+        assert!((share - 1.0).abs() < 0.01, "{share}");
+        assert!(tone_energy_share(&tone(436.0), 48_000, 440.0) < 0.01);
+        let mut seed = 7u32;
+        let noise: Vec<f32> = (0..48_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect();
+        assert!(tone_energy_share(&noise, 48_000, 440.0) < 0.001);
+        assert_eq!(tone_energy_share(&[0.0; 480], 48_000, 440.0), 0.0);
     }
 
     #[test]

@@ -144,7 +144,7 @@ struct BotArgs {
     /// With --mic: the input device to use (see `streams devices`).
     #[arg(long, requires = "mic")]
     device: Option<String>,
-    /// How long to send.
+    /// How long to send, from the moment the media connection is up.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Opus frame duration: 10 or 20 ms.

@@ -111,6 +111,9 @@ pub enum MediaCommand {
 /// What the media engine reports.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MediaEvent {
+    /// The media connection to the bridge is up (ICE and DTLS done): local tracks send from now on.
+    /// Reported again after the connection was lost and came back.
+    Connected,
     /// A local track is published.
     LocalTrackPublished {
         /// Its index in this session.
@@ -241,6 +244,7 @@ impl RoomMedia {
             last_stats: Instant::now(),
             negotiate_after: Instant::now(),
             estimate: START_ESTIMATE_KBPS * 1000,
+            was_connected: false,
         };
         let thread = std::thread::Builder::new()
             .name("streams-room-media".into())
@@ -420,6 +424,8 @@ struct Engine {
     negotiate_after: Instant,
     /// The latest bandwidth estimate, bits/s.
     estimate: u64,
+    /// Whether the media connection was up at the last look (to report [`MediaEvent::Connected`]).
+    was_connected: bool,
 }
 
 impl Engine {
@@ -477,6 +483,11 @@ impl Engine {
             if self.session.has_failed() {
                 return Ok("the media connection failed".into());
             }
+            let connected = self.session.is_connected();
+            if connected && !self.was_connected {
+                self.emit(MediaEvent::Connected);
+            }
+            self.was_connected = connected;
         }
     }
 
@@ -988,10 +999,10 @@ impl Engine {
     }
 
     /// Sends the video frames the capture threads have ready; a failed source unpublishes its track.
+    /// Until the connection is up and a track negotiated, its capture is paused: pictures taken then
+    /// could only wait or be dropped, and sending starts with a fresh keyframe instead.
     fn send_video(&mut self) -> Result<(), VoiceError> {
-        if !self.session.is_connected() {
-            return Ok(());
-        }
+        let ready = self.session.is_connected();
         let mut failed = Vec::new();
         // The pacer's rate (str0m: 1.1 × the estimate), bytes/s, shared by the video tracks.
         let videos = self
@@ -1002,16 +1013,19 @@ impl Engine {
             .max(1);
         let drain_rate = self.estimate as f64 * 0.95 / 8.0 / videos as f64;
         for track in self.local.iter_mut().filter(|t| !t.removed) {
-            let (
-                Some(mid),
-                LocalMedia::Video {
-                    sender,
-                    backlog,
-                    backlog_at,
-                    ..
-                },
-            ) = (&track.mid, &mut track.media)
+            let LocalMedia::Video {
+                sender,
+                backlog,
+                backlog_at,
+                ..
+            } = &mut track.media
             else {
+                continue;
+            };
+            let Some(mid) = track.mid.as_ref().filter(|_| ready) else {
+                if let Err(e) = sender.pause() {
+                    failed.push((track.index, e.to_string()));
+                }
                 continue;
             };
             let now = Instant::now();

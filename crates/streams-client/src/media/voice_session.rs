@@ -49,6 +49,9 @@ pub enum VoiceError {
     /// Encoding or keys failed.
     #[error("{0}")]
     Pipeline(String),
+    /// The media connection to the bridge did not come up in time (ICE or DTLS never finished).
+    #[error("the media connection to the bridge was not up within {0:?}")]
+    NotConnected(Duration),
 }
 
 /// The local address to use for media towards `bridge_url`'s host (the route's source address).
@@ -119,6 +122,9 @@ impl PublishReport {
     }
 }
 
+/// How long [`publish`] waits for the media connection before giving up.
+pub const MEDIA_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What to publish.
 #[derive(Default)]
 pub struct Publication {
@@ -128,8 +134,9 @@ pub struct Publication {
     pub video: Option<(Box<dyn VideoSource>, VideoSettings, TrackKind)>,
 }
 
-/// Publishes `source` in `room` for `duration`, in real time. The room's current key is used and
-/// replaced at once when a new epoch arrives; removal from the room ends it early.
+/// Publishes `source` in `room` for `duration` of media (see [`publish`]), in real time. The room's
+/// current key is used and replaced at once when a new epoch arrives; removal from the room ends it
+/// early.
 pub fn publish_voice(
     client: &StreamsClient,
     identity: &Identity,
@@ -154,8 +161,10 @@ pub fn publish_voice(
     )
 }
 
-/// Publishes the tracks of `publication` in `room` for `duration`, in real time; `progress` sees the
-/// report about once a second. Keys follow the room's epochs; removal from the room ends it early.
+/// Publishes the tracks of `publication` in `room` for `duration`, in real time, counted from the
+/// moment the media connection is up (so a slow start does not shorten what is sent); `progress` sees
+/// the report about once a second. Keys follow the room's epochs; removal from the room ends it early.
+/// A media connection that is not up within [`MEDIA_CONNECT_TIMEOUT`] is an error.
 pub fn publish(
     client: &StreamsClient,
     identity: &Identity,
@@ -185,11 +194,18 @@ pub fn publish(
             kind,
         });
     }
-    let deadline = Instant::now() + duration;
+    let connect_by = Instant::now() + MEDIA_CONNECT_TIMEOUT;
+    let mut deadline = None;
     let mut stopped = false;
-    while Instant::now() < deadline && !stopped {
+    while deadline.is_none_or(|d| Instant::now() < d) && !stopped {
+        if deadline.is_none() && Instant::now() >= connect_by {
+            return Err(VoiceError::NotConnected(MEDIA_CONNECT_TIMEOUT));
+        }
         if let Ok(event) = media.events().recv_timeout(Duration::from_millis(50)) {
             let stats = matches!(event, MediaEvent::LocalStats { .. });
+            if event == MediaEvent::Connected {
+                deadline.get_or_insert(Instant::now() + duration);
+            }
             stopped = report.record(event);
             if stats {
                 progress(&report);
@@ -316,6 +332,20 @@ pub fn listen_media(
     room_id: &RoomId,
     duration: Duration,
 ) -> Result<Listened, VoiceError> {
+    listen_media_while(client, identity, bridge_url, room_id, &|elapsed| {
+        elapsed < duration
+    })
+}
+
+/// [`listen_media`] for as long as `keep_listening(elapsed)` holds (asked every 10 ms): until the
+/// publishers are done, say, however long they took to start.
+pub fn listen_media_while(
+    client: &StreamsClient,
+    identity: &Identity,
+    bridge_url: &str,
+    room_id: &RoomId,
+    keep_listening: &dyn Fn(Duration) -> bool,
+) -> Result<Listened, VoiceError> {
     let checks: Arc<Mutex<HashMap<String, PatternCheck>>> = Arc::default();
     // When each video track's first and latest pictures were decoded.
     let pictures: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
@@ -353,7 +383,7 @@ pub fn listen_media(
     let mut pcm: HashMap<String, Vec<f32>> = HashMap::new();
     let start = Instant::now();
     let mut period = 0u32;
-    while start.elapsed() < duration {
+    while keep_listening(start.elapsed()) {
         period += 1;
         let due = start + Duration::from_millis(10) * period;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));

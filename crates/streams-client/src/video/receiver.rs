@@ -370,16 +370,6 @@ impl DecodeWorker {
         let decode_p50 = percentile_ms(&self.decode_us, 50);
         let fps = self.recent.len() as f64;
         let (width, height) = (picture.width(), picture.height());
-        self.stats(|s| {
-            s.frames += 1;
-            s.fps = fps;
-            s.width = width;
-            s.height = height;
-            s.freezes += u64::from(freeze);
-            s.latency_p50_ms = p50;
-            s.latency_p95_ms = p95;
-            s.decode_ms_p50 = decode_p50;
-        });
         let decoded = DecodedVideo {
             picture,
             rgba,
@@ -392,6 +382,17 @@ impl DecodeWorker {
             observer(&self.track_id, &decoded);
         }
         self.slot.put(decoded);
+        // Counted once the picture is in the slot: whoever sees the count finds the picture there.
+        self.stats(|s| {
+            s.frames += 1;
+            s.fps = fps;
+            s.width = width;
+            s.height = height;
+            s.freezes += u64::from(freeze);
+            s.latency_p50_ms = p50;
+            s.latency_p95_ms = p95;
+            s.decode_ms_p50 = decode_p50;
+        });
     }
 }
 

@@ -161,6 +161,23 @@ impl VideoSender {
         self.control.hold.store(hold, Ordering::Relaxed);
     }
 
+    /// Holds capture and discards the pictures waiting to be sent (counted as dropped), with a
+    /// keyframe asked for the first picture after the hold: for while nothing can be sent yet, so that
+    /// sending starts fresh rather than with pictures from before. An error means the source failed.
+    pub fn pause(&mut self) -> Result<(), VideoError> {
+        self.set_hold(true);
+        let mut discarded = 0;
+        while let Ok(next) = self.frames_rx.try_recv() {
+            next?;
+            discarded += 1;
+        }
+        if discarded > 0 {
+            self.control.dropped.fetch_add(discarded, Ordering::Relaxed);
+            self.request_keyframe();
+        }
+        Ok(())
+    }
+
     /// Sets the encoder's target bitrate (from the bandwidth estimate).
     pub fn set_bitrate(&self, bps: u32) {
         self.control.bitrate.store(bps, Ordering::Relaxed);
@@ -302,15 +319,19 @@ fn capture_loop(
             }
             times.push_back(took);
         }
-        if encoded.keyframe {
-            control.keyframes.fetch_add(1, Ordering::Relaxed);
-        }
+        let keyframe = encoded.keyframe;
         match out.try_send(Ok(Encoded {
             data: encoded.data,
-            keyframe: encoded.keyframe,
+            keyframe,
             capture_us,
         })) {
-            Ok(()) => wake(),
+            Ok(()) => {
+                // Counted when handed on: a dropped keyframe reached nobody.
+                if keyframe {
+                    control.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
+                wake()
+            }
             Err(TrySendError::Full(_)) => {
                 // The owner fell behind; receivers cannot decode past the gap, so start afresh.
                 control.dropped.fetch_add(1, Ordering::Relaxed);
