@@ -7,6 +7,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::media::until_a_second_after;
 use common::nft::NftLoss;
 use common::*;
 use streams_client::StreamsClient;
@@ -97,12 +98,8 @@ fn run(
             join_rx
                 .recv()
                 .expect("Alice sent the frames Bob joins after");
-            listen_media_while(&pair.b, &pair.bob, url, &pair.room.id, &|elapsed| {
-                let done = *published.lock().unwrap();
-                elapsed < Duration::from_secs(60)
-                    && done.is_none_or(|done| done.elapsed() < Duration::from_secs(1))
-            })
-            .unwrap()
+            let until = until_a_second_after(published);
+            listen_media_while(&pair.b, &pair.bob, url, &pair.room.id, &until).unwrap()
         });
         let mut join = Some(join_tx);
         let mut progress = |report: &PublishReport| {

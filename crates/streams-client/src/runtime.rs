@@ -100,6 +100,17 @@ impl Shared {
         answer.await.map_err(|_| ClientError::Stopped)?
     }
 
+    /// [`Self::call`], given up as [`ClientError::Timeout`] after `timeout`.
+    async fn call_within(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<ResponseBody, ClientError> {
+        tokio::time::timeout(timeout, self.call(request))
+            .await
+            .unwrap_or(Err(ClientError::Timeout))
+    }
+
     fn open_room(&self, body: ResponseBody) -> Result<Room, ClientError> {
         match body {
             ResponseBody::Room { room } => self.trust.open_room(&self.identity, *room),
@@ -372,28 +383,26 @@ fn participants(body: ResponseBody) -> Result<Reply, ClientError> {
 /// the link, which carries its requests; aborted if the link ends first. A renewal the bridge refuses
 /// or does not answer within `timeout` is logged and skipped, so `Connected` always comes.
 async fn restore_then_announce(s: Arc<Shared>, user_id: UserId, timeout: Duration) {
-    let call = |request: Request| {
-        let s = Arc::clone(&s);
-        async move {
-            tokio::time::timeout(timeout, s.call(request))
-                .await
-                .unwrap_or(Err(ClientError::Timeout))
-        }
-    };
     let scopes: Vec<EventScope> = Shared::lock(&s.scopes).iter().cloned().collect();
     let joined: Vec<RoomId> = Shared::lock(&s.joined).iter().cloned().collect();
     for scope in scopes {
-        let renewed = call(Request::Subscribe {
-            scope: scope.clone(),
-        });
+        let renewed = s.call_within(
+            Request::Subscribe {
+                scope: scope.clone(),
+            },
+            timeout,
+        );
         if let Err(e) = renewed.await {
             tracing::warn!(?scope, "could not renew subscription: {e}");
         }
     }
     for room_id in joined {
-        let rejoined = call(Request::JoinRoom {
-            room_id: room_id.clone(),
-        });
+        let rejoined = s.call_within(
+            Request::JoinRoom {
+                room_id: room_id.clone(),
+            },
+            timeout,
+        );
         if let Err(e) = rejoined.await {
             tracing::warn!(room = %room_id, "could not rejoin: {e}");
             Shared::lock(&s.joined).remove(&room_id);

@@ -1,5 +1,6 @@
 //! Media helpers for the bridge's tests: negotiating a client's session and waiting for it to connect.
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use streams_client::media::session::MediaSession;
@@ -37,5 +38,15 @@ pub fn wait_connected(session: &mut MediaSession) {
         session
             .run_until(Instant::now() + Duration::from_millis(10))
             .unwrap();
+    }
+}
+
+/// For `listen_media_while`: listen until a second after `done` is set (the publishers finished and
+/// their last frames are on their way), 60 s at most.
+pub fn until_a_second_after(done: &Mutex<Option<Instant>>) -> impl Fn(Duration) -> bool + '_ {
+    move |elapsed| {
+        let done = *done.lock().unwrap();
+        elapsed < Duration::from_secs(60)
+            && done.is_none_or(|done| done.elapsed() < Duration::from_secs(1))
     }
 }
