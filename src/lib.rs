@@ -14,6 +14,7 @@
 
 mod commands;
 mod media;
+mod media_state;
 #[cfg(feature = "egui")]
 mod panel;
 mod plugin;
@@ -29,6 +30,7 @@ pub use media::{
     AudioInput, Deafen, JoinMedia, LeaveMedia, MuteMicrophone, PublishAudio, PublishVideo,
     RoomMediaLink, StreamsMediaError, StreamsMediaEvent, SubscribeTracks, Unpublish, VideoInput,
 };
+pub use media_state::{MediaConnected, MediaConnecting, MediaFailed, MediaReconnecting};
 #[cfg(feature = "egui")]
 pub use panel::{
     LocalTrackView, PanelAction, PanelState, PanelView, ParticipantView, RoomView,
@@ -56,12 +58,13 @@ pub mod prelude {
     pub use crate::{
         AudioInput, BridgeTarget, Connected, Connecting, Deafen, Disconnected, JoinMedia, Joined,
         LeaveMedia, LocalPreview, LocalTrack, LocalTrackOf, LocalTrackStats, LocalUser,
-        MuteMicrophone, NewRoom, Operation, OutOfEarshot, Participant, ParticipantOf, PublishAudio,
-        PublishVideo, Recording, RemoteTrack, RemoteVideo, RemoteVoice, RoomIndex, RoomLocalTracks,
-        RoomMediaLink, RoomParticipants, RoomTracks, RoomUpdate, SpatialAudio, Speaking,
-        StreamListener, StreamRoom, StreamsCommands, StreamsMediaError, StreamsMediaEvent,
-        StreamsPlugin, StreamsReply, StreamsRoomEvent, StreamsSession, StreamsSystems,
-        SubscribeTracks, TrackOf, Unpublish, VideoInput, VoiceVolume,
+        MediaConnected, MediaConnecting, MediaFailed, MediaReconnecting, MuteMicrophone, NewRoom,
+        Operation, OutOfEarshot, Participant, ParticipantOf, PublishAudio, PublishVideo, Recording,
+        RemoteTrack, RemoteVideo, RemoteVoice, RoomIndex, RoomLocalTracks, RoomMediaLink,
+        RoomParticipants, RoomTracks, RoomUpdate, SpatialAudio, Speaking, StreamListener,
+        StreamRoom, StreamsCommands, StreamsMediaError, StreamsMediaEvent, StreamsPlugin,
+        StreamsReply, StreamsRoomEvent, StreamsSession, StreamsSystems, SubscribeTracks, TrackOf,
+        Unpublish, VideoInput, VoiceVolume,
     };
 }
 

@@ -1,6 +1,7 @@
 //! Room media requests. A room entity joins its media with [`JoinMedia`] (the engine,
-//! [`streams_client::media::engine::RoomMedia`], runs on its own thread and is owned by the room's
-//! [`RoomMediaLink`]: leaving or despawning the room stops it). Local tracks are published with
+//! [`streams_client::media::driver::RoomMedia`], runs on its own thread and is owned by the room's
+//! [`RoomMediaLink`]: joining returns at once, with [`crate::MediaConnecting`] on the room until the
+//! media is up; leaving or despawning the room stops it without waiting). Local tracks are published with
 //! [`PublishAudio`] / [`PublishVideo`] (each becomes a [`LocalTrack`] entity) and unpublished with
 //! [`Unpublish`]; [`SubscribeTracks`] turns receiving on or off, [`MuteMicrophone`] is mute and
 //! push-to-talk, [`Deafen`] silences every remote voice. Failures are [`StreamsMediaError`] messages
@@ -12,7 +13,8 @@ use bevy::prelude::*;
 use streams_client::audio::codec::VoiceSettings;
 use streams_client::audio::device::MicrophoneSource;
 use streams_client::audio::source::{AudioSource, ClipSource, ToneSource};
-use streams_client::media::engine::{MediaCommand, MediaEvent, MediaOptions, RoomMedia};
+use streams_client::media::driver::RoomMedia;
+use streams_client::media::events::{MediaCommand, MediaEvent, MediaOptions};
 use streams_client::video::VideoSource;
 use streams_client::video::codec::VideoSettings;
 use streams_client::video::pattern::PatternSource;
@@ -22,6 +24,7 @@ use streams_client::video::screen::{ScreenSource, ScreenTarget};
 use streams_proto::wire::TrackKind;
 
 use crate::commands::ClientResource;
+use crate::media_state::{MediaState, clear_media_state, set_media_state};
 use crate::rooms::StreamRoom;
 use crate::session::{LocalIdentity, StreamsSession};
 use crate::spatial::SpatialAudio;
@@ -209,6 +212,7 @@ pub(crate) fn join_media(
                 media,
                 next_local: 0,
             });
+            set_media_state(&mut commands, room, MediaState::Connecting);
         }
         Err(e) => fail(&mut errors, e.to_string()),
     }
@@ -225,6 +229,7 @@ pub(crate) fn leave_media(
         return;
     };
     entity.remove::<RoomMediaLink>();
+    clear_media_state(&mut commands, room);
     let remote = remote.get(room).map(RoomTracks::entities).unwrap_or(&[]);
     let local = local
         .get(room)

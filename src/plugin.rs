@@ -19,7 +19,7 @@ use crate::video_texture::apply_video_frames;
 use crate::video_texture::{LocalPreview, RemoteVideo};
 
 use crate::commands::{ClientResource, StreamsCommands, flush_commands};
-use crate::receive::{ChannelClosed, StreamsReply, StreamsRoomEvent, receive_events};
+use crate::receive::{ChannelClosed, EventBudget, StreamsReply, StreamsRoomEvent, receive_events};
 use crate::rooms::RoomIndex;
 use crate::session::{Disconnected, LocalIdentity, LocalUser, StreamsSession};
 
@@ -112,9 +112,6 @@ pub struct EmbeddedBridge {
     /// The WebSocket URL.
     pub url: String,
 }
-
-#[derive(Resource)]
-pub(crate) struct EventBudget(pub usize);
 
 impl Plugin for StreamsPlugin {
     fn build(&self, app: &mut App) {

@@ -10,9 +10,12 @@ use streams_client::{
 use streams_proto::{RoomId, UserId};
 
 use crate::commands::ClientResource;
-use crate::plugin::EventBudget;
 use crate::rooms::{Joined, Participant, ParticipantOf, Recording, RoomIndex, StreamRoom};
 use crate::session::{LocalUser, StreamsSession, set_state};
+
+/// How many client events [`receive_events`] takes per frame (the plugin's `events_per_frame`).
+#[derive(Resource)]
+pub(crate) struct EventBudget(pub usize);
 
 /// The outcome of an operation queued with [`crate::StreamsCommands::send`].
 #[derive(Message, Debug, Clone)]

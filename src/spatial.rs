@@ -12,7 +12,7 @@ use bevy::prelude::*;
 use streams_client::audio::device::StereoPlayback;
 use streams_client::audio::source::AudioSource;
 use streams_client::audio::spatial::{Attenuation, Pose, SourceParams, SpatialMixer};
-use streams_client::media::engine::MediaCommand;
+use streams_client::media::events::MediaCommand;
 
 use crate::media::RoomMediaLink;
 use crate::rooms::{Participant, ParticipantOf, RoomIndex, StreamRoom};

@@ -5,7 +5,7 @@
 //! engine events to these entities and passes every event on as a [`StreamsMediaEvent`] message and
 //! observer trigger.
 use bevy::prelude::*;
-use streams_client::media::engine::MediaEvent;
+use streams_client::media::events::{MediaEvent, StopReason};
 use streams_client::media::mixer::ReceiverSource;
 use streams_client::media::voice::TrackStats;
 use streams_client::video::receiver::VideoStats;
@@ -14,6 +14,7 @@ use streams_proto::UserId;
 use streams_proto::wire::TrackKind;
 
 use crate::media::{LeaveMedia, RoomMediaLink, StreamsMediaError, StreamsMediaEvent};
+use crate::media_state::{MediaState, set_media_state};
 use crate::rooms::{RoomIndex, StreamRoom};
 use crate::spatial::SpatialAudio;
 use crate::video_texture::{LatestPicture, RemoteVideo, VideoFeed, blank_image};
@@ -247,8 +248,18 @@ pub(crate) fn drain_media_events(
                 MediaEvent::Stopped { reason } => {
                     info!("room media stopped: {reason}");
                     commands.trigger(LeaveMedia { entity: room });
+                    if *reason != StopReason::Owner {
+                        set_media_state(
+                            &mut commands,
+                            room,
+                            MediaState::Failed(reason.to_string()),
+                        );
+                    }
                 }
-                MediaEvent::NegotiationFailed(_) | MediaEvent::Connected => {}
+                MediaEvent::Connected => {
+                    set_media_state(&mut commands, room, MediaState::Connected);
+                }
+                MediaEvent::NegotiationFailed(_) => {}
             }
             commands.trigger(StreamsMediaEvent {
                 room,

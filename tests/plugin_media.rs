@@ -9,7 +9,8 @@ use bevy::prelude::*;
 use bevy_streams::prelude::*;
 use bevy_streams::streams_client::audio::codec::VoiceSettings;
 use bevy_streams::streams_client::audio::source::ToneSource;
-use bevy_streams::streams_client::media::engine::{MediaCommand, RoomMedia};
+use bevy_streams::streams_client::media::driver::RoomMedia;
+use bevy_streams::streams_client::media::events::MediaCommand;
 use bevy_streams::streams_client::video::codec::VideoSettings;
 use bevy_streams::streams_client::video::pattern::{PatternSource, read_stamp};
 use bevy_streams::streams_client::{ClientConfig, StreamsClient};
@@ -129,6 +130,9 @@ fn join_with_a_bot(app: &mut App, name: &str) -> BotRoom {
         streams.send(Operation::JoinRoom(room_id.clone()));
     }
     app.world_mut().trigger(JoinMedia { entity: room });
+    app.world_mut().flush();
+    // Joining returned at once; the room's media is being set up.
+    assert!(app.world().get::<MediaConnecting>(room).is_some());
     bot.join_room(&room_id).unwrap();
     BotRoom {
         url,
@@ -191,6 +195,10 @@ fn remote_tracks_become_entities_with_video_images_positional_voice_and_proximit
     update_until(&mut app, "the bot's two tracks", |app| {
         tracks(app, TrackKind::Audio).len() == 1 && tracks(app, TrackKind::Video).len() == 1
     });
+    update_until(&mut app, "the room's media connected", |app| {
+        app.world().get::<MediaConnected>(room).is_some()
+    });
+    assert!(app.world().get::<MediaConnecting>(room).is_none());
     let video = tracks(&mut app, TrackKind::Video)[0];
     assert_eq!(app.world().get::<TrackOf>(video).unwrap().0, room);
     assert!(
@@ -416,7 +424,7 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
         assert!(Instant::now() < deadline, "the bot did not get both tracks");
         app.update();
         for event in watcher.events().try_iter() {
-            if let bevy_streams::streams_client::media::engine::MediaEvent::RemoteTrackAdded {
+            if let bevy_streams::streams_client::media::events::MediaEvent::RemoteTrackAdded {
                 track_id,
                 kind,
                 ..
@@ -452,7 +460,7 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
         app.update();
         for event in watcher.events().try_iter() {
             if event
-                == (bevy_streams::streams_client::media::engine::MediaEvent::RemoteTrackRemoved {
+                == (bevy_streams::streams_client::media::events::MediaEvent::RemoteTrackRemoved {
                     track_id: video_id.clone(),
                 })
             {

@@ -10,9 +10,9 @@ use streams_client::audio::analysis::{dominant_frequency, tone_energy_share};
 use streams_client::audio::codec::{FrameDuration, VoiceDecoder, VoiceEncoder, VoiceSettings};
 use streams_client::audio::jitter::{JitterBuffer, Playout};
 use streams_client::audio::source::{AudioSource, ToneSource};
-use streams_client::media::frame;
+use streams_client::clock::wall_us_now;
+use streams_client::envelope::frame;
 use streams_client::media::session::{MediaKind, MediaSession};
-use streams_client::media::voice_session::now_us;
 use streams_client::{Operation, Reply, RoomEvent};
 use streams_proto::Identity;
 use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor};
@@ -98,7 +98,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             tone.fill(&mut pcm);
             let encoded = encoder.encode(&pcm).unwrap();
             plaintext_frames.push(encoded.clone());
-            let protected = frame::seal(&mut encryptor, now_us(), &encoded).unwrap();
+            let protected = frame::seal(&mut encryptor, wall_us_now(), &encoded).unwrap();
             publisher
                 .write_audio(&mid, Instant::now(), i * 960, &protected)
                 .unwrap();
@@ -132,7 +132,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             forwarded.push(received.data.clone());
             match frame::open(&decryptor, alice.user_id(), &received.data) {
                 Ok(opened) => jitter.push(
-                    now_us(),
+                    wall_us_now(),
                     opened.counter,
                     opened.encoded,
                     Some(opened.capture_us),
@@ -140,7 +140,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
                 Err(_) => failures += 1,
             }
         }
-        match jitter.pull(now_us()) {
+        match jitter.pull(wall_us_now()) {
             Playout::Packet { payload, .. } => {
                 frames += 1;
                 decoded.extend(decoder.decode(&payload).unwrap());
@@ -243,8 +243,12 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         .unwrap();
     for i in 0..25u64 {
         tone.fill(&mut pcm);
-        let protected =
-            frame::seal(&mut encryptor2, now_us(), &encoder.encode(&pcm).unwrap()).unwrap();
+        let protected = frame::seal(
+            &mut encryptor2,
+            wall_us_now(),
+            &encoder.encode(&pcm).unwrap(),
+        )
+        .unwrap();
         publisher
             .write_audio(&mid, Instant::now(), (FRAMES + i) * 960, &protected)
             .unwrap();

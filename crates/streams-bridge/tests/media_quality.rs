@@ -9,9 +9,10 @@ use common::relay::LossyRelay;
 use common::*;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
 use streams_client::audio::source::ToneSource;
+use streams_client::clock::wall_us_now;
 use streams_client::media::session::{MediaKind, MediaSession};
 use streams_client::media::voice::{VoiceReceiver, VoiceSender, decoded_frequency};
-use streams_client::media::voice_session::{Publication, listen_media_while, now_us, publish};
+use streams_client::media::voice_session::{Publication, listen_media_while, publish};
 use streams_client::{Operation, Reply, RoomUpdate, StreamsClient};
 use streams_proto::Identity;
 use streams_proto::frame_crypto::DeviceSession;
@@ -119,7 +120,7 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
             publisher
                 .run_until(start + Duration::from_millis(20 * sender.frames()))
                 .unwrap();
-            let frame = sender.next_frame(now_us()).unwrap();
+            let frame = sender.next_frame(wall_us_now()).unwrap();
             publisher
                 .write_audio(&mid, Instant::now(), sender.rtp_time(), &frame)
                 .unwrap();
@@ -129,7 +130,11 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
             .unwrap();
     });
     let mut receiver = VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
-    receiver.add_epoch(latest.epoch, latest.unwrap_secret(&bob).unwrap(), now_us());
+    receiver.add_epoch(
+        latest.epoch,
+        latest.unwrap_secret(&bob).unwrap(),
+        wall_us_now(),
+    );
     let mut pcm = Vec::new();
     let start = Instant::now();
     let mut tick = 0;
@@ -139,9 +144,9 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
             .run_until(start + Duration::from_millis(20 * tick))
             .unwrap()
         {
-            receiver.accept(now_us(), r.data);
+            receiver.accept(wall_us_now(), r.data);
         }
-        let frame = receiver.pull(now_us());
+        let frame = receiver.pull(wall_us_now());
         if receiver.stats().frames > 0 {
             pcm.extend(frame);
         }

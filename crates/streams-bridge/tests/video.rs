@@ -11,7 +11,7 @@ use common::media::until_a_second_after;
 use common::nft::NftLoss;
 use common::*;
 use streams_client::StreamsClient;
-use streams_client::media::voice_session::now_us;
+use streams_client::clock::wall_us_now;
 use streams_client::media::voice_session::{
     Listened, Publication, PublishReport, listen_media_while, publish,
 };
@@ -277,8 +277,8 @@ fn a_removed_member_cannot_open_video_of_the_new_epoch() {
         VideoReceiver::new(pair.alice.user_id().clone(), "x".into(), false, None).unwrap();
     bobs.add_epoch(epoch, latest.unwrap_secret(&pair.bob).unwrap());
     for frame in &frames {
-        carols.accept(now_us(), &frame.data);
-        bobs.accept(now_us(), &frame.data);
+        carols.accept(wall_us_now(), &frame.data);
+        bobs.accept(wall_us_now(), &frame.data);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while bobs.stats().frames < 10 && Instant::now() < deadline {

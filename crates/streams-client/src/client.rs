@@ -76,6 +76,27 @@ impl ClientHandle {
         call(&self.commands, &self.next_id, self.request_timeout, op)
     }
 
+    /// Starts an operation without waiting: `on_reply` gets its result, on the client's runtime
+    /// thread (so it must only hand the result on, never block). [`ClientError::Busy`] or
+    /// [`ClientError::Stopped`] now means it was not started.
+    pub fn request(
+        &self,
+        op: Operation,
+        on_reply: impl FnOnce(Result<Reply, ClientError>) + Send + 'static,
+    ) -> Result<(), ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.commands
+            .try_send(Command::Run {
+                id,
+                op: Box::new(op),
+                reply: Some(Box::new(on_reply)),
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => ClientError::Busy,
+                TrySendError::Disconnected(_) => ClientError::Stopped,
+            })
+    }
+
     /// A channel that also receives every room event (bounded; events beyond `capacity` are dropped
     /// for this tap only).
     pub fn tap_room_events(&self, capacity: usize) -> Result<Receiver<RoomEvent>, ClientError> {
@@ -99,7 +120,9 @@ fn call(
         .try_send(Command::Run {
             id,
             op: Box::new(op),
-            reply: Some(tx),
+            reply: Some(Box::new(move |result| {
+                let _ = tx.send(result);
+            })),
         })
         .map_err(|e| match e {
             TrySendError::Full(_) => ClientError::Busy,

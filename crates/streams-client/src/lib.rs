@@ -10,6 +10,8 @@ pub mod api;
 pub mod audio;
 pub mod backoff;
 pub mod client;
+pub mod clock;
+pub mod envelope;
 pub mod error;
 pub mod export;
 pub mod link;

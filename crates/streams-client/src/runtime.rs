@@ -30,8 +30,9 @@ pub enum Command {
         id: RequestId,
         /// What to do.
         op: Box<Operation>,
-        /// Where the reply goes; the event channel when `None`.
-        reply: Option<Sender<Result<Reply, ClientError>>>,
+        /// Who takes the reply (on the runtime's thread: it must not block); the event channel
+        /// when `None`.
+        reply: Option<OnReply>,
     },
     /// Also deliver every room event to this channel (for media engines); dropped when it is full or
     /// closed.
@@ -39,6 +40,9 @@ pub enum Command {
     /// Stop the runtime (even while handles still exist).
     Shutdown,
 }
+
+/// Takes the result of one operation, on the runtime's thread.
+pub type OnReply = Box<dyn FnOnce(Result<Reply, ClientError>) + Send>;
 
 /// Pushes events without ever blocking: when full, the oldest event is dropped and counted.
 #[derive(Clone)]
@@ -551,9 +555,7 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
                     .await
                     .unwrap_or(Err(ClientError::Timeout));
                 match reply {
-                    Some(reply) => {
-                        let _ = reply.send(result);
-                    }
+                    Some(reply) => reply(result),
                     None => s.events.push(ClientEvent::Reply { id, result }),
                 }
             });

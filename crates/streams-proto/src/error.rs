@@ -1,5 +1,5 @@
 //! [`CryptoError`]: every way a signature, key or ciphertext can be rejected.
-use crate::ids::{RoomId, UserId};
+use crate::ids::{InvalidUserId, RoomId, UserId};
 
 /// A cryptographic check failed. Each variant names what was wrong, never secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,4 +80,10 @@ pub enum CryptoError {
     /// Plaintext inside a ciphertext was not the expected structure.
     #[error("malformed plaintext: {0}")]
     Malformed(String),
+}
+
+impl From<InvalidUserId> for CryptoError {
+    fn from(e: InvalidUserId) -> Self {
+        CryptoError::InvalidUserId(e.0)
+    }
 }

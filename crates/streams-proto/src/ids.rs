@@ -1,7 +1,11 @@
 //! Ids: [`UserId`] (the printable public key), [`RoomId`], [`ContextId`].
 use serde::{Deserialize, Serialize};
 
-use crate::error::CryptoError;
+/// A user id that is not a valid Ed25519 public key (it becomes
+/// [`crate::CryptoError::InvalidUserId`] where a cryptographic check needed it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid user id: {0}")]
+pub struct InvalidUserId(pub String);
 
 /// A user id: the user's Ed25519 public key in base58. The X25519 key used to wrap secrets for this user
 /// is derived from it (see [`crate::identity`]), so nothing the bridge supplies can redirect a wrap.
@@ -16,28 +20,27 @@ impl UserId {
     }
 
     /// Parses a printable id, checking that it is a valid Ed25519 public key.
-    pub fn parse(text: &str) -> Result<Self, CryptoError> {
+    pub fn parse(text: &str) -> Result<Self, InvalidUserId> {
         let id = UserId(text.trim().to_string());
         id.verifying_key()?;
         Ok(id)
     }
 
     /// The public key bytes.
-    pub fn public_key_bytes(&self) -> Result<[u8; 32], CryptoError> {
+    pub fn public_key_bytes(&self) -> Result<[u8; 32], InvalidUserId> {
         let raw = bs58::decode(&self.0)
             .into_vec()
-            .map_err(|_| CryptoError::InvalidUserId(self.0.clone()))?;
-        raw.try_into()
-            .map_err(|_| CryptoError::InvalidUserId(self.0.clone()))
+            .map_err(|_| InvalidUserId(self.0.clone()))?;
+        raw.try_into().map_err(|_| InvalidUserId(self.0.clone()))
     }
 
     /// The Ed25519 verifying key.
-    pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, CryptoError> {
+    pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, InvalidUserId> {
         let bytes = self.public_key_bytes()?;
         let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map_err(|_| CryptoError::InvalidUserId(self.0.clone()))?;
+            .map_err(|_| InvalidUserId(self.0.clone()))?;
         if key.is_weak() {
-            return Err(CryptoError::InvalidUserId(self.0.clone()));
+            return Err(InvalidUserId(self.0.clone()));
         }
         Ok(key)
     }
@@ -49,7 +52,7 @@ impl UserId {
 }
 
 impl TryFrom<String> for UserId {
-    type Error = CryptoError;
+    type Error = InvalidUserId;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         UserId::parse(&s)
     }

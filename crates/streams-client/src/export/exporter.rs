@@ -20,10 +20,10 @@ use streams_proto::recording::{MANIFEST, Manifest, RecordedTrack, read_records};
 use streams_proto::wire::TrackKind;
 use streams_proto::{EpochRecord, Identity, RoomSecret, UserId, verify_chain};
 
+use crate::envelope::opener::{FrameOpener, Opening};
 use crate::export::ExportError;
 use crate::export::fetch::KEYS;
 use crate::export::matroska::{AudioTrack, MatroskaWriter, VideoTrack, avc_config_from_annexb};
-use crate::media::opener::{FrameOpener, Opening};
 use crate::video::carriage;
 use crate::video::codec::{VideoDecoder, is_keyframe};
 

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::audio::source::AudioSource;
+use crate::clock::wall_us_now;
 use crate::media::voice::VoiceReceiver;
-use crate::media::voice_session::now_us;
 
 /// One remote track's receiver as a mono source, pulled in real time (for a positional mix, which
 /// places each track on its own).
@@ -15,7 +15,7 @@ impl AudioSource for ReceiverSource {
     fn fill(&mut self, out: &mut [f32]) {
         match self.0.lock() {
             Ok(mut receiver) => {
-                let pcm = receiver.pull_samples(now_us(), out.len());
+                let pcm = receiver.pull_samples(wall_us_now(), out.len());
                 out.copy_from_slice(&pcm[..out.len()]);
             }
             Err(_) => out.fill(0.0),
@@ -87,7 +87,7 @@ impl Mixer {
 impl AudioSource for Mixer {
     fn fill(&mut self, out: &mut [f32]) {
         out.fill(0.0);
-        let now = now_us();
+        let now = wall_us_now();
         for track in &self.tracks {
             let pcm = match track.receiver.lock() {
                 Ok(mut r) => r.pull_samples(now, out.len()),

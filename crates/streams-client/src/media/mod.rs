@@ -1,9 +1,13 @@
-//! The media plane on the client side: a WebRTC session with the bridge's SFU per room
-//! ([`session::MediaSession`]) and the encrypted frame format carried over it ([`frame`]).
-pub mod engine;
-pub mod frame;
+//! The media plane on the client side. [`driver::RoomMedia`] runs one room's media: a sans-IO
+//! [`core::RoomMediaCore`] (tracks, keys, negotiation as requests in flight) over a sans-IO WebRTC
+//! connection with the bridge's SFU ([`rtc::RtcPeer`]), driven on a thread that owns the socket.
+//! [`session::MediaSession`] is the same connection on a blocking socket, for tools and tests. The
+//! encrypted frame format is [`crate::envelope`].
+pub mod core;
+pub mod driver;
+pub mod events;
 pub mod mixer;
-pub mod opener;
+pub mod rtc;
 pub mod session;
 pub mod voice;
 pub mod voice_session;

@@ -1,40 +1,14 @@
-//! [`MediaSession`]: one WebRTC peer connection (str0m) between this client and the bridge's SFU for
-//! one room, on its own UDP socket, driven by whoever owns it (no threads inside). The client always
-//! offers; every change (publish, subscribe) is a fresh offer of the whole session. Opus and H.264 are
-//! negotiated, and no audio-level header extension (it would tell the bridge who speaks). Sending
-//! video turns on str0m's bandwidth estimation (TWCC); its estimates and the keyframe requests of
-//! subscribers are handed to the owner. Another thread may wake a waiting session with a
-//! [`SessionWaker`] (a frame is ready to send).
+//! [`MediaSession`]: an [`RtcPeer`] on a UDP socket of its own, driven by whoever owns it with
+//! blocking waits ([`MediaSession::run_until`]): the simple form for tools, tests and benchmarks that
+//! drive one connection on one thread. Another thread may wake a waiting session with a
+//! [`SessionWaker`] (a frame is ready to send). The room media engine drives an [`RtcPeer`] through
+//! its own sans-IO core instead (see [`crate::media::driver`]).
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use str0m::bwe::{Bitrate, BweKind};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-pub use str0m::media::MediaKind;
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::Extension;
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-
-/// Media session failures.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MediaError {
-    /// Socket trouble.
-    #[error("media socket: {0}")]
-    Io(#[from] std::io::Error),
-    /// WebRTC trouble.
-    #[error("webrtc: {0}")]
-    Rtc(String),
-    /// The session is not in a state for this.
-    #[error("{0}")]
-    State(&'static str),
-}
-
-fn rtc_error(e: impl std::fmt::Display) -> MediaError {
-    MediaError::Rtc(e.to_string())
-}
+pub use crate::media::rtc::{MediaError, MediaKind, Received, START_ESTIMATE_KBPS};
+use crate::media::rtc::{PeerEvent, RtcPeer};
 
 /// Receive buffer asked of the kernel for a media socket (Linux caps it at `net.core.rmem_max`).
 pub const RECEIVE_BUFFER: usize = 4 << 20;
@@ -47,51 +21,53 @@ pub fn enlarge_receive_buffer(socket: &UdpSocket) {
     }
 }
 
-/// Where the bandwidth estimate starts, kbit/s.
-pub const START_ESTIMATE_KBPS: u64 = 800;
-
-/// A media frame received on one of this session's receiving m-lines.
-#[derive(Clone, Debug)]
-pub struct Received {
-    /// The m-line it arrived on.
-    pub mid: String,
-    /// The (still SFrame-protected) frame.
-    pub data: Vec<u8>,
-    /// When its last packet arrived.
-    pub arrived: Instant,
-}
-
-/// One peer connection with the SFU.
-pub struct MediaSession {
-    rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
-    timeout: Instant,
-    connected: bool,
-    failed: bool,
-    pending: Option<SdpPendingOffer>,
-    received: Vec<Received>,
-    keyframe_requests: Vec<String>,
-    bitrate_estimate: Option<u64>,
-    woken: bool,
-    waker: UdpSocket,
-    buf: Vec<u8>,
-}
-
 /// The first bytes of a wake-up datagram (never valid STUN, DTLS or RTP).
-const WAKE: &[u8] = b"streams-wake";
+pub const WAKE: &[u8] = b"streams-wake";
 
-/// Wakes a [`MediaSession`] waiting in [`MediaSession::run_until_media`] from another thread.
+/// Wakes a thread waiting on a media socket (a [`MediaSession`] in
+/// [`MediaSession::run_until_media`], or the room media driver) from another thread.
+#[derive(Debug)]
 pub struct SessionWaker {
     socket: UdpSocket,
     target: SocketAddr,
 }
 
 impl SessionWaker {
-    /// Makes the session's wait return now.
+    /// A waker of whoever reads the socket bound at `target`.
+    pub fn new(target: SocketAddr) -> Result<Self, MediaError> {
+        let socket = UdpSocket::bind(SocketAddr::new(target.ip(), 0))?;
+        Ok(SessionWaker { socket, target })
+    }
+
+    /// Makes the wait return now.
     pub fn wake(&self) {
         let _ = self.socket.send_to(WAKE, self.target);
     }
+
+    /// Another waker of the same socket.
+    pub fn try_clone(&self) -> Result<Self, MediaError> {
+        Ok(SessionWaker {
+            socket: self.socket.try_clone()?,
+            target: self.target,
+        })
+    }
+
+    /// Whether a datagram from `source` with `contents` is a wake-up for the socket at `local`.
+    pub fn is_wake(local: SocketAddr, source: SocketAddr, contents: &[u8]) -> bool {
+        contents == WAKE && source.ip() == local.ip()
+    }
+}
+
+/// One peer connection with the SFU on its own socket.
+pub struct MediaSession {
+    peer: RtcPeer,
+    socket: UdpSocket,
+    received: Vec<Received>,
+    keyframe_requests: Vec<String>,
+    bitrate_estimate: Option<u64>,
+    woken: bool,
+    waker: SessionWaker,
+    buf: Vec<u8>,
 }
 
 impl MediaSession {
@@ -100,41 +76,21 @@ impl MediaSession {
         let socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
         enlarge_receive_buffer(&socket);
         let local = socket.local_addr()?;
-        let now = Instant::now();
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
-            .enable_bwe(Some(Bitrate::kbps(START_ESTIMATE_KBPS)))
-            .clear_extension_map()
-            .set_extension(3, Extension::TransportSequenceNumber)
-            .set_extension(4, Extension::RtpMid)
-            .build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_error)?);
-        let waker = UdpSocket::bind(SocketAddr::new(ip, 0))?;
         Ok(MediaSession {
-            rtc,
+            peer: RtcPeer::new(Instant::now(), local)?,
             socket,
-            local,
-            timeout: now,
-            connected: false,
-            failed: false,
-            pending: None,
             received: Vec::new(),
             keyframe_requests: Vec::new(),
             bitrate_estimate: None,
             woken: false,
-            waker,
+            waker: SessionWaker::new(local)?,
             buf: vec![0; 2000],
         })
     }
 
     /// A waker for this session, for another thread.
     pub fn waker(&self) -> Result<SessionWaker, MediaError> {
-        Ok(SessionWaker {
-            socket: self.waker.try_clone()?,
-            target: self.local,
-        })
+        self.waker.try_clone()
     }
 
     /// The sending m-lines whose subscribers asked for a keyframe since the last call.
@@ -149,80 +105,47 @@ impl MediaSession {
 
     /// The bitrate the bandwidth estimator should probe for (the sum of what video tracks could use).
     pub fn set_desired_bitrate(&mut self, bps: u64) {
-        self.rtc.bwe().set_desired_bitrate(Bitrate::bps(bps));
+        self.peer.set_desired_bitrate(bps);
     }
 
     /// Asks the sender of a receiving m-line for a keyframe (PLI).
     pub fn request_keyframe(&mut self, mid: &str) -> Result<(), MediaError> {
-        let mut writer = self
-            .rtc
-            .writer(Mid::from(mid))
-            .ok_or(MediaError::State("no such m-line (yet)"))?;
-        writer
-            .request_keyframe(None, KeyframeRequestKind::Pli)
-            .map_err(rtc_error)?;
-        self.drain();
+        self.peer.request_keyframe(Instant::now(), mid)?;
+        self.flush();
         Ok(())
     }
 
     /// The local UDP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.peer.local_addr()
     }
 
     /// Whether ICE and DTLS are up.
     pub fn is_connected(&self) -> bool {
-        self.connected
+        self.peer.is_connected()
     }
 
     /// Whether the connection failed or was closed.
     pub fn has_failed(&self) -> bool {
-        self.failed
+        self.peer.has_failed()
     }
 
-    /// Adds sending and receiving m-lines of the given kinds and returns the offer with their mids
-    /// (in the same order); also makes the m-lines `deactivate` inactive (a removed track: its m-line
-    /// stays in the session but carries nothing).
+    /// See [`RtcPeer::offer`]: the offer and the mids of the new sending and receiving m-lines.
     pub fn offer(
         &mut self,
         send: &[MediaKind],
         recv: &[MediaKind],
         deactivate: &[String],
     ) -> Result<(String, Vec<String>, Vec<String>), MediaError> {
-        let mut api = self.rtc.sdp_api();
-        for mid in deactivate {
-            api.set_direction(Mid::from(mid.as_str()), Direction::Inactive);
-        }
-        let send_mids: Vec<Mid> = send
-            .iter()
-            .map(|kind| api.add_media(*kind, Direction::SendOnly, None, None, None))
-            .collect();
-        let recv_mids: Vec<Mid> = recv
-            .iter()
-            .map(|kind| api.add_media(*kind, Direction::RecvOnly, None, None, None))
-            .collect();
-        let (offer, pending) = api.apply().ok_or(MediaError::State("nothing to offer"))?;
-        self.pending = Some(pending);
-        self.drain();
-        Ok((
-            offer.to_sdp_string(),
-            send_mids.iter().map(ToString::to_string).collect(),
-            recv_mids.iter().map(ToString::to_string).collect(),
-        ))
+        let offer = self.peer.offer(Instant::now(), send, recv, deactivate)?;
+        self.flush();
+        Ok((offer.sdp, offer.send_mids, offer.recv_mids))
     }
 
     /// Applies the bridge's answer to the last offer.
     pub fn accept_answer(&mut self, answer: &str) -> Result<(), MediaError> {
-        let pending = self
-            .pending
-            .take()
-            .ok_or(MediaError::State("no offer is pending"))?;
-        let answer = SdpAnswer::from_sdp_string(answer).map_err(rtc_error)?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(rtc_error)?;
-        self.drain();
+        self.peer.accept_answer(Instant::now(), answer)?;
+        self.flush();
         Ok(())
     }
 
@@ -230,16 +153,13 @@ impl MediaSession {
     pub fn write_audio(
         &mut self,
         mid: &str,
-        wallclock: Instant,
+        now: Instant,
         rtp_time: u64,
         frame: &[u8],
     ) -> Result<(), MediaError> {
-        self.write(
-            mid,
-            wallclock,
-            MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ),
-            frame,
-        )
+        self.peer.write_audio(now, mid, rtp_time, frame)?;
+        self.flush();
+        Ok(())
     }
 
     /// Sends one protected video frame (already wrapped for carriage) on a sending m-line.
@@ -247,43 +167,12 @@ impl MediaSession {
     pub fn write_video(
         &mut self,
         mid: &str,
-        wallclock: Instant,
+        now: Instant,
         rtp_time: u64,
         frame: &[u8],
     ) -> Result<(), MediaError> {
-        self.write(
-            mid,
-            wallclock,
-            MediaTime::new(rtp_time, Frequency::NINETY_KHZ),
-            frame,
-        )
-    }
-
-    fn write(
-        &mut self,
-        mid: &str,
-        wallclock: Instant,
-        time: MediaTime,
-        frame: &[u8],
-    ) -> Result<(), MediaError> {
-        let writer = self
-            .rtc
-            .writer(Mid::from(mid))
-            .ok_or(MediaError::State("no such sending m-line (yet)"))?;
-        let pt = writer
-            .payload_params()
-            .next()
-            .map(|p| p.pt())
-            .ok_or(MediaError::State("no codec negotiated"))?;
-        writer
-            .write(pt, wallclock, time, frame.to_vec())
-            .map_err(rtc_error)?;
-        self.drain();
-        // Let str0m's clock catch up so the frame leaves now rather than at its next timeout.
-        self.rtc
-            .handle_input(Input::Timeout(Instant::now()))
-            .map_err(rtc_error)?;
-        self.drain();
+        self.peer.write_video(now, mid, rtp_time, frame)?;
+        self.flush();
         Ok(())
     }
 
@@ -293,7 +182,7 @@ impl MediaSession {
         loop {
             let mut got = self.run_until_media(until)?;
             all.append(&mut got);
-            if Instant::now() >= until || self.failed {
+            if Instant::now() >= until || self.peer.has_failed() {
                 return Ok(all);
             }
         }
@@ -305,44 +194,32 @@ impl MediaSession {
     pub fn run_until_media(&mut self, until: Instant) -> Result<Vec<Received>, MediaError> {
         loop {
             let now = Instant::now();
-            if self.timeout <= now {
-                self.rtc
-                    .handle_input(Input::Timeout(now))
-                    .map_err(rtc_error)?;
-                self.drain();
+            if self.peer.poll_timeout() <= now {
+                self.peer.handle_timeout(now);
+                self.flush();
             }
-            if now >= until || self.failed || !self.received.is_empty() || self.woken {
+            let done = self.peer.has_failed() || !self.received.is_empty() || self.woken;
+            if now >= until || done {
                 self.woken = false;
                 return Ok(std::mem::take(&mut self.received));
             }
             let wait = self
-                .timeout
+                .peer
+                .poll_timeout()
                 .min(until)
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
             self.socket.set_read_timeout(Some(wait))?;
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, source)) => {
-                    if self.buf[..n] == *WAKE && source.ip() == self.local.ip() {
+                    let local = self.peer.local_addr();
+                    if SessionWaker::is_wake(local, source, &self.buf[..n]) {
                         self.woken = true;
                         continue;
                     }
-                    let Ok(contents) = self.buf[..n].try_into() else {
-                        continue;
-                    };
-                    let input = Input::Receive(
-                        Instant::now(),
-                        Receive {
-                            proto: Protocol::Udp,
-                            source,
-                            destination: self.local,
-                            contents,
-                        },
-                    );
-                    if self.rtc.accepts(&input) {
-                        self.rtc.handle_input(input).map_err(rtc_error)?;
-                        self.drain();
-                    }
+                    self.peer
+                        .handle_datagram(Instant::now(), source, &self.buf[..n]);
+                    self.flush();
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(e.into()),
@@ -352,45 +229,21 @@ impl MediaSession {
 
     /// Closes the connection.
     pub fn close(&mut self) {
-        self.rtc.disconnect();
-        self.drain();
+        self.peer.close(Instant::now());
+        self.flush();
     }
 
-    fn drain(&mut self) {
-        loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
-                    self.timeout = t;
-                    return;
-                }
-                Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
-                }
-                Ok(Output::Event(event)) => match event {
-                    Event::Connected => self.connected = true,
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        self.connected = false;
-                        self.failed = true;
-                    }
-                    Event::MediaData(data) => self.received.push(Received {
-                        mid: data.mid.to_string(),
-                        data: data.data.to_vec(),
-                        arrived: data.network_time,
-                    }),
-                    Event::KeyframeRequest(request) => {
-                        self.keyframe_requests.push(request.mid.to_string());
-                    }
-                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                        self.bitrate_estimate = Some(estimate.as_u64());
-                    }
-                    _ => {}
-                },
-                Err(e) => {
-                    tracing::warn!("media session failed: {e}");
-                    self.failed = true;
-                    self.timeout = Instant::now() + Duration::from_millis(50);
-                    return;
-                }
+    /// Sends what the connection has to send and takes in what it reported.
+    fn flush(&mut self) {
+        while let Some(t) = self.peer.poll_transmit() {
+            let _ = self.socket.send_to(&t.contents, t.destination);
+        }
+        while let Some(event) = self.peer.poll_event() {
+            match event {
+                PeerEvent::Media(received) => self.received.push(received),
+                PeerEvent::KeyframeRequest(mid) => self.keyframe_requests.push(mid),
+                PeerEvent::Estimate(bps) => self.bitrate_estimate = Some(bps),
+                PeerEvent::Connected | PeerEvent::Failed => {}
             }
         }
     }

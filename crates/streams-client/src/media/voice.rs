@@ -13,8 +13,8 @@ use crate::audio::analysis::{SpeakingDetector, dominant_frequency, level_dbfs};
 use crate::audio::codec::{CodecError, FrameDuration, VoiceDecoder, VoiceEncoder, VoiceSettings};
 use crate::audio::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::audio::source::AudioSource;
-use crate::media::frame;
-use crate::media::opener::{FrameOpener, Opening};
+use crate::envelope::frame;
+use crate::envelope::opener::{FrameOpener, Opening};
 
 /// Produces a track's protected frames.
 pub struct VoiceSender {

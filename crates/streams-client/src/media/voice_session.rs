@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use streams_proto::wire::TrackKind;
@@ -16,8 +16,10 @@ use crate::StreamsClient;
 use crate::audio::analysis::level_dbfs;
 use crate::audio::codec::VoiceSettings;
 use crate::audio::source::AudioSource;
+use crate::clock::wall_us_now;
 use crate::error::ClientError;
-use crate::media::engine::{MediaCommand, MediaEvent, MediaOptions, RoomMedia};
+use crate::media::driver::RoomMedia;
+use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::session::MediaError;
 use crate::media::voice::{VoiceReceiver, decoded_frequency, percentile};
 use crate::video::VideoSource;
@@ -26,15 +28,11 @@ use crate::video::codec::VideoSettings;
 use crate::video::receiver::{FrameObserver, VideoStats};
 use crate::video::sender::LocalVideoStats;
 
+/// How long a tool waits for a stopping engine's final figures.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Samples per output period (10 ms at 48 kHz).
 const OUTPUT_PERIOD_SAMPLES: usize = 480;
-
-/// Wall-clock microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 /// A voice session failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +110,8 @@ impl PublishReport {
                 false
             }
             MediaEvent::Stopped { reason } => {
-                if reason != "stopped by its owner" {
-                    self.failure.get_or_insert(reason);
+                if reason != StopReason::Owner {
+                    self.failure.get_or_insert(reason.to_string());
                 }
                 true
             }
@@ -213,9 +211,7 @@ pub fn publish(
         }
     }
     // Stopping the engine reports the final counts.
-    let events = media.events().clone();
-    drop(media);
-    for event in events.try_iter() {
+    for event in media.stop_and_collect(STOP_TIMEOUT) {
         report.record(event);
     }
     Ok(report)
@@ -398,15 +394,13 @@ pub fn listen_media_while(
         }
         for (track_id, receiver) in &receivers {
             if let Ok(mut r) = receiver.lock() {
-                let samples = r.pull_samples(now_us(), OUTPUT_PERIOD_SAMPLES);
+                let samples = r.pull_samples(wall_us_now(), OUTPUT_PERIOD_SAMPLES);
                 pcm.entry(track_id.clone()).or_default().extend(samples);
             }
         }
     }
     // Stopping the engine reports the final figures.
-    let events = media.events().clone();
-    drop(media);
-    for event in events.try_iter() {
+    for event in media.stop_and_collect(STOP_TIMEOUT) {
         record_video(&mut senders, &mut videos, event);
     }
     let mut reports = Vec::new();

@@ -11,9 +11,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 use streams_proto::{RoomSecret, UserId};
 
-use crate::media::frame::OpenedFrame;
-use crate::media::opener::{FrameOpener, Opening};
-use crate::media::voice_session::now_us;
+use crate::clock::wall_us_now;
+use crate::envelope::frame::OpenedFrame;
+use crate::envelope::opener::{FrameOpener, Opening};
 use crate::video::carriage;
 use crate::video::codec::{VideoDecoder, is_keyframe};
 use crate::video::frame::I420Frame;
@@ -346,7 +346,7 @@ impl DecodeWorker {
     }
 
     fn deliver(&mut self, picture: I420Frame, rgba: Option<Vec<u8>>, capture_us: u64) {
-        let now = now_us();
+        let now = wall_us_now();
         let mut freeze = false;
         if let Some(last) = self.last_decoded_us {
             let interval = now.saturating_sub(last) as f64;
@@ -447,9 +447,10 @@ mod tests {
             }
             let picture = source.next_frame(n * 33_333).unwrap();
             let encoded = encoder.encode(&picture).unwrap().unwrap();
-            let protected = crate::media::frame::seal(&mut enc, n * 33_333, &encoded.data).unwrap();
+            let protected =
+                crate::envelope::frame::seal(&mut enc, n * 33_333, &encoded.data).unwrap();
             if deliver {
-                receiver.accept(now_us(), &carriage::wrap(&protected, encoded.keyframe));
+                receiver.accept(wall_us_now(), &carriage::wrap(&protected, encoded.keyframe));
             }
             encoded.keyframe
         };
@@ -476,7 +477,7 @@ mod tests {
         let (_, latest) = receiver.slot().newer_than(0).unwrap();
         assert_eq!(read_stamp(&latest.picture).unwrap().frame, 9);
         // Garbage and a wrong key are counted, never decoded.
-        receiver.accept(now_us(), b"\x00\x00\x00\x01\x61garbage");
+        receiver.accept(wall_us_now(), b"\x00\x00\x00\x01\x61garbage");
         assert_eq!(receiver.stats().decrypt_failures, 1);
     }
 }

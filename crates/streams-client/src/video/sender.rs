@@ -10,8 +10,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 use streams_proto::frame_crypto::FrameEncryptor;
 
-use crate::media::frame;
-use crate::media::voice_session::now_us;
+use crate::clock::wall_us_now;
+use crate::envelope::frame;
 use crate::video::VideoError;
 use crate::video::carriage;
 use crate::video::codec::{VideoEncoder, VideoSettings};
@@ -290,7 +290,7 @@ fn capture_loop(
             control.held.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let capture_us = now_us();
+        let capture_us = wall_us_now();
         let picture = match source.next_frame(capture_us) {
             Ok(p) => p,
             Err(e) => {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use streams_proto::frame_crypto::{FrameDecryptor, frame_header};
 use streams_proto::{RoomSecret, UserId};
 
-use crate::media::frame::{self, OpenedFrame};
+use crate::envelope::frame::{self, OpenedFrame};
 
 /// Frames waiting for their epoch's key, at most this many.
 const MAX_HELD: usize = 50;

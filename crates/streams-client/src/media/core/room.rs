@@ -1,0 +1,120 @@
+//! How the core follows its room: keys and epochs from the room record (senders switch at once,
+//! receivers learn every epoch), published and unpublished streams from events and listings, and
+//! removal from the room.
+use std::time::Instant;
+
+use streams_proto::UserId;
+use streams_proto::wire::StreamInfo;
+
+use super::{Keys, Pending, RoomMediaCore};
+use crate::api::{Operation, Room, RoomEvent};
+use crate::media::events::StopReason;
+
+impl RoomMediaCore {
+    pub(super) fn room_event(&mut self, now: Instant, event: RoomEvent) {
+        match event {
+            RoomEvent::StreamUpdated { room_id, stream } if room_id == self.room_id => {
+                // Tracks the stream no longer has end here.
+                let prefix = format!("{}:", stream.stream_id);
+                self.drop_remote_where(|track| {
+                    track.starts_with(&prefix) && !stream.tracks.iter().any(|s| s.track_id == track)
+                });
+                if self.subscribe_all {
+                    self.pending_streams.push(stream);
+                }
+            }
+            RoomEvent::StreamPublished { room_id, stream }
+                if room_id == self.room_id && self.subscribe_all =>
+            {
+                self.pending_streams.push(stream);
+            }
+            RoomEvent::StreamUnpublished { room_id, stream_id } if room_id == self.room_id => {
+                let prefix = format!("{stream_id}:");
+                self.drop_remote_where(|track| track.starts_with(&prefix));
+            }
+            RoomEvent::Updated(room) if room.id == self.room_id => self.apply_room(now, &room),
+            RoomEvent::RemovedFrom { room_id, .. } | RoomEvent::Deleted { room_id, .. }
+                if room_id == self.room_id =>
+            {
+                self.stop(now, StopReason::NotInRoom);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes the room's keys: epochs not seen before are unwrapped (one HPKE open each) and given
+    /// to every receiver; a newer current epoch switches every sender at once. The first room seen
+    /// starts the media: the streams are listed and held commands run.
+    pub(super) fn apply_room(&mut self, now: Instant, room: &Room) {
+        let first = self.keys.is_none();
+        let known = self.keys.as_ref().map(|k| &k.secrets);
+        let fresh: Vec<_> = room
+            .record
+            .epochs
+            .iter()
+            .filter(|e| known.is_none_or(|s| !s.contains_key(&e.epoch)))
+            .filter_map(|e| e.unwrap_secret(&self.identity).ok().map(|s| (e.epoch, s)))
+            .collect();
+        let keys = self.keys.get_or_insert_with(|| Keys {
+            epoch: room.key_epoch,
+            secrets: Default::default(),
+        });
+        for (epoch, secret) in &fresh {
+            keys.secrets.insert(*epoch, secret.clone());
+        }
+        if !keys.secrets.contains_key(&room.key_epoch) {
+            return self.stop(now, StopReason::RemovedFromRoom);
+        }
+        let switch = room.key_epoch > keys.epoch;
+        keys.epoch = keys.epoch.max(room.key_epoch);
+        self.give_epochs(now, &fresh);
+        if switch {
+            self.switch_senders();
+        }
+        if first {
+            self.signal(Operation::ListStreams(self.room_id.clone()), Pending::List);
+            for command in std::mem::take(&mut self.deferred) {
+                self.command(now, command);
+            }
+        }
+    }
+
+    /// The bridge's current listing: tracks no longer listed end here, and (when subscribing to
+    /// everything) what is listed is negotiated if it is not yet.
+    pub(super) fn apply_listing(&mut self, streams: Vec<StreamInfo>) {
+        let live: Vec<&str> = streams
+            .iter()
+            .flat_map(|s| s.tracks.iter().map(|t| t.track_id.as_str()))
+            .collect();
+        let gone: Vec<String> = self
+            .remote
+            .values()
+            .filter(|t| !live.contains(&t.track_id.as_str()))
+            .map(|t| t.track_id.clone())
+            .collect();
+        self.drop_remote_where(|track| gone.iter().any(|g| g == track));
+        if self.subscribe_all {
+            self.pending_streams = streams;
+        }
+    }
+
+    /// Proximity: a member's voice is received again (from the current listing) or dropped at the
+    /// bridge.
+    pub(super) fn set_voice_subscribed(&mut self, user_id: UserId, subscribed: bool) {
+        if subscribed {
+            if self.unheard.remove(&user_id) && self.subscribe_all {
+                self.signal(Operation::ListStreams(self.room_id.clone()), Pending::List);
+            }
+        } else if self.unheard.insert(user_id.clone()) {
+            let voices: Vec<String> = self
+                .remote
+                .values()
+                .filter(|t| t.user == user_id && t.is_voice())
+                .map(|t| t.track_id.clone())
+                .collect();
+            if self.drop_remote_where(|track| voices.iter().any(|v| v == track)) > 0 {
+                self.resubscribe = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Deterministic tests of the core: two cores and a forwarding SFU of str0m peers on simulated time
+//! ([`sim::World`]). Signaling replies are held back or refused while media flows; keys rotate
+//! while a member talks.
+mod sim;
+
+use std::time::{Duration, Instant};
+
+use streams_proto::wire::{ErrorCode, WireError};
+
+use crate::audio::analysis::tone_energy_share;
+use crate::error::ClientError;
+use crate::media::events::{MediaCommand, MediaEvent};
+use sim::{NegotiationPolicy, World};
+
+const ALICE: usize = 0;
+const BOB: usize = 1;
+
+/// Alice publishes a 440 Hz tone and Bob hears it (decoded frames are flowing).
+fn alice_talking_to_bob() -> World {
+    let mut world = World::new();
+    world.publish_tone(ALICE, 440.0);
+    let heard = world.run_until(Duration::from_secs(10), |w| {
+        w.voice_stats(BOB).iter().any(|(_, s)| s.frames >= 25)
+    });
+    assert!(
+        heard,
+        "Bob never heard Alice: {:?}",
+        world.members[BOB].events
+    );
+    world
+}
+
+/// Frames of Bob's remote voice `track` decoded so far.
+fn decoded(world: &World, track: &str) -> u64 {
+    world
+        .voice_stats(BOB)
+        .into_iter()
+        .find(|(id, _)| id == track)
+        .map_or(0, |(_, s)| s.frames)
+}
+
+/// The track Bob receives from Alice, and the mid it leaves Alice on.
+fn alices_track(world: &World) -> (String, String) {
+    let track = world.voice_stats(BOB)[0].0.clone();
+    let mid = track.split_once(':').unwrap().1.to_string();
+    (track, mid)
+}
+
+/// The longest gap between Alice's frames on `mid` reaching the SFU within `[from, to]`.
+fn longest_gap(world: &World, mid: &str, from: Instant, to: Instant) -> Duration {
+    let times = &world.arrivals_at_sfu[&(ALICE, mid.to_string())];
+    let window: Vec<Instant> = times
+        .iter()
+        .copied()
+        .filter(|t| *t + Duration::from_millis(25) >= from && *t <= to)
+        .collect();
+    assert!(window.len() >= 2, "no frames in the window");
+    window
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_held_renegotiation_stalls_neither_sending_nor_receiving() {
+    let mut world = alice_talking_to_bob();
+    let (track, mid) = alices_track(&world);
+    // Both renegotiate at once (Alice adds a track, Bob publishes one); both replies are held.
+    let hold = Duration::from_millis(500);
+    world.members[ALICE].negotiation = NegotiationPolicy::Hold(hold);
+    world.members[BOB].negotiation = NegotiationPolicy::Hold(hold);
+    let start = world.now;
+    let decoded_before = decoded(&world, &track);
+    world.publish_tone(ALICE, 660.0);
+    world.publish_tone(BOB, 880.0);
+    // Until just before the replies are let through.
+    world.run_for(hold - Duration::from_millis(5));
+    let held_until = world.now;
+    // The offers were out the whole time: nothing new is published yet.
+    let alice_published = |w: &World| {
+        w.saw(ALICE, |e| {
+            matches!(e, MediaEvent::LocalTrackPublished { index: 1, .. })
+        })
+    };
+    let bob_published = |w: &World| {
+        w.saw(BOB, |e| {
+            matches!(e, MediaEvent::LocalTrackPublished { index: 0, .. })
+        })
+    };
+    assert!(!alice_published(&world) && !bob_published(&world));
+    let gap = longest_gap(&world, &mid, start, held_until);
+    assert!(
+        gap <= Duration::from_millis(25),
+        "Alice's frames stalled {gap:?}"
+    );
+    let during = decoded(&world, &track) - decoded_before;
+    assert!(
+        during >= 23,
+        "Bob decoded {during} of Alice's 24 frames while his offer was out"
+    );
+    // Released, both offers complete: each hears the other's new track.
+    let both = world.run_until(Duration::from_secs(5), |w| {
+        w.voice_stats(BOB).len() == 2 && w.voice_stats(ALICE).len() == 1
+    });
+    assert!(both, "the held offers never completed");
+    assert!(alice_published(&world) && bob_published(&world));
+    let stats = world.voice_stats(BOB);
+    let (_, first) = stats.iter().find(|(id, _)| *id == track).unwrap();
+    assert_eq!((first.lost, first.late, first.decrypt_failures), (0, 0, 0));
+}
+
+#[test]
+fn a_failed_renegotiation_leaves_established_media_running() {
+    let refusal = ClientError::Bridge(WireError::new(ErrorCode::Forbidden, "revoked"));
+    for error in [ClientError::Timeout, refusal] {
+        let mut world = alice_talking_to_bob();
+        let (track, mid) = alices_track(&world);
+        world.members[BOB].negotiation = NegotiationPolicy::FailOnce(error.clone());
+        let start = world.now;
+        let before = decoded(&world, &track);
+        world.publish_tone(BOB, 880.0);
+        world.run_for(Duration::from_secs(1));
+        assert!(
+            world.saw(BOB, |e| matches!(e, MediaEvent::NegotiationFailed(_))),
+            "{error}: the failure was not reported"
+        );
+        assert!(
+            !world.members[BOB].core.is_stopped(),
+            "{error}: Bob's media stopped"
+        );
+        let during = decoded(&world, &track) - before;
+        assert!(during >= 48, "{error}: Bob decoded {during} of 50 frames");
+        let gap = longest_gap(&world, &mid, start, world.now);
+        assert!(
+            gap <= Duration::from_millis(25),
+            "{error}: Alice stalled {gap:?}"
+        );
+        // The offer is tried again and Alice hears Bob.
+        let heard = world.run_until(Duration::from_secs(5), |w| {
+            w.voice_stats(ALICE).iter().any(|(_, s)| s.frames >= 10)
+        });
+        assert!(heard, "{error}: Bob's track was never negotiated");
+    }
+}
+
+#[test]
+fn a_new_epoch_switches_senders_at_once_and_receivers_lose_no_frame() {
+    let mut world = alice_talking_to_bob();
+    let (track, _) = alices_track(&world);
+    world.run_for(Duration::from_millis(500));
+    // Alice switches first; Bob learns the new key 60 ms later (the event reached him later).
+    world.rotate_keys(ALICE, Duration::from_millis(60));
+    world.run_for(Duration::from_secs(2));
+    let now = world.now;
+    world.members[ALICE]
+        .core
+        .handle_command(now, MediaCommand::Stop);
+    world.run_for(Duration::from_millis(300));
+    let (sent, epochs) = world.members[ALICE]
+        .events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            MediaEvent::LocalStats { frames, epochs, .. } => Some((*frames, epochs.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(epochs, vec![0, 1], "Alice switched keys at once");
+    let stats = world.voice_stats(BOB);
+    let (_, bob) = stats.iter().find(|(id, _)| *id == track).unwrap();
+    assert_eq!(
+        (bob.lost, bob.late, bob.decrypt_failures),
+        (0, 0, 0),
+        "{bob:?}"
+    );
+    // Every frame Alice sent was decoded, but the few still in Bob's buffer when she stopped.
+    assert!(
+        bob.frames + 5 >= sent,
+        "sent {sent}, decoded {}",
+        bob.frames
+    );
+    let heard = &world.members[BOB].heard[&track];
+    let tail = &heard[heard.len().saturating_sub(48_000)..];
+    assert!(tone_energy_share(tail, 48_000, 440.0) > 0.5);
+}

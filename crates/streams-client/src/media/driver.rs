@@ -1,0 +1,281 @@
+//! [`RoomMedia`]: the driver of one room's [`RoomMediaCore`], on a thread of its own. It owns the
+//! UDP socket and a non-blocking signaling handle: a request the core makes is started on the
+//! client's runtime and its reply comes back as an input (waking the driver), so no request is ever
+//! waited for while media flows. Starting, commanding and dropping a [`RoomMedia`] never block the
+//! caller: dropping it asks the engine to stop, and it winds down on its own thread.
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use streams_proto::{Identity, RoomId};
+
+use crate::api::{Reply, RoomEvent};
+use crate::client::ClientHandle;
+use crate::error::ClientError;
+use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId};
+use crate::media::events::{MediaCommand, MediaEvent, MediaOptions};
+use crate::media::mixer::Mixer;
+use crate::media::session::{SessionWaker, enlarge_receive_buffer};
+use crate::media::voice_session::{VoiceError, local_ip_towards};
+use crate::video::receiver::VideoSlot;
+
+/// The longest a datagram can be (a UDP payload on any path this client uses).
+const DATAGRAM: usize = 2048;
+
+type SignalReply = (SignalId, Result<Reply, ClientError>);
+
+/// A room's media, running on its own thread. Dropping it stops it (without waiting).
+pub struct RoomMedia {
+    commands: Option<Sender<MediaCommand>>,
+    events: Receiver<MediaEvent>,
+    mixer: Arc<Mutex<Mixer>>,
+    videos: Arc<Mutex<HashMap<String, VideoSlot>>>,
+    waker: Arc<SessionWaker>,
+}
+
+impl RoomMedia {
+    /// Starts the media of `room_id` for `identity`, using `client` for signaling.
+    pub fn start(
+        client: ClientHandle,
+        identity: Identity,
+        bridge_url: &str,
+        room_id: RoomId,
+    ) -> Result<Self, VoiceError> {
+        Self::start_with(
+            client,
+            identity,
+            bridge_url,
+            room_id,
+            MediaOptions::default(),
+        )
+    }
+
+    /// Like [`RoomMedia::start`], with options. Returns at once: fetching the room, negotiating and
+    /// connecting happen on the engine's thread, reported by [`MediaEvent`]s.
+    pub fn start_with(
+        client: ClientHandle,
+        identity: Identity,
+        bridge_url: &str,
+        room_id: RoomId,
+        options: MediaOptions,
+    ) -> Result<Self, VoiceError> {
+        let room_events = client.tap_room_events(256)?;
+        let socket = UdpSocket::bind(SocketAddr::new(local_ip_towards(bridge_url), 0))
+            .map_err(crate::media::rtc::MediaError::from)?;
+        enlarge_receive_buffer(&socket);
+        let local = socket
+            .local_addr()
+            .map_err(crate::media::rtc::MediaError::from)?;
+        let waker = Arc::new(SessionWaker::new(local)?);
+        let wake = {
+            let waker = Arc::clone(&waker);
+            Arc::new(move || waker.wake())
+        };
+        let config = CoreConfig {
+            identity,
+            room_id,
+            local,
+            options,
+            wake,
+        };
+        let core = RoomMediaCore::new(Instant::now(), config)?;
+        let (commands, command_rx) = crossbeam_channel::bounded(64);
+        let (event_tx, events) = crossbeam_channel::bounded(1024);
+        let mixer = core.mixer();
+        let videos = core.videos();
+        let driver = Driver {
+            core,
+            socket,
+            client,
+            commands: command_rx,
+            room_events,
+            replies: crossbeam_channel::unbounded(),
+            events: event_tx,
+            waker: Arc::clone(&waker),
+        };
+        std::thread::Builder::new()
+            .name("streams-room-media".into())
+            .spawn(move || driver.run())
+            .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
+        Ok(RoomMedia {
+            commands: Some(commands),
+            events,
+            mixer,
+            videos,
+            waker,
+        })
+    }
+
+    /// Sends a command (non-blocking; `false` if the engine has stopped or is flooded).
+    pub fn send(&self, command: MediaCommand) -> bool {
+        let sent = self
+            .commands
+            .as_ref()
+            .is_some_and(|c| c.try_send(command).is_ok());
+        if sent {
+            self.waker.wake();
+        }
+        sent
+    }
+
+    /// The engine's events.
+    pub fn events(&self) -> &Receiver<MediaEvent> {
+        &self.events
+    }
+
+    /// The mix of remote tracks, for an output sink or any puller.
+    pub fn mixer(&self) -> Arc<Mutex<Mixer>> {
+        Arc::clone(&self.mixer)
+    }
+
+    /// The latest-picture slot of a remote video track being received.
+    pub fn video(&self, track_id: &str) -> Option<VideoSlot> {
+        self.videos.lock().ok()?.get(track_id).cloned()
+    }
+
+    /// For tools: stops the engine and returns its last events (final statistics, then
+    /// [`MediaEvent::Stopped`]), waiting at most `timeout` for them.
+    pub fn stop_and_collect(mut self, timeout: Duration) -> Vec<MediaEvent> {
+        self.stop();
+        let deadline = Instant::now() + timeout;
+        let mut last = Vec::new();
+        loop {
+            match self
+                .events
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(event) => {
+                    let stopped = matches!(event, MediaEvent::Stopped { .. });
+                    last.push(event);
+                    if stopped {
+                        return last;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return last,
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        // Closing the channel stops the engine even when its queue is full.
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.try_send(MediaCommand::Stop);
+        }
+        self.waker.wake();
+    }
+}
+
+impl Drop for RoomMedia {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What the engine's thread owns.
+struct Driver {
+    core: RoomMediaCore,
+    socket: UdpSocket,
+    client: ClientHandle,
+    commands: Receiver<MediaCommand>,
+    room_events: Receiver<RoomEvent>,
+    replies: (Sender<SignalReply>, Receiver<SignalReply>),
+    events: Sender<MediaEvent>,
+    waker: Arc<SessionWaker>,
+}
+
+impl Driver {
+    fn run(mut self) {
+        let local = self.core_local();
+        let mut buf = vec![0; DATAGRAM];
+        loop {
+            let now = Instant::now();
+            self.take_inputs(now);
+            self.core.handle_timeout(now);
+            self.flush(now);
+            if self.core.is_stopped() {
+                return;
+            }
+            let wait = self
+                .core
+                .poll_timeout()
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            if let Err(e) = self.socket.set_read_timeout(Some(wait)) {
+                tracing::warn!("media socket: {e}");
+            }
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, source)) if SessionWaker::is_wake(local, source, &buf[..n]) => {}
+                Ok((n, source)) => {
+                    self.core.handle_datagram(Instant::now(), source, &buf[..n]);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                // An ICMP error from an earlier send (the bridge's port closed for a moment):
+                // the connection's own timers decide whether it is lost.
+                Err(e) => tracing::debug!("media socket: {e}"),
+            }
+        }
+    }
+
+    fn core_local(&self) -> SocketAddr {
+        self.socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Commands, room events and signaling replies that arrived, into the core.
+    fn take_inputs(&mut self, now: Instant) {
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => self.core.handle_command(now, command),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.core.handle_command(now, MediaCommand::Stop);
+                    break;
+                }
+            }
+        }
+        while let Ok(event) = self.room_events.try_recv() {
+            self.core.handle_room_event(now, event);
+        }
+        while let Ok((id, result)) = self.replies.1.try_recv() {
+            self.core.handle_signal_reply(now, id, result);
+        }
+    }
+
+    /// Carries out what the core wants: datagrams sent, requests started, events passed on.
+    fn flush(&mut self, now: Instant) {
+        let mut refused = Vec::new();
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                CoreOutput::Transmit(t) => {
+                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
+                        tracing::debug!("media datagram not sent: {e}");
+                    }
+                }
+                CoreOutput::Signal { id, op } => {
+                    let replies = self.replies.0.clone();
+                    let waker = Arc::clone(&self.waker);
+                    let started = self.client.request(op, move |result| {
+                        let _ = replies.send((id, result));
+                        waker.wake();
+                    });
+                    if let Err(e) = started {
+                        refused.push((id, e));
+                    }
+                }
+                CoreOutput::Event(event) => {
+                    if let Err(TrySendError::Full(_)) = self.events.try_send(event) {
+                        tracing::debug!("media event dropped: the owner is not reading events");
+                    }
+                }
+            }
+        }
+        // Requests the client could not even start fail now (and are retried by the core).
+        for (id, error) in refused {
+            self.core.handle_signal_reply(now, id, Err(error));
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What the owner of a room's media says to it ([`MediaCommand`]) and hears from it ([`MediaEvent`],
+//! [`StopReason`]), and how it is set up ([`MediaOptions`]): the vocabulary shared by the sans-IO core
+//! ([`crate::media::core`]), its driver ([`crate::media::driver`]) and their owners.
+use streams_proto::UserId;
+use streams_proto::wire::TrackKind;
+
+use crate::audio::codec::VoiceSettings;
+use crate::audio::source::AudioSource;
+use crate::media::voice::TrackStats;
+use crate::video::VideoSource;
+use crate::video::codec::VideoSettings;
+use crate::video::receiver::{FrameObserver, VideoStats};
+use crate::video::sender::LocalVideoStats;
+
+/// Why a room's media stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// Its owner stopped it (or dropped it).
+    Owner,
+    /// This member was removed from the room, or the room was deleted.
+    NotInRoom,
+    /// A new key epoch left this member out: removed from the room.
+    RemovedFromRoom,
+    /// The bridge refused this member the room's media (no such room, no right to it).
+    Refused(String),
+    /// The media connection to the bridge failed.
+    ConnectionFailed,
+    /// Something this engine cannot go on without failed (a codec, a key).
+    Failed(String),
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Owner => f.write_str("stopped by its owner"),
+            StopReason::NotInRoom => f.write_str("no longer in the room"),
+            StopReason::RemovedFromRoom => f.write_str("removed from the room"),
+            StopReason::Refused(why) => write!(f, "the bridge refused the room's media: {why}"),
+            StopReason::ConnectionFailed => f.write_str("the media connection failed"),
+            StopReason::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// How a room's media is set up (see [`crate::media::driver::RoomMedia::start_with`]).
+#[derive(Clone, Default)]
+pub struct MediaOptions {
+    /// Also convert decoded video to RGBA (for textures).
+    pub video_rgba: bool,
+    /// Sees every decoded picture of every remote video track (on its decode thread).
+    pub video_observer: Option<FrameObserver>,
+}
+
+/// What the owner asks of the media engine.
+pub enum MediaCommand {
+    /// Add and publish a local audio track.
+    AddAudioTrack {
+        /// Where its samples come from.
+        source: Box<dyn AudioSource>,
+        /// Codec settings.
+        settings: VoiceSettings,
+    },
+    /// Add and publish a local video track (camera, screen or test pattern).
+    AddVideoTrack {
+        /// Where its pictures come from.
+        source: Box<dyn VideoSource>,
+        /// Encoder settings.
+        settings: VideoSettings,
+        /// [`TrackKind::Video`] (camera) or [`TrackKind::Screen`].
+        kind: TrackKind,
+    },
+    /// Mute or unmute every local audio track (they keep sending silence: push-to-talk, mute).
+    MuteAudio(bool),
+    /// Stop sending a local track and unpublish it (by the index its `LocalTrackPublished` gave).
+    RemoveTrack(u8),
+    /// Receive every remote audio track (`true`, the default) or none (`false`).
+    SubscribeAll(bool),
+    /// Receive a member's voice (audio tracks) or not: proximity chat unsubscribes far voices at the
+    /// bridge, so they cost no bandwidth, and subscribes them again when they come near.
+    SetVoiceSubscribed {
+        /// The member.
+        user_id: UserId,
+        /// Receive their voice.
+        subscribed: bool,
+    },
+    /// Set a remote track's volume and mute state.
+    SetVolume {
+        /// The track.
+        track_id: String,
+        /// Linear gain.
+        gain: f32,
+        /// Muted.
+        muted: bool,
+    },
+    /// Configure speaking detection for every remote track (PrivMX `configureActiveSpeakerDetector`).
+    ConfigureSpeaking {
+        /// Level above which a frame counts as voiced, dBFS.
+        threshold_dbfs: f32,
+        /// How long voice must last before speaking starts, ms.
+        attack_ms: u64,
+        /// How long quiet must last before speaking ends, ms.
+        hold_ms: u64,
+    },
+    /// Stop everything and leave the room's media.
+    Stop,
+}
+
+/// What the media engine reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaEvent {
+    /// The media connection to the bridge is up (ICE and DTLS done): local tracks send from now on.
+    /// Reported again after the connection was lost and came back.
+    Connected,
+    /// A local track is published.
+    LocalTrackPublished {
+        /// Its index in this session.
+        index: u8,
+        /// Its SFrame key id.
+        key_id: u64,
+    },
+    /// A remote track is being received.
+    RemoteTrackAdded {
+        /// The track.
+        track_id: String,
+        /// Its sender.
+        user_id: UserId,
+        /// What it carries.
+        kind: TrackKind,
+    },
+    /// A remote track ended.
+    RemoteTrackRemoved {
+        /// The track.
+        track_id: String,
+    },
+    /// A remote sender started or stopped speaking.
+    Speaking {
+        /// The track.
+        track_id: String,
+        /// Its sender.
+        user_id: UserId,
+        /// Speaking now.
+        speaking: bool,
+    },
+    /// Statistics of every remote audio track (about once a second).
+    Stats(Vec<(String, TrackStats)>),
+    /// Statistics of every remote video track (about once a second).
+    VideoStats(Vec<(String, VideoStats)>),
+    /// What a local track has sent (about once a second, and when the engine stops).
+    LocalStats {
+        /// The track's index.
+        index: u8,
+        /// Frames sent.
+        frames: u64,
+        /// Key epochs it has used, in order.
+        epochs: Vec<u64>,
+        /// For a video track, its encoder's figures.
+        video: Option<LocalVideoStats>,
+    },
+    /// A local track failed (its camera vanished, its display closed) and was unpublished.
+    LocalTrackFailed {
+        /// The track's index.
+        index: u8,
+        /// Why.
+        reason: String,
+    },
+    /// The bridge refused a negotiation (a stream went away, a right was revoked); the engine goes
+    /// on and retries from the current listing.
+    NegotiationFailed(String),
+    /// The engine stopped.
+    Stopped {
+        /// Why.
+        reason: StopReason,
+    },
+}

@@ -1,0 +1,373 @@
+//! [`RtcPeer`]: one WebRTC peer connection (str0m) between this client and the bridge's SFU for one
+//! room, sans-IO. Datagrams and time go in ([`RtcPeer::handle_datagram`], [`RtcPeer::handle_timeout`]);
+//! datagrams to send and [`PeerEvent`]s come out ([`RtcPeer::poll_transmit`], [`RtcPeer::poll_event`]),
+//! with the next instant it needs to be woken at ([`RtcPeer::poll_timeout`]). No socket, thread or
+//! clock inside: a driver owns those (see [`crate::media::session::MediaSession`] and
+//! [`crate::media::driver`]), and tests run it on simulated time.
+//!
+//! The client always offers; every change (publish, subscribe) is a fresh offer of the whole session.
+//! Opus and H.264 are negotiated, and no audio-level header extension (it would tell the bridge who
+//! speaks). Sending video turns on str0m's bandwidth estimation (TWCC).
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+pub use str0m::media::MediaKind;
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::Extension;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+/// Media session failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// Socket trouble.
+    #[error("media socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// WebRTC trouble.
+    #[error("webrtc: {0}")]
+    Rtc(String),
+    /// The session is not in a state for this.
+    #[error("{0}")]
+    State(&'static str),
+}
+
+fn rtc_error(e: impl std::fmt::Display) -> MediaError {
+    MediaError::Rtc(e.to_string())
+}
+
+/// Where the bandwidth estimate starts, kbit/s.
+pub const START_ESTIMATE_KBPS: u64 = 800;
+
+/// A media frame received on one of this session's receiving m-lines.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// The m-line it arrived on.
+    pub mid: String,
+    /// The (still SFrame-protected) frame.
+    pub data: Vec<u8>,
+    /// When its last packet arrived.
+    pub arrived: Instant,
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// What.
+    pub contents: Vec<u8>,
+}
+
+/// What happened on the connection.
+#[derive(Clone, Debug)]
+pub enum PeerEvent {
+    /// ICE and DTLS are up: media can flow.
+    Connected,
+    /// The connection was lost or closed.
+    Failed,
+    /// A frame arrived.
+    Media(Received),
+    /// The subscribers of a sending m-line asked for a keyframe.
+    KeyframeRequest(String),
+    /// A new bandwidth estimate, bits/s.
+    Estimate(u64),
+}
+
+/// The sending and receiving m-lines an offer adds, in the order they were asked for.
+#[derive(Clone, Debug)]
+pub struct Offer {
+    /// The SDP.
+    pub sdp: String,
+    /// Mids of the new sending m-lines.
+    pub send_mids: Vec<String>,
+    /// Mids of the new receiving m-lines.
+    pub recv_mids: Vec<String>,
+}
+
+/// One peer connection with the SFU.
+pub struct RtcPeer {
+    rtc: Rtc,
+    local: SocketAddr,
+    timeout: Instant,
+    connected: bool,
+    failed: bool,
+    pending: Option<SdpPendingOffer>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<PeerEvent>,
+}
+
+impl RtcPeer {
+    /// A connection that will use the local UDP address `local` (its only ICE candidate).
+    pub fn new(now: Instant, local: SocketAddr) -> Result<Self, MediaError> {
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .enable_bwe(Some(Bitrate::kbps(START_ESTIMATE_KBPS)))
+            .clear_extension_map()
+            .set_extension(3, Extension::TransportSequenceNumber)
+            .set_extension(4, Extension::RtpMid)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_error)?);
+        Ok(RtcPeer {
+            rtc,
+            local,
+            timeout: now,
+            connected: false,
+            failed: false,
+            pending: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// The local UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Whether ICE and DTLS are up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Whether the connection failed or was closed.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Whether an offer waits for its answer.
+    pub fn has_pending_offer(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// A datagram from `source` arrived at `now`; `false` if it is not for this connection.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        let Ok(contents) = contents.try_into() else {
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        if !self.rtc.accepts(&input) {
+            return false;
+        }
+        if let Err(e) = self.rtc.handle_input(input) {
+            self.fail(now, e);
+        }
+        self.drain(now);
+        true
+    }
+
+    /// Time passed: timers run (retransmissions, RTCP, ICE, pacing).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.fail(now, e);
+        }
+        self.drain(now);
+    }
+
+    /// When [`RtcPeer::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.timeout
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    /// The bitrate the bandwidth estimator should probe for (the sum of what video tracks could use).
+    pub fn set_desired_bitrate(&mut self, bps: u64) {
+        self.rtc.bwe().set_desired_bitrate(Bitrate::bps(bps));
+    }
+
+    /// Asks the sender of a receiving m-line for a keyframe (PLI).
+    pub fn request_keyframe(&mut self, now: Instant, mid: &str) -> Result<(), MediaError> {
+        let mut writer = self
+            .rtc
+            .writer(Mid::from(mid))
+            .ok_or(MediaError::State("no such m-line (yet)"))?;
+        writer
+            .request_keyframe(None, KeyframeRequestKind::Pli)
+            .map_err(rtc_error)?;
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Adds sending and receiving m-lines of the given kinds and returns the offer with their mids
+    /// (in the same order); also makes the m-lines `deactivate` inactive (a removed track: its m-line
+    /// stays in the session but carries nothing). Media keeps flowing on the negotiated m-lines
+    /// until the answer arrives.
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        send: &[MediaKind],
+        recv: &[MediaKind],
+        deactivate: &[String],
+    ) -> Result<Offer, MediaError> {
+        let mut api = self.rtc.sdp_api();
+        for mid in deactivate {
+            api.set_direction(Mid::from(mid.as_str()), Direction::Inactive);
+        }
+        let send_mids: Vec<Mid> = send
+            .iter()
+            .map(|kind| api.add_media(*kind, Direction::SendOnly, None, None, None))
+            .collect();
+        let recv_mids: Vec<Mid> = recv
+            .iter()
+            .map(|kind| api.add_media(*kind, Direction::RecvOnly, None, None, None))
+            .collect();
+        let (offer, pending) = api.apply().ok_or(MediaError::State("nothing to offer"))?;
+        self.pending = Some(pending);
+        self.drain(now);
+        Ok(Offer {
+            sdp: offer.to_sdp_string(),
+            send_mids: send_mids.iter().map(ToString::to_string).collect(),
+            recv_mids: recv_mids.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Applies the bridge's answer to the last offer.
+    pub fn accept_answer(&mut self, now: Instant, answer: &str) -> Result<(), MediaError> {
+        let pending = self
+            .pending
+            .take()
+            .ok_or(MediaError::State("no offer is pending"))?;
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(rtc_error)?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(rtc_error)?;
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Forgets the pending offer (the bridge refused it or never answered): the session stays as
+    /// the last answer left it, and the next offer starts from there.
+    pub fn cancel_offer(&mut self) {
+        self.pending = None;
+    }
+
+    /// Sends one protected audio frame on a sending m-line. `rtp_time` counts 48 kHz samples.
+    pub fn write_audio(
+        &mut self,
+        now: Instant,
+        mid: &str,
+        rtp_time: u64,
+        frame: &[u8],
+    ) -> Result<(), MediaError> {
+        let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
+        self.write(now, mid, time, frame)
+    }
+
+    /// Sends one protected video frame (already wrapped for carriage) on a sending m-line.
+    /// `rtp_time` is on the 90 kHz video clock.
+    pub fn write_video(
+        &mut self,
+        now: Instant,
+        mid: &str,
+        rtp_time: u64,
+        frame: &[u8],
+    ) -> Result<(), MediaError> {
+        let time = MediaTime::new(rtp_time, Frequency::NINETY_KHZ);
+        self.write(now, mid, time, frame)
+    }
+
+    fn write(
+        &mut self,
+        now: Instant,
+        mid: &str,
+        time: MediaTime,
+        frame: &[u8],
+    ) -> Result<(), MediaError> {
+        let writer = self
+            .rtc
+            .writer(Mid::from(mid))
+            .ok_or(MediaError::State("no such sending m-line (yet)"))?;
+        let pt = writer
+            .payload_params()
+            .next()
+            .map(|p| p.pt())
+            .ok_or(MediaError::State("no codec negotiated"))?;
+        writer
+            .write(pt, now, time, frame.to_vec())
+            .map_err(rtc_error)?;
+        self.drain(now);
+        // Let str0m's clock catch up so the frame leaves now rather than at its next timeout.
+        self.handle_timeout(now);
+        Ok(())
+    }
+
+    /// Closes the connection (what it still has to send is in [`RtcPeer::poll_transmit`]).
+    pub fn close(&mut self, now: Instant) {
+        self.rtc.disconnect();
+        self.drain(now);
+    }
+
+    fn fail(&mut self, now: Instant, e: impl std::fmt::Display) {
+        tracing::warn!("media session failed: {e}");
+        if !self.failed {
+            self.events.push_back(PeerEvent::Failed);
+        }
+        self.failed = true;
+        self.connected = false;
+        self.timeout = now + Duration::from_millis(50);
+    }
+
+    fn drain(&mut self, now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(event)) => match event {
+                    Event::Connected => {
+                        self.connected = true;
+                        self.events.push_back(PeerEvent::Connected);
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        self.fail(now, "ICE disconnected");
+                    }
+                    Event::MediaData(data) => self.events.push_back(PeerEvent::Media(Received {
+                        mid: data.mid.to_string(),
+                        data: data.data.to_vec(),
+                        arrived: data.network_time,
+                    })),
+                    Event::KeyframeRequest(request) => self
+                        .events
+                        .push_back(PeerEvent::KeyframeRequest(request.mid.to_string())),
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                        self.events
+                            .push_back(PeerEvent::Estimate(estimate.as_u64()));
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    self.fail(now, e);
+                    return;
+                }
+            }
+        }
+    }
+}
