@@ -86,13 +86,7 @@ impl RoomMediaCore {
             .iter()
             .flat_map(|s| s.tracks.iter().map(|t| t.track_id.as_str()))
             .collect();
-        let gone: Vec<String> = self
-            .remote
-            .values()
-            .filter(|t| !live.contains(&t.track_id.as_str()))
-            .map(|t| t.track_id.clone())
-            .collect();
-        self.drop_remote_where(|track| gone.iter().any(|g| g == track));
+        self.drop_remote_where(|track| !live.contains(&track));
         if self.subscribe_all {
             self.pending_streams = streams;
         }
