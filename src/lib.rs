@@ -14,6 +14,8 @@
 
 mod commands;
 mod media;
+mod media_link;
+mod media_requests;
 mod media_state;
 #[cfg(feature = "egui")]
 mod panel;
@@ -26,9 +28,10 @@ mod tracks;
 mod video_texture;
 
 pub use commands::StreamsCommands;
-pub use media::{
+pub use media_link::{MediaRequestError, RoomMediaLink, StreamsMediaError, StreamsMediaEvent};
+pub use media_requests::{
     AudioInput, Deafen, JoinMedia, LeaveMedia, MuteMicrophone, PublishAudio, PublishVideo,
-    RoomMediaLink, StreamsMediaError, StreamsMediaEvent, SubscribeTracks, Unpublish, VideoInput,
+    SubscribeTracks, Unpublish, VideoInput,
 };
 pub use media_state::{MediaConnected, MediaConnecting, MediaFailed, MediaReconnecting};
 #[cfg(feature = "egui")]

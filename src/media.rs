@@ -7,14 +7,14 @@
 //! push-to-talk, [`Deafen`] silences every remote voice. Failures are [`StreamsMediaError`] messages
 //! and observer triggers, never panics; every engine event is a [`StreamsMediaEvent`]
 //! ([`crate::tracks`] applies them to entities).
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use bevy::prelude::*;
 use streams_client::audio::codec::VoiceSettings;
 use streams_client::audio::device::MicrophoneSource;
 use streams_client::audio::source::{AudioSource, ClipSource, ToneSource};
 use streams_client::media::driver::RoomMedia;
-use streams_client::media::events::{MediaCommand, MediaEvent, MediaOptions};
+use streams_client::media::events::{MediaCommand, MediaOptions};
 use streams_client::video::VideoSource;
 use streams_client::video::codec::VideoSettings;
 use streams_client::video::pattern::PatternSource;
@@ -24,6 +24,11 @@ use streams_client::video::screen::{ScreenSource, ScreenTarget};
 use streams_proto::wire::TrackKind;
 
 use crate::commands::ClientResource;
+use crate::media_link::{MediaRequestError, RoomMediaLink, StreamsMediaError};
+use crate::media_requests::{
+    AudioInput, Deafen, JoinMedia, LeaveMedia, MuteMicrophone, PublishAudio, PublishVideo,
+    SubscribeTracks, Unpublish, VideoInput,
+};
 use crate::media_state::{MediaState, clear_media_state, set_media_state};
 use crate::rooms::StreamRoom;
 use crate::session::{LocalIdentity, StreamsSession};
@@ -34,144 +39,7 @@ use crate::video_texture::{LatestPicture, LocalPreview, VideoFeed, blank_image};
 /// Local previews are refreshed at most this often (converting to RGBA costs the capture thread).
 const PREVIEW_FPS: u32 = 15;
 
-/// Where a published audio track comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AudioInput {
-    /// A sine tone (Hz).
-    Tone(f64),
-    /// A WAV clip, looped.
-    Clip(PathBuf),
-    /// A microphone (by name, or the default).
-    Microphone(Option<String>),
-}
-
-/// Where a published video track comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum VideoInput {
-    /// The moving test pattern.
-    Pattern {
-        /// Width.
-        width: usize,
-        /// Height.
-        height: usize,
-        /// Frames per second.
-        fps: u32,
-    },
-    /// The X11 screen (`$DISPLAY`).
-    Screen {
-        /// Frames per second.
-        fps: u32,
-    },
-    /// A camera.
-    Camera {
-        /// Its index.
-        index: u32,
-        /// Frames per second.
-        fps: u32,
-    },
-}
-
-/// Request: join the media of this room entity (receive its tracks, be able to publish).
-#[derive(EntityEvent, Clone, Debug)]
-pub struct JoinMedia {
-    /// The room entity.
-    pub entity: Entity,
-}
-
-/// Request: leave the media of this room entity (tracks end, remote tracks are despawned).
-#[derive(EntityEvent, Clone, Debug)]
-pub struct LeaveMedia {
-    /// The room entity.
-    pub entity: Entity,
-}
-
-/// Request: publish an audio track in this room (its media must be joined).
-#[derive(EntityEvent, Clone, Debug)]
-pub struct PublishAudio {
-    /// The room entity.
-    pub entity: Entity,
-    /// The source.
-    pub input: AudioInput,
-}
-
-/// Request: publish a video or screen track in this room (its media must be joined).
-#[derive(EntityEvent, Clone, Debug)]
-pub struct PublishVideo {
-    /// The room entity.
-    pub entity: Entity,
-    /// The source.
-    pub input: VideoInput,
-    /// Also show what is captured: the local track entity gets a [`LocalPreview`] image.
-    pub preview: bool,
-}
-
-/// Request: stop publishing this local track (its [`LocalTrack`] entity is despawned).
-#[derive(EntityEvent, Clone, Debug)]
-pub struct Unpublish {
-    /// The local track entity.
-    pub entity: Entity,
-}
-
-/// Request: receive the room's remote tracks (`true`, what joining does) or none of them.
-#[derive(EntityEvent, Clone, Debug)]
-pub struct SubscribeTracks {
-    /// The room entity.
-    pub entity: Entity,
-    /// Receive them.
-    pub subscribed: bool,
-}
-
-/// Request: mute (or unmute) this client's microphone and other audio tracks in this room; they
-/// keep sending silence. Push-to-talk is this, toggled by a key.
-#[derive(EntityEvent, Clone, Debug)]
-pub struct MuteMicrophone {
-    /// The room entity.
-    pub entity: Entity,
-    /// Muted.
-    pub muted: bool,
-}
-
-/// Request: stop (or resume) hearing every remote voice, in every room.
-#[derive(Event, Clone, Copy, Debug)]
-pub struct Deafen(pub bool);
-
-/// The room's media engine. Removing it (or despawning the room) stops the engine.
-#[derive(Component)]
-pub struct RoomMediaLink {
-    media: RoomMedia,
-    /// The index the engine gives the next local track (it numbers them in the order added).
-    next_local: u8,
-}
-
-impl RoomMediaLink {
-    /// Sends a command to the engine (`false` if it stopped or is flooded).
-    pub fn send(&self, command: MediaCommand) -> bool {
-        self.media.send(command)
-    }
-
-    pub(crate) fn media(&self) -> &RoomMedia {
-        &self.media
-    }
-}
-
-/// Every event of a room's media engine (a message, and a trigger for observers).
-#[derive(Message, Event, Debug, Clone)]
-pub struct StreamsMediaEvent {
-    /// The room entity.
-    pub room: Entity,
-    /// What happened.
-    pub event: MediaEvent,
-}
-
-/// A media request failed (a message, and a trigger for observers).
-#[derive(Message, Event, Debug, Clone)]
-pub struct StreamsMediaError {
-    /// The room entity.
-    pub room: Entity,
-    /// Why.
-    pub error: String,
-}
-
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn join_media(
     join: On<JoinMedia>,
     mut commands: Commands,
@@ -179,26 +47,28 @@ pub(crate) fn join_media(
     client: Option<Res<ClientResource>>,
     identity: Res<LocalIdentity>,
     sessions: Query<&StreamsSession>,
+    spatial: Option<Res<SpatialAudio>>,
     mut errors: MessageWriter<StreamsMediaError>,
 ) {
     let room = join.entity;
-    let fail = |errors: &mut MessageWriter<StreamsMediaError>, error: String| {
+    let fail = |errors: &mut MessageWriter<StreamsMediaError>, error: MediaRequestError| {
         warn!("joining media failed: {error}");
         errors.write(StreamsMediaError { room, error });
     };
     let Ok(stream_room) = rooms.get(room) else {
-        return fail(&mut errors, "not a room entity".into());
+        return fail(&mut errors, MediaRequestError::NotARoom);
     };
     let (Some(client), Some(session)) = (client, sessions.iter().next()) else {
-        return fail(&mut errors, "the streams client is not running".into());
+        return fail(&mut errors, MediaRequestError::NoClient);
     };
     let handle = match client.client.handle() {
         Ok(h) => h,
-        Err(e) => return fail(&mut errors, e.to_string()),
+        Err(e) => return fail(&mut errors, MediaRequestError::Client(Arc::new(e))),
     };
     let options = MediaOptions {
         video_rgba: true,
         video_observer: None,
+        voice_output: spatial.map(|s| s.voice_output()),
     };
     match RoomMedia::start_with(
         handle,
@@ -208,13 +78,10 @@ pub(crate) fn join_media(
         options,
     ) {
         Ok(media) => {
-            commands.entity(room).insert(RoomMediaLink {
-                media,
-                next_local: 0,
-            });
+            commands.entity(room).insert(RoomMediaLink::new(media));
             set_media_state(&mut commands, room, MediaState::Connecting);
         }
-        Err(e) => fail(&mut errors, e.to_string()),
+        Err(e) => fail(&mut errors, MediaRequestError::Start(Arc::new(e))),
     }
 }
 
@@ -240,38 +107,41 @@ pub(crate) fn leave_media(
     }
 }
 
-fn audio_source(input: &AudioInput) -> Result<Box<dyn AudioSource>, String> {
+fn audio_source(input: &AudioInput) -> Result<Box<dyn AudioSource>, MediaRequestError> {
+    let failed =
+        |e: Box<dyn std::error::Error + Send + Sync>| MediaRequestError::AudioInput(e.into());
     Ok(match input {
         AudioInput::Tone(hz) => Box::new(ToneSource::new(*hz, 0.4)),
-        AudioInput::Clip(path) => Box::new(ClipSource::load(path).map_err(|e| e.to_string())?),
+        AudioInput::Clip(path) => Box::new(ClipSource::load(path).map_err(|e| failed(e.into()))?),
         AudioInput::Microphone(name) => {
-            Box::new(MicrophoneSource::open(name.as_deref()).map_err(|e| e.to_string())?)
+            Box::new(MicrophoneSource::open(name.as_deref()).map_err(|e| failed(e.into()))?)
         }
     })
 }
 
-fn video_source(input: &VideoInput) -> Result<(Box<dyn VideoSource>, TrackKind), String> {
+fn video_source(
+    input: &VideoInput,
+) -> Result<(Box<dyn VideoSource>, TrackKind), MediaRequestError> {
+    let failed = |e: streams_client::video::VideoError| MediaRequestError::VideoInput(Arc::new(e));
     Ok(match input {
         VideoInput::Pattern { width, height, fps } => (
-            Box::new(PatternSource::new(*width, *height, *fps).map_err(|e| e.to_string())?),
+            Box::new(PatternSource::new(*width, *height, *fps).map_err(failed)?),
             TrackKind::Video,
         ),
         VideoInput::Screen { fps } => (
-            Box::new(
-                ScreenSource::open(None, ScreenTarget::Screen, *fps).map_err(|e| e.to_string())?,
-            ),
+            Box::new(ScreenSource::open(None, ScreenTarget::Screen, *fps).map_err(failed)?),
             TrackKind::Screen,
         ),
         #[cfg(feature = "camera")]
         VideoInput::Camera { index, fps } => (
             Box::new(
                 streams_client::video::camera::CameraSource::open(*index, 1280, 720, *fps)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(failed)?,
             ),
             TrackKind::Video,
         ),
         #[cfg(not(feature = "camera"))]
-        VideoInput::Camera { .. } => return Err("built without camera support".into()),
+        VideoInput::Camera { .. } => return Err(MediaRequestError::NoCameraSupport),
     })
 }
 
@@ -286,7 +156,7 @@ pub(crate) fn mute_microphone(
     if !sent {
         errors.write(StreamsMediaError {
             room: mute.entity,
-            error: "no media engine for this room".into(),
+            error: MediaRequestError::NotJoined,
         });
     }
 }
@@ -307,11 +177,11 @@ fn command_room(
 ) -> bool {
     let result = links
         .get(room)
-        .map_err(|_| "join the room's media first".to_string())
+        .map_err(|_| MediaRequestError::NotJoined)
         .and_then(|link| {
             link.send(command)
                 .then_some(())
-                .ok_or_else(|| "the media engine has stopped".to_string())
+                .ok_or(MediaRequestError::EngineStopped)
         });
     report(room, errors, what, result)
 }
@@ -321,7 +191,7 @@ fn report(
     room: Entity,
     errors: &mut MessageWriter<StreamsMediaError>,
     what: &str,
-    result: Result<(), String>,
+    result: Result<(), MediaRequestError>,
 ) -> bool {
     match result {
         Ok(()) => true,
@@ -340,15 +210,14 @@ fn add_local_track(
     links: &mut Query<&mut RoomMediaLink>,
     command: MediaCommand,
     track: (TrackKind, String),
-) -> Result<Entity, String> {
+) -> Result<Entity, MediaRequestError> {
     let mut link = links
         .get_mut(room)
-        .map_err(|_| "join the room's media first".to_string())?;
+        .map_err(|_| MediaRequestError::NotJoined)?;
     if !link.send(command) {
-        return Err("the media engine has stopped".into());
+        return Err(MediaRequestError::EngineStopped);
     }
-    let index = link.next_local;
-    link.next_local = link.next_local.saturating_add(1);
+    let index = link.take_local_index();
     let (kind, description) = track;
     Ok(commands
         .spawn((
@@ -447,7 +316,7 @@ pub(crate) fn unpublish(
     let Ok((track, of)) = tracks.get(unpublish.entity) else {
         errors.write(StreamsMediaError {
             room: unpublish.entity,
-            error: "not a local track entity".into(),
+            error: MediaRequestError::NotALocalTrack,
         });
         return;
     };

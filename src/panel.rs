@@ -12,9 +12,10 @@ use streams_proto::wire::{EventScope, TrackKind};
 use streams_proto::{RoomId, UserId};
 
 use crate::commands::StreamsCommands;
-use crate::media::{
+use crate::media_link::RoomMediaLink;
+use crate::media_requests::{
     AudioInput, Deafen, JoinMedia, LeaveMedia, MuteMicrophone, PublishAudio, PublishVideo,
-    RoomMediaLink, Unpublish, VideoInput,
+    Unpublish, VideoInput,
 };
 use crate::rooms::{Joined, Participant, ParticipantOf, Recording, StreamRoom};
 use crate::session::{Connected, Connecting, Disconnected, StreamsSession};

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use bevy::prelude::*;
 use bevy::transform::TransformSystems;
-use streams_client::audio::spatial::{Attenuation, DistanceModel, Hrtf, SpatialMixer};
+use streams_client::audio::spatial::{Attenuation, DistanceModel, Hrtf};
 use streams_client::{ClientConfig, StreamsClient};
 use streams_proto::Identity;
 
 use crate::media::{
-    StreamsMediaError, StreamsMediaEvent, deafen, join_media, leave_media, mute_microphone,
-    publish_audio, publish_video, subscribe_tracks, trigger_media_errors, unpublish,
+    deafen, join_media, leave_media, mute_microphone, publish_audio, publish_video,
+    subscribe_tracks, trigger_media_errors, unpublish,
 };
+use crate::media_link::{StreamsMediaError, StreamsMediaEvent};
 use crate::spatial::{SpatialAudio, proximity, publish_poses};
 use crate::tracks::drain_media_events;
 use crate::video_texture::apply_video_frames;
@@ -62,7 +63,7 @@ pub struct StreamsPlugin {
     /// How many client events are applied per frame at most (the rest wait for the next frame).
     pub events_per_frame: usize,
     /// Play the positional mix on the default output device (a null sink without one). Off, the
-    /// mix is only rendered by whoever pulls [`SpatialAudio::mixer`] (tests, tools).
+    /// mix is only rendered by whoever calls [`SpatialAudio::render`] (tests, tools).
     pub audio_output: bool,
     /// The HRTF set (SOFA); equal-power panning when `None` or unreadable.
     pub hrtf: Option<PathBuf>,
@@ -123,42 +124,38 @@ impl Plugin for StreamsPlugin {
                 None
             }
         });
-        app.insert_resource(SpatialAudio::new(
-            SpatialMixer::new(hrtf),
-            self.audio_output,
-            self.attenuation,
-        ))
-        .insert_resource(LocalIdentity(identity.clone()))
-        .add_message::<StreamsMediaEvent>()
-        .add_message::<StreamsMediaError>()
-        .add_observer(join_media)
-        .add_observer(leave_media)
-        .add_observer(publish_audio)
-        .add_observer(publish_video)
-        .add_observer(unpublish)
-        .add_observer(subscribe_tracks)
-        .add_observer(mute_microphone)
-        .add_observer(deafen)
-        .configure_sets(
-            PostUpdate,
-            StreamsSystems::Poses.after(TransformSystems::Propagate),
-        )
-        .add_systems(
-            PreUpdate,
-            (
-                drain_media_events,
-                trigger_media_errors,
-                apply_video_frames::<RemoteVideo>,
-                apply_video_frames::<LocalPreview>,
+        app.insert_resource(SpatialAudio::new(hrtf, self.audio_output, self.attenuation))
+            .insert_resource(LocalIdentity(identity.clone()))
+            .add_message::<StreamsMediaEvent>()
+            .add_message::<StreamsMediaError>()
+            .add_observer(join_media)
+            .add_observer(leave_media)
+            .add_observer(publish_audio)
+            .add_observer(publish_video)
+            .add_observer(unpublish)
+            .add_observer(subscribe_tracks)
+            .add_observer(mute_microphone)
+            .add_observer(deafen)
+            .configure_sets(
+                PostUpdate,
+                StreamsSystems::Poses.after(TransformSystems::Propagate),
             )
-                .chain()
-                .after(receive_events)
-                .in_set(StreamsSystems::Receive),
-        )
-        .add_systems(
-            PostUpdate,
-            (publish_poses, proximity).in_set(StreamsSystems::Poses),
-        );
+            .add_systems(
+                PreUpdate,
+                (
+                    drain_media_events,
+                    trigger_media_errors,
+                    apply_video_frames::<RemoteVideo>,
+                    apply_video_frames::<LocalPreview>,
+                )
+                    .chain()
+                    .after(receive_events)
+                    .in_set(StreamsSystems::Receive),
+            )
+            .add_systems(
+                PostUpdate,
+                (publish_poses, proximity).in_set(StreamsSystems::Poses),
+            );
         app.add_message::<StreamsReply>()
             .add_message::<StreamsRoomEvent>()
             .init_resource::<RoomIndex>()

@@ -1,7 +1,8 @@
-//! Positional voice in the ECS. Remote voices are mixed on the audio output thread by a
-//! [`SpatialMixer`] (HRTF or equal power, distance attenuation, limiter); Bevy only publishes poses:
-//! after transform propagation, [`StreamsSystems::Poses`](crate::StreamsSystems::Poses) hands the
-//! [`StreamListener`]'s pose and each voice's position to the mixer: the remote track entity's own
+//! Positional voice in the ECS. Each room's media engine hands its remote voices to the
+//! [`SpatialAudio`] output; they are mixed on the audio output thread by a [`SpatialMixer`] (HRTF or
+//! equal power, distance attenuation, limiter), which Bevy never locks: after transform propagation,
+//! [`StreamsSystems::Poses`](crate::StreamsSystems::Poses) takes the voices handed over into the
+//! [`SpatialScene`] and publishes the [`StreamListener`]'s pose and each voice's position: the remote track entity's own
 //! `GlobalTransform` if it has one (parent it to any entity), else its participant's, else the
 //! listener's. Proximity: a voice farther than
 //! the attenuation's `max_distance` × [`UNSUBSCRIBE_FACTOR`] is unsubscribed at the bridge (the
@@ -9,12 +10,14 @@
 use std::sync::{Arc, Mutex};
 
 use bevy::prelude::*;
-use streams_client::audio::device::StereoPlayback;
-use streams_client::audio::source::AudioSource;
-use streams_client::audio::spatial::{Attenuation, Pose, SourceParams, SpatialMixer};
+use streams_client::audio::handoff::{VoiceInbox, VoiceOutput};
+use streams_client::audio::output::StereoPlayback;
+use streams_client::audio::spatial::{
+    Attenuation, Hrtf, Pose, SourceParams, SpatialMixer, SpatialScene,
+};
 use streams_client::media::events::MediaCommand;
 
-use crate::media::RoomMediaLink;
+use crate::media_link::RoomMediaLink;
 use crate::rooms::{Participant, ParticipantOf, RoomIndex, StreamRoom};
 use crate::tracks::{RemoteTrack, RemoteVoice, TrackOf};
 
@@ -48,10 +51,15 @@ impl Default for VoiceVolume {
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfEarshot;
 
-/// The positional mix and its output.
+/// The positional mix and its output. The mix itself runs on the output thread; this resource
+/// holds its scene (poses, placements, HRTF filters), which only the game's systems touch.
 #[derive(Resource, Clone)]
 pub struct SpatialAudio {
-    mixer: Arc<Mutex<SpatialMixer>>,
+    scene: Arc<Mutex<SpatialScene>>,
+    voice_output: VoiceOutput,
+    inbox: Arc<VoiceInbox>,
+    /// The mixer when no output plays it (rendered by [`SpatialAudio::render`]).
+    offline: Option<Arc<Mutex<SpatialMixer>>>,
     _playback: Option<Arc<StereoPlayback>>,
     /// How voices fade with distance (and where proximity cuts them off).
     pub attenuation: Attenuation,
@@ -60,29 +68,50 @@ pub struct SpatialAudio {
 }
 
 impl SpatialAudio {
-    pub(crate) fn new(mixer: SpatialMixer, output: bool, attenuation: Attenuation) -> Self {
-        let mixer = Arc::new(Mutex::new(mixer));
-        let playback = output.then(|| {
-            let shared: streams_client::audio::device::SharedStereo = mixer.clone();
-            let playback = StereoPlayback::start(shared);
+    pub(crate) fn new(hrtf: Option<Arc<Hrtf>>, output: bool, attenuation: Attenuation) -> Self {
+        let (scene, mixer) = SpatialScene::new(hrtf);
+        let (voice_output, inbox) = VoiceOutput::new();
+        let (playback, offline) = if output {
+            let playback = StereoPlayback::start(Box::new(mixer));
             match playback.device() {
                 Some(device) => info!("positional voice plays on {device}"),
                 None => info!("no audio output device: positional voice goes to a null sink"),
             }
-            Arc::new(playback)
-        });
+            (Some(Arc::new(playback)), None)
+        } else {
+            (None, Some(Arc::new(Mutex::new(mixer))))
+        };
         SpatialAudio {
-            mixer,
+            scene: Arc::new(Mutex::new(scene)),
+            voice_output,
+            inbox: Arc::new(inbox),
+            offline,
             _playback: playback,
             attenuation,
             deafened: false,
         }
     }
 
-    /// The mixer (what the output thread pulls; tests and tools may render from it directly when
-    /// the plugin runs without an output).
-    pub fn mixer(&self) -> Arc<Mutex<SpatialMixer>> {
-        Arc::clone(&self.mixer)
+    /// Where rooms' media engines hand their remote voices (each room joined plays here).
+    pub fn voice_output(&self) -> VoiceOutput {
+        self.voice_output.clone()
+    }
+
+    /// The positional scene: a game may add voices of its own (placed like remote ones).
+    pub fn scene(&self) -> Arc<Mutex<SpatialScene>> {
+        Arc::clone(&self.scene)
+    }
+
+    /// Renders the next `out.len() / 2` stereo frames of the mix here, when the plugin runs without
+    /// an output (tests, tools); `false` when a device or null sink plays it.
+    pub fn render(&self, out: &mut [f32]) -> bool {
+        match self.offline.as_ref().and_then(|m| m.lock().ok()) {
+            Some(mut mixer) => {
+                mixer.render(out);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The output device the mix plays on (`None`: no output, or a null sink for want of a device).
@@ -94,26 +123,7 @@ impl SpatialAudio {
 
     /// Each voice's level in the mix, dBFS, by track id.
     pub fn levels(&self) -> Vec<(String, f32)> {
-        self.mixer.lock().map(|m| m.levels()).unwrap_or_default()
-    }
-
-    pub(crate) fn add_voice(&self, track_id: &str, source: Box<dyn AudioSource>) {
-        if let Ok(mut mixer) = self.mixer.lock() {
-            mixer.add(
-                track_id,
-                source,
-                SourceParams {
-                    attenuation: self.attenuation,
-                    ..SourceParams::default()
-                },
-            );
-        }
-    }
-
-    pub(crate) fn remove_voice(&self, track_id: &str) {
-        if let Ok(mut mixer) = self.mixer.lock() {
-            mixer.remove(track_id);
-        }
+        self.scene.lock().map(|s| s.levels()).unwrap_or_default()
     }
 }
 
@@ -174,11 +184,19 @@ pub(crate) fn publish_poses(
             )
         })
         .collect();
-    if let Ok(mut mixer) = spatial.mixer.lock() {
-        mixer.set_listener(listener);
+    if let Ok(mut scene) = spatial.scene.lock() {
+        scene.adopt(
+            &spatial.inbox,
+            SourceParams {
+                attenuation: spatial.attenuation,
+                ..SourceParams::default()
+            },
+        );
+        scene.set_listener(listener);
         for (id, params) in updates {
-            mixer.set_params(&id, params);
+            scene.set_params(&id, params);
         }
+        scene.update();
     }
 }
 

@@ -6,17 +6,16 @@
 //! observer trigger.
 use bevy::prelude::*;
 use streams_client::media::events::{MediaEvent, StopReason};
-use streams_client::media::mixer::ReceiverSource;
 use streams_client::media::voice::TrackStats;
 use streams_client::video::receiver::VideoStats;
 use streams_client::video::sender::LocalVideoStats;
 use streams_proto::UserId;
 use streams_proto::wire::TrackKind;
 
-use crate::media::{LeaveMedia, RoomMediaLink, StreamsMediaError, StreamsMediaEvent};
+use crate::media_link::{MediaRequestError, RoomMediaLink, StreamsMediaError, StreamsMediaEvent};
+use crate::media_requests::LeaveMedia;
 use crate::media_state::{MediaState, set_media_state};
 use crate::rooms::{RoomIndex, StreamRoom};
-use crate::spatial::SpatialAudio;
 use crate::video_texture::{LatestPicture, RemoteVideo, VideoFeed, blank_image};
 
 /// A remote track being received.
@@ -116,7 +115,6 @@ pub(crate) fn drain_media_events(
     remote: Query<(Entity, &RemoteTrack, &TrackOf)>,
     mut local: Query<(Entity, &mut LocalTrack, &LocalTrackOf)>,
     index: Res<RoomIndex>,
-    spatial: Option<Res<SpatialAudio>>,
     mut images: Option<ResMut<Assets<Image>>>,
     mut messages: MessageWriter<StreamsMediaEvent>,
     mut errors: MessageWriter<StreamsMediaError>,
@@ -142,6 +140,7 @@ pub(crate) fn drain_media_events(
                     user_id,
                     kind,
                 } => {
+                    // A voice plays through the positional mix the engine handed it to.
                     let mut track = commands.spawn((
                         RemoteTrack {
                             track_id: track_id.clone(),
@@ -153,15 +152,6 @@ pub(crate) fn drain_media_events(
                     ));
                     if *kind == TrackKind::Audio {
                         track.insert((RemoteVoice, AudioTrackStats::default()));
-                        let receiver = link
-                            .media()
-                            .mixer()
-                            .lock()
-                            .ok()
-                            .and_then(|m| m.receiver(track_id));
-                        if let (Some(spatial), Some(receiver)) = (&spatial, receiver) {
-                            spatial.add_voice(track_id, Box::new(ReceiverSource(receiver)));
-                        }
                     } else if let Some(slot) = link.media().video(track_id) {
                         let image = images
                             .as_mut()
@@ -181,9 +171,6 @@ pub(crate) fn drain_media_events(
                 MediaEvent::RemoteTrackRemoved { track_id } => {
                     for entity in remote_entities(track_id) {
                         commands.entity(entity).despawn();
-                    }
-                    if let Some(spatial) = &spatial {
-                        spatial.remove_voice(track_id);
                     }
                 }
                 MediaEvent::Speaking {
@@ -242,7 +229,10 @@ pub(crate) fn drain_media_events(
                     }
                     errors.write(StreamsMediaError {
                         room,
-                        error: format!("local track {index} failed: {reason}"),
+                        error: MediaRequestError::LocalTrack {
+                            index: *index,
+                            reason: reason.clone(),
+                        },
                     });
                 }
                 MediaEvent::Stopped { reason } => {

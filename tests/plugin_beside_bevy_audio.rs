@@ -38,8 +38,8 @@ fn bevy_audio_plays_beside_the_positional_voice_mix() {
         "the positional mix opened the default output"
     );
     // Our mix plays a tone voice...
-    let mixer = app.world().resource::<SpatialAudio>().mixer();
-    mixer.lock().unwrap().add(
+    let scene = app.world().resource::<SpatialAudio>().scene();
+    scene.lock().unwrap().add(
         "tone",
         Box::new(ToneSource::new(440.0, 0.3)),
         SourceParams::default(),

@@ -1,14 +1,14 @@
 //! `audio-latency`: an in-process bridge on loopback and N publisher/subscriber pairs, each pair in its
 //! own room; publishers send a paced tone, subscribers measure one-way latency (capture of a frame's
-//! first sample → that frame leaving the jitter buffer) and loss.
+//! first sample → that frame leaving the jitter buffer) and loss. The pairs are alike, so the figures
+//! are the median pair's median and the worst pair's 95th and 99th percentiles.
 use std::time::Duration;
 
 use streams_bridge::{Bridge, BridgeConfig};
 use streams_client::NewRoom;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
 use streams_client::audio::source::ToneSource;
-use streams_client::media::voice::percentile;
-use streams_client::media::voice_session::{listen, publish_voice};
+use streams_client::media::voice_session::{TrackReport, listen, publish_voice};
 use streams_proto::Identity;
 
 use crate::common::client;
@@ -27,7 +27,7 @@ pub fn audio_latency(
         let handles: Vec<_> = (0..pairs)
             .map(|i| {
                 let url = url.clone();
-                scope.spawn(move || -> Result<(u64, Vec<u64>, u64, u64), String> {
+                scope.spawn(move || -> Result<(u64, TrackReport), String> {
                     let (speaker, hearer) = (Identity::generate(), Identity::generate());
                     let (s, h) = (client(&url, &speaker)?, client(&url, &hearer)?);
                     let room = s
@@ -70,7 +70,7 @@ pub fn audio_latency(
                             .into_iter()
                             .next()
                             .ok_or("no track arrived".to_string())?;
-                        Ok((sent.frames, report.latencies_us, report.frames, report.lost))
+                        Ok((sent.frames, report))
                     })
                 })
             })
@@ -81,10 +81,20 @@ pub fn audio_latency(
             .collect::<Result<Vec<_>, String>>()
     })?;
     let sent: u64 = results.iter().map(|r| r.0).sum();
-    let latencies: Vec<u64> = results.iter().flat_map(|r| r.1.iter().copied()).collect();
-    let received: u64 = results.iter().map(|r| r.2).sum();
-    let lost: u64 = results.iter().map(|r| r.3).sum();
-    let ms = |v: Option<u64>| v.map_or(f64::NAN, |us| us as f64 / 1000.0);
+    let received: u64 = results.iter().map(|r| r.1.frames).sum();
+    let lost: u64 = results.iter().map(|r| r.1.lost).sum();
+    // The pairs are alike: the median pair's median, and the worst pair's tail.
+    let figure = |of: fn(&TrackReport) -> Option<f64>, pick: fn(&[f64]) -> f64| {
+        let mut values: Vec<f64> = results.iter().filter_map(|r| of(&r.1)).collect();
+        values.sort_by(f64::total_cmp);
+        if values.is_empty() {
+            f64::NAN
+        } else {
+            pick(&values)
+        }
+    };
+    let median = |v: &[f64]| v[v.len() / 2];
+    let worst = |v: &[f64]| v[v.len() - 1];
     Ok(serde_json::json!({
         "scenario": "audio-latency",
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -94,8 +104,8 @@ pub fn audio_latency(
         "sent": sent,
         "loss_pct": if sent == 0 { 0.0 } else { 100.0 * (sent.saturating_sub(received)) as f64 / sent as f64 },
         "lost_in_stream": lost,
-        "p50_ms": ms(percentile(&latencies, 0.5)),
-        "p95_ms": ms(percentile(&latencies, 0.95)),
-        "p99_ms": ms(percentile(&latencies, 0.99)),
+        "p50_ms": figure(|r| r.latency_p50_ms, median),
+        "p95_ms": figure(|r| r.latency_p95_ms, worst),
+        "p99_ms": figure(|r| r.latency_p99_ms, worst),
     }))
 }

@@ -6,6 +6,7 @@
 //!
 //! - `mixer` ([`mixer`]): the cost of N positional HRTF voices as a share of one core.
 //! - `textures` ([`textures`]): the Bevy main thread's time per frame to show N remote videos.
+//! - `join` ([`join`]): from `JoinMedia` to the first remote voice played, and the worst frame.
 //! - `sfu-fanout` ([`fanout`]): SFU forwarding capacity, our bridge and (with `--compare janus`)
 //!   Janus side by side, in a network namespace, servers pinned to their own core.
 //!
@@ -15,6 +16,8 @@
 mod audio_latency;
 mod common;
 mod fanout;
+#[cfg(feature = "textures")]
+mod join;
 mod mixer;
 #[cfg(feature = "textures")]
 mod textures;
@@ -65,6 +68,13 @@ enum Scenario {
         /// Seconds to measure.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// A Bevy app joining a room's media N times: time to the first remote voice played, and the
+    /// longest frame.
+    Join {
+        /// Joins.
+        #[arg(long, default_value_t = 10)]
+        joins: usize,
     },
     /// Every scenario with its defaults (a few minutes), one JSON line each; `sfu-fanout` compares
     /// with Janus when it is installed.
@@ -120,11 +130,12 @@ fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
     match scenario {
         Scenario::All { without_janus } => {
             let janus = !without_janus && std::path::Path::new("/usr/bin/janus").exists();
-            let runs: [&[&str]; 5] = [
+            let runs: [&[&str]; 6] = [
                 &["audio-latency"],
                 &["video"],
                 &["mixer"],
                 &["textures"],
+                &["join"],
                 if janus {
                     &["sfu-fanout", "--compare", "janus"]
                 } else {
@@ -165,6 +176,10 @@ fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
         Scenario::Textures { .. } => {
             Err("built without the `textures` feature (it needs Bevy)".into())
         }
+        #[cfg(feature = "textures")]
+        Scenario::Join { joins } => one(join::join(joins)),
+        #[cfg(not(feature = "textures"))]
+        Scenario::Join { .. } => Err("built without the `textures` feature (it needs Bevy)".into()),
         Scenario::SfuFanout {
             rooms,
             publishers,

@@ -1,16 +1,18 @@
 //! The non-blocking room media engine: one member publishes a tone track, another receives it through
-//! the mixer that an output device pulls, with track, speaking and statistics events.
+//! the mixer that an output device pulls (the engine hands its voices over), with track, speaking and
+//! statistics events; volume and mute reach what plays.
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use streams_client::audio::analysis::level_dbfs;
 use streams_client::audio::codec::VoiceSettings;
+use streams_client::audio::handoff::VoiceOutput;
+use streams_client::audio::mixer::Mixer;
 use streams_client::audio::source::{AudioSource, ToneSource};
 use streams_client::media::driver::RoomMedia;
-use streams_client::media::events::{MediaCommand, MediaEvent};
-use streams_client::media::mixer::Mixer;
+use streams_client::media::events::{MediaCommand, MediaEvent, MediaOptions};
 use streams_client::media::voice::decoded_frequency;
 use streams_proto::Identity;
 
@@ -18,7 +20,7 @@ use streams_proto::Identity;
 /// `done(voiced, events)` holds or 30 s pass (a busy machine delays the tone, the test waits for it).
 /// Returns the voiced (non-zero) samples.
 fn play_until(
-    mixer: &Arc<Mutex<Mixer>>,
+    mixer: &mut Mixer,
     media: &RoomMedia,
     events: &mut Vec<MediaEvent>,
     mut done: impl FnMut(&[f32], &[MediaEvent]) -> bool,
@@ -31,7 +33,7 @@ fn play_until(
         let due = start + Duration::from_millis(10) * period;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let mut out = [0.0f32; 480];
-        mixer.lock().unwrap().fill(&mut out);
+        mixer.fill(&mut out);
         voiced.extend(out.into_iter().filter(|s| *s != 0.0));
         events.extend(media.events().try_iter());
     }
@@ -46,7 +48,18 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
     let (a, b) = (connect(&url, &alice), connect(&url, &bob));
     let room = create_room(&a, "engine", &[bob.user_id()]);
 
-    let bobs = RoomMedia::start(b.handle().unwrap(), bob.clone(), &url, room.id.clone()).unwrap();
+    let (output, inbox) = VoiceOutput::new();
+    let bobs = RoomMedia::start_with(
+        b.handle().unwrap(),
+        bob.clone(),
+        &url,
+        room.id.clone(),
+        MediaOptions {
+            voice_output: Some(output),
+            ..MediaOptions::default()
+        },
+    )
+    .unwrap();
     let alices =
         RoomMedia::start(a.handle().unwrap(), alice.clone(), &url, room.id.clone()).unwrap();
     assert!(alices.send(MediaCommand::AddAudioTrack {
@@ -55,9 +68,9 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
     }));
 
     // The test plays the output device, until a second of the tone was mixed and reported on.
-    let mixer = bobs.mixer();
+    let mut mixer = Mixer::new(inbox);
     let mut events = Vec::new();
-    let heard = play_until(&mixer, &bobs, &mut events, |voiced, events| {
+    let heard = play_until(&mut mixer, &bobs, &mut events, |voiced, events| {
         voiced.len() >= 48_000
             && events
                 .iter()
@@ -113,7 +126,9 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
             break;
         }
     }
-    assert!(mixer.lock().unwrap().track_ids().is_empty());
+    // The mixer lets the ended voice go at its next pull.
+    mixer.fill(&mut [0.0; 480]);
+    assert_eq!(mixer.track_ids().count(), 0);
 
     // She publishes another track (a new microphone, say): Bob's engine goes on and picks it up.
     assert!(alices.send(MediaCommand::AddAudioTrack {
@@ -130,9 +145,39 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
         }
     };
     assert_ne!(second, added.0);
-    let heard = play_until(&mixer, &bobs, &mut Vec::new(), |voiced, _| {
+    let heard = play_until(&mut mixer, &bobs, &mut Vec::new(), |voiced, _| {
         voiced.len() >= 48_000
     });
     assert!((decoded_frequency(&heard) - 660.0).abs() <= 5.0);
+    let full = level_dbfs(&heard[heard.len() - 24_000..]);
+
+    // Volume and mute act on what the output plays.
+    let mut level_at = |gain: f32, muted: bool| {
+        assert!(bobs.send(MediaCommand::SetVolume {
+            track_id: second.clone(),
+            gain,
+            muted,
+        }));
+        // 100 ms for the command to reach the playout (a busy machine is slow), then half a
+        // second of output.
+        let mut out = vec![0.0f32; 480];
+        let mut played = Vec::new();
+        let start = Instant::now();
+        for period in 1..=60u32 {
+            let due = start + Duration::from_millis(10) * period;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            mixer.fill(&mut out);
+            if period > 10 {
+                played.extend_from_slice(&out);
+            }
+        }
+        level_dbfs(&played)
+    };
+    let half = level_at(0.5, false);
+    assert!(
+        (full - half - 6.0).abs() < 2.0,
+        "half gain: {full:.1} → {half:.1} dBFS"
+    );
+    assert!(level_at(1.0, true) < -100.0, "muted is silent");
     drop(alices);
 }

@@ -134,19 +134,19 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
                 Ok(opened) => jitter.push(
                     wall_us_now(),
                     opened.counter,
-                    opened.encoded,
+                    &opened.encoded,
                     Some(opened.capture_us),
                 ),
                 Err(_) => failures += 1,
             }
         }
         match jitter.pull(wall_us_now()) {
-            Playout::Packet { payload, .. } => {
+            Playout::Packet { .. } => {
                 frames += 1;
-                decoded.extend(decoder.decode(&payload).unwrap());
+                decoded.extend(decoder.decode(jitter.played()).unwrap());
             }
-            Playout::Recover { next_payload, .. } => {
-                decoded.extend(decoder.recover_from(&next_payload).unwrap())
+            Playout::Recover { .. } => {
+                decoded.extend(decoder.recover_from(jitter.played()).unwrap())
             }
             Playout::Conceal { .. } | Playout::Wait { .. } => {
                 decoded.extend(decoder.conceal().unwrap())

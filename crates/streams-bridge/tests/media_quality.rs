@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::media::{LOOPBACK, negotiate, until_a_second_after, wait_connected};
-use common::relay::LossyRelay;
 use common::*;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
 use streams_client::audio::source::ToneSource;
@@ -18,6 +17,8 @@ use streams_proto::Identity;
 use streams_proto::frame_crypto::DeviceSession;
 use streams_proto::policy::{Access, Policy};
 use streams_proto::wire::{ErrorCode, TrackAnnounce, TrackKind, TrackSubscription};
+use streams_testkit::Direction;
+use streams_testkit::udp_relay::{Impairment, UdpRelay};
 
 /// The real-time tests here each run several clients and paced audio; on a 2-core machine every test
 /// here runs one at a time so their timing measures the code, not the contention between them.
@@ -92,7 +93,14 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
     };
     let track = streams[0].tracks[0].clone();
     // Bob's media goes through a relay that drops 10% of the RTP packets towards him.
-    let relay = LossyRelay::start(bridge.handle.media_addr(), 10, 0x5eed);
+    let relay = UdpRelay::start(bridge.handle.media_addr(), 0x5eed).unwrap();
+    relay.impair(
+        Direction::ToClient,
+        Impairment {
+            drop_percent: 10.0,
+            ..Impairment::default()
+        },
+    );
     let mut subscriber = MediaSession::bind(LOOPBACK).unwrap();
     let (offer, _, recv) = subscriber.offer(&[], &[MediaKind::Audio], &[]).unwrap();
     let answer = negotiate(
@@ -129,7 +137,8 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
             .run_until(Instant::now() + Duration::from_millis(200))
             .unwrap();
     });
-    let mut receiver = VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
+    let (mut receiver, mut playout) =
+        VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
     receiver.add_epoch(
         latest.epoch,
         latest.unwrap_secret(&bob).unwrap(),
@@ -146,16 +155,17 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
         {
             receiver.accept(wall_us_now(), r.data);
         }
-        let frame = receiver.pull(wall_us_now());
+        let mut frame = [0.0f32; 960];
+        playout.pull_at(wall_us_now(), &mut frame);
         if receiver.stats().frames > 0 {
-            pcm.extend(frame);
+            pcm.extend_from_slice(&frame);
         }
     }
     sending.join().unwrap();
 
     let stats = receiver.stats();
-    let forwarded = relay.counts.0.load(std::sync::atomic::Ordering::Relaxed);
-    let dropped = relay.counts.1.load(std::sync::atomic::Ordering::Relaxed);
+    let counts = relay.counts(Direction::ToClient);
+    let (forwarded, dropped) = (counts.media, counts.dropped);
     let injected = dropped as f64 / (forwarded + dropped) as f64 * 100.0;
     let measured = stats.lost as f64 / (stats.frames + stats.lost) as f64 * 100.0;
     let snr = tone_snr_db(&pcm[..pcm.len() - pcm.len() % 960], 440.0);
@@ -360,7 +370,7 @@ fn only_members_with_the_right_publish_or_subscribe_and_removed_members_are_cut_
             .unwrap(),
     )
     .unwrap();
-    let mut bobs_receiver =
+    let (mut bobs_receiver, mut bobs_playout) =
         VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
     let old = updated.record.epochs[0].unwrap_secret(&bob).unwrap();
     assert!(
@@ -376,7 +386,7 @@ fn only_members_with_the_right_publish_or_subscribe_and_removed_members_are_cut_
     bobs_receiver.add_epoch(updated.key_epoch, old, 0);
     for i in 0..20 {
         bobs_receiver.accept(i * 20_000, sender.next_frame(i).unwrap());
-        bobs_receiver.pull(i * 20_000 + 5_000);
+        bobs_playout.pull_at(i * 20_000 + 5_000, &mut [0.0; 960]);
     }
     assert_eq!(bobs_receiver.stats().frames, 0);
     assert_eq!(bobs_receiver.stats().decrypt_failures, 20);

@@ -102,11 +102,20 @@ async fn next_message(ws: &mut Ws) -> Result<ServerMessage, ConnectError> {
     }
 }
 
-async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), String> {
-    let text = serde_json::to_string(msg).map_err(|e| e.to_string())?;
-    ws.send(Message::text(text))
-        .await
-        .map_err(|e| e.to_string())
+/// Sending a message failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// It could not be encoded.
+    #[error("cannot encode a message: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The connection failed.
+    #[error("connection error: {0}")]
+    Socket(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), SendError> {
+    let text = serde_json::to_string(msg)?;
+    Ok(ws.send(Message::text(text)).await?)
 }
 
 /// How a link ended.
@@ -135,6 +144,7 @@ pub async fn run(
                 let Some(Outgoing { request, respond }) = outgoing else { break LinkEnd::Stopped };
                 next_id += 1;
                 if let Err(e) = send(&mut ws, &ClientMessage::Request { id: next_id, request }).await {
+                    let e = e.to_string();
                     let _ = respond.send(Err(ClientError::Disconnected(e.clone())));
                     break LinkEnd::Lost(e);
                 }

@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 #[error("invalid user id: {0}")]
 pub struct InvalidUserId(pub String);
 
+/// A room or context id that is not 1 to 64 characters of `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind}: {text:?}")]
+pub struct InvalidId {
+    /// Which id it was to be.
+    pub kind: &'static str,
+    /// What was given.
+    pub text: String,
+}
+
 /// A user id: the user's Ed25519 public key in base58. The X25519 key used to wrap secrets for this user
 /// is derived from it (see [`crate::identity`]), so nothing the bridge supplies can redirect a wrap.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,14 +98,17 @@ macro_rules! text_id {
             /// Parses an id: 1 to
             #[doc = stringify!($max)]
             /// characters of `[A-Za-z0-9_-]`.
-            pub fn parse(text: &str) -> Result<Self, String> {
+            pub fn parse(text: &str) -> Result<Self, InvalidId> {
                 let ok = !text.is_empty()
                     && text.len() <= $max
                     && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 if ok {
                     Ok($name(text.to_string()))
                 } else {
-                    Err(format!("invalid {}: {text:?}", stringify!($name)))
+                    Err(InvalidId {
+                        kind: stringify!($name),
+                        text: text.to_string(),
+                    })
                 }
             }
 
@@ -106,7 +119,7 @@ macro_rules! text_id {
         }
 
         impl TryFrom<String> for $name {
-            type Error = String;
+            type Error = InvalidId;
             fn try_from(s: String) -> Result<Self, Self::Error> {
                 $name::parse(&s)
             }

@@ -26,7 +26,7 @@ pub use bytes::Bytes;
 pub use epoch::{EpochRecord, RoomSecret, VerifiedChain, verify_chain};
 pub use error::CryptoError;
 pub use identity::{Identity, KeyFileError};
-pub use ids::{ContextId, InvalidUserId, RoomId, UserId};
+pub use ids::{ContextId, InvalidId, InvalidUserId, RoomId, UserId};
 pub use meta::{PrivateMeta, SignedMeta};
 pub use policy::{Access, Policy, Right};
 pub use room::RoomRecord;

@@ -127,8 +127,9 @@ impl SqliteStore {
             UserId::parse(s).map_err(|e| StoreError::Corrupt(format!("user id in room row: {e}")))
         };
         Ok(RoomRecord {
-            id: RoomId::parse(&row.id).map_err(StoreError::Corrupt)?,
-            context_id: ContextId::parse(&row.context_id).map_err(StoreError::Corrupt)?,
+            id: RoomId::parse(&row.id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            context_id: ContextId::parse(&row.context_id)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             created_at: row.created_at,
             created_by: parse_user(&row.created_by)?,
             modified_at: row.modified_at,

@@ -4,7 +4,6 @@
 
 pub mod media;
 pub mod nft;
-pub mod relay;
 
 use std::path::PathBuf;
 use std::time::Duration;

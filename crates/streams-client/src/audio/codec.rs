@@ -66,13 +66,24 @@ impl Default for VoiceSettings {
     }
 }
 
-/// A codec operation failed.
+/// A codec operation failed. Building one never allocates (decoding runs on the audio thread).
 #[derive(Debug, thiserror::Error)]
-#[error("opus: {0}")]
-pub struct CodecError(String);
-
-fn codec_error(e: opus::Error) -> CodecError {
-    CodecError(e.to_string())
+#[non_exhaustive]
+pub enum CodecError {
+    /// libopus refused.
+    #[error("opus: {0}")]
+    Opus(#[from] opus::Error),
+    /// A frame to encode had the wrong number of samples.
+    #[error("frame of {got} samples, expected {expected}")]
+    FrameLength {
+        /// Samples given.
+        got: usize,
+        /// Samples one frame holds.
+        expected: usize,
+    },
+    /// An empty packet was given to decode (concealment is asked for explicitly).
+    #[error("empty packet")]
+    EmptyPacket,
 }
 
 /// Encodes PCM frames to Opus packets.
@@ -90,21 +101,14 @@ impl VoiceEncoder {
         } else {
             Channels::Mono
         };
-        let mut encoder =
-            opus::Encoder::new(SAMPLE_RATE, channels, Application::Voip).map_err(codec_error)?;
-        encoder.set_signal(Signal::Voice).map_err(codec_error)?;
+        let mut encoder = opus::Encoder::new(SAMPLE_RATE, channels, Application::Voip)?;
+        encoder.set_signal(Signal::Voice)?;
         // Constant bitrate: SFrame keeps sizes, so variable sizes would tell the bridge who speaks.
-        encoder.set_vbr(false).map_err(codec_error)?;
-        encoder
-            .set_bitrate(Bitrate::Bits(settings.bitrate))
-            .map_err(codec_error)?;
-        encoder
-            .set_inband_fec(settings.expected_loss_percent > 0)
-            .map_err(codec_error)?;
-        encoder
-            .set_packet_loss_perc(settings.expected_loss_percent.clamp(0, 100))
-            .map_err(codec_error)?;
-        encoder.set_dtx(settings.dtx).map_err(codec_error)?;
+        encoder.set_vbr(false)?;
+        encoder.set_bitrate(Bitrate::Bits(settings.bitrate))?;
+        encoder.set_inband_fec(settings.expected_loss_percent > 0)?;
+        encoder.set_packet_loss_perc(settings.expected_loss_percent.clamp(0, 100))?;
+        encoder.set_dtx(settings.dtx)?;
         Ok(VoiceEncoder {
             encoder,
             settings,
@@ -132,26 +136,30 @@ impl VoiceEncoder {
     /// Encodes one frame of exactly [`VoiceEncoder::frame_len`] samples.
     pub fn encode(&mut self, pcm: &[f32]) -> Result<Vec<u8>, CodecError> {
         if pcm.len() != self.frame_len() {
-            return Err(CodecError(format!(
-                "frame of {} samples, expected {}",
-                pcm.len(),
-                self.frame_len()
-            )));
+            return Err(CodecError::FrameLength {
+                got: pcm.len(),
+                expected: self.frame_len(),
+            });
         }
-        let n = self
-            .encoder
-            .encode_float(pcm, &mut self.buffer)
-            .map_err(codec_error)?;
+        let n = self.encoder.encode_float(pcm, &mut self.buffer)?;
         Ok(self.buffer[..n].to_vec())
     }
 }
 
-/// Decodes Opus packets, recovering lost frames from FEC or concealing them.
+/// Decodes Opus packets, recovering lost frames from FEC or concealing them. Decoding writes into a
+/// buffer allocated once, so it may run on an audio thread; each call's samples are borrowed until
+/// the next.
 pub struct VoiceDecoder {
     decoder: opus::Decoder,
     frame: FrameDuration,
     channels: usize,
+    buffer: Vec<f32>,
+    /// Samples (all channels) the last call produced.
+    last_len: usize,
 }
+
+/// Samples per channel of the longest Opus packet (120 ms), so a sender's other frame size decodes.
+const MAX_PACKET_SAMPLES: usize = 5760;
 
 impl VoiceDecoder {
     /// A decoder for frames of this duration.
@@ -161,57 +169,52 @@ impl VoiceDecoder {
         } else {
             Channels::Mono
         };
+        let channel_count = if stereo { 2 } else { 1 };
         Ok(VoiceDecoder {
-            decoder: opus::Decoder::new(SAMPLE_RATE, channels).map_err(codec_error)?,
+            decoder: opus::Decoder::new(SAMPLE_RATE, channels)?,
             frame,
-            channels: if stereo { 2 } else { 1 },
+            channels: channel_count,
+            buffer: vec![0.0; MAX_PACKET_SAMPLES * channel_count],
+            last_len: 0,
         })
     }
 
-    fn run(&mut self, packet: &[u8], fec: bool) -> Result<Vec<f32>, CodecError> {
-        // Room for the longest Opus packet (120 ms) so a sender's other frame size still decodes.
-        let mut out = vec![0.0f32; 5760 * self.channels];
+    /// Runs the decoder into at most `samples` per channel of the buffer.
+    fn run(&mut self, packet: &[u8], fec: bool, samples: usize) -> Result<&[f32], CodecError> {
+        let len = samples.min(MAX_PACKET_SAMPLES) * self.channels;
         let n = self
             .decoder
-            .decode_float(packet, &mut out, fec)
-            .map_err(codec_error)?;
-        out.truncate(n * self.channels);
-        Ok(out)
+            .decode_float(packet, &mut self.buffer[..len], fec)?;
+        self.last_len = n * self.channels;
+        Ok(self.last())
+    }
+
+    /// The samples of the last successful call (empty before the first).
+    pub fn last(&self) -> &[f32] {
+        &self.buffer[..self.last_len]
     }
 
     /// Decodes a received packet.
-    pub fn decode(&mut self, packet: &[u8]) -> Result<Vec<f32>, CodecError> {
+    pub fn decode(&mut self, packet: &[u8]) -> Result<&[f32], CodecError> {
         if packet.is_empty() {
-            return Err(CodecError("empty packet".into()));
+            return Err(CodecError::EmptyPacket);
         }
-        self.run(packet, false)
+        self.run(packet, false, MAX_PACKET_SAMPLES)
     }
 
     /// Recovers the frame *before* `next` from `next`'s in-band FEC (concealment if it carries none).
-    pub fn recover_from(&mut self, next: &[u8]) -> Result<Vec<f32>, CodecError> {
-        let mut out = vec![0.0f32; self.frame.samples() * self.channels];
-        let n = self
-            .decoder
-            .decode_float(next, &mut out, true)
-            .map_err(codec_error)?;
-        out.truncate(n * self.channels);
-        Ok(out)
+    pub fn recover_from(&mut self, next: &[u8]) -> Result<&[f32], CodecError> {
+        self.run(next, true, self.frame.samples())
     }
 
     /// Conceals one lost frame (packet-loss concealment).
-    pub fn conceal(&mut self) -> Result<Vec<f32>, CodecError> {
+    pub fn conceal(&mut self) -> Result<&[f32], CodecError> {
         self.conceal_samples(self.frame.samples())
     }
 
     /// Conceals `samples` per channel (a multiple of 2.5 ms; e.g. one 10 ms output period).
-    pub fn conceal_samples(&mut self, samples: usize) -> Result<Vec<f32>, CodecError> {
-        let mut out = vec![0.0f32; samples * self.channels];
-        let n = self
-            .decoder
-            .decode_float(&[], &mut out, false)
-            .map_err(codec_error)?;
-        out.truncate(n * self.channels);
-        Ok(out)
+    pub fn conceal_samples(&mut self, samples: usize) -> Result<&[f32], CodecError> {
+        self.run(&[], false, samples)
     }
 }
 
@@ -275,8 +278,8 @@ mod tests {
             with_fec.decode(p).unwrap();
             with_plc.decode(p).unwrap();
         }
-        let recovered = with_fec.recover_from(&packets[lost + 1]).unwrap();
-        let concealed = with_plc.conceal().unwrap();
+        let recovered = with_fec.recover_from(&packets[lost + 1]).unwrap().to_vec();
+        let concealed = with_plc.conceal().unwrap().to_vec();
         assert_eq!(recovered.len(), frame.samples());
         let f_rec = dominant_frequency(&recovered, SAMPLE_RATE);
         let f_plc = dominant_frequency(&concealed, SAMPLE_RATE);

@@ -13,26 +13,26 @@
 //!   the queue never grows without bound and latency returns to the target; a slower sender shows as
 //!   occasional concealment.
 //! - A source silent for longer than [`JitterBuffer::RESTART_AFTER_US`] rebuffers from its next packet.
-use std::collections::BTreeMap;
+//!
+//! Pushing and pulling never allocate: packets are copied into slots allocated with the buffer (it
+//! runs on the audio output thread).
 
 /// What to play for one frame period.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Playout {
     /// The frame's own packet.
+    /// Its payload is [`JitterBuffer::played`] until the next pull.
     Packet {
         /// Sequence number.
         seq: u64,
-        /// Encoded frame.
-        payload: Vec<u8>,
         /// Capture time of its first sample, if the sender said (microseconds, sender clock).
         capture_us: Option<u64>,
     },
-    /// The frame was lost but its successor is here: decode the successor's FEC.
+    /// The frame was lost but its successor is here: decode the successor's FEC (its payload is
+    /// [`JitterBuffer::played`] until the next pull; the successor stays queued).
     Recover {
         /// The lost frame's sequence number.
         seq: u64,
-        /// The successor's payload.
-        next_payload: Vec<u8>,
     },
     /// The frame was lost: conceal it.
     Conceal {
@@ -67,13 +67,35 @@ pub struct JitterStats {
     pub late: u64,
     /// Packets received twice.
     pub duplicates: u64,
-    /// Frames dropped to correct clock drift.
+    /// Frames dropped to correct clock drift (or because the queue was full).
     pub drift_dropped: u64,
+    /// Packets too large to be a voice frame (dropped).
+    pub oversized: u64,
 }
 
-struct Queued {
-    payload: Vec<u8>,
+/// The longest payload a slot holds: a voice frame rides in one RTP packet, so it is under an MTU.
+pub const MAX_PAYLOAD: usize = 1500;
+
+/// One queued packet, stored in place.
+#[derive(Clone)]
+struct Slot {
+    seq: u64,
     capture_us: Option<u64>,
+    len: usize,
+    data: [u8; MAX_PAYLOAD],
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        seq: 0,
+        capture_us: None,
+        len: 0,
+        data: [0; MAX_PAYLOAD],
+    };
+
+    fn payload(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
 }
 
 /// The jitter buffer.
@@ -81,7 +103,10 @@ pub struct JitterBuffer {
     frame_us: u64,
     margin_us: f64,
     max_target_frames: u64,
-    queue: BTreeMap<u64, Queued>,
+    /// Queued packets in sequence order (capacity [`JitterBuffer::MAX_QUEUED`] + 1, never grown).
+    queue: Vec<Slot>,
+    /// The payload of the last [`Playout::Packet`] or [`Playout::Recover`].
+    played: Box<Slot>,
     next_seq: Option<u64>,
     last_transit: Option<i64>,
     jitter_us: f64,
@@ -95,8 +120,9 @@ pub struct JitterBuffer {
 impl JitterBuffer {
     /// A source silent this long (µs) starts over with buffering.
     pub const RESTART_AFTER_US: u64 = 500_000;
-    /// Most frames queued; beyond it the oldest are dropped (a flood cannot grow memory).
-    pub const MAX_QUEUED: usize = 500;
+    /// Most frames queued (two seconds of 20 ms frames, far beyond the largest target); beyond it the
+    /// oldest are dropped (a flood cannot grow memory).
+    pub const MAX_QUEUED: usize = 100;
     /// A sequence number this far ahead of the play position restarts the buffer (a sender restart
     /// or a hostile counter), rather than being waited for.
     const MAX_JUMP: u64 = 3_000;
@@ -111,7 +137,8 @@ impl JitterBuffer {
             frame_us: u64::from(frame_ms.max(1)) * 1000,
             margin_us: 1_000.0,
             max_target_frames: 10,
-            queue: BTreeMap::new(),
+            queue: Vec::with_capacity(Self::MAX_QUEUED + 1),
+            played: Box::new(Slot::EMPTY),
             next_seq: None,
             last_transit: None,
             jitter_us: 0.0,
@@ -149,8 +176,23 @@ impl JitterBuffer {
         self.queue.len()
     }
 
-    /// Accepts one packet with sequence number `seq` (extended, see [`SeqExtender`]) arriving at `now_us`.
-    pub fn push(&mut self, now_us: u64, seq: u64, payload: Vec<u8>, capture_us: Option<u64>) {
+    /// The payload to decode for the last [`Playout::Packet`] (or, for [`Playout::Recover`], the
+    /// successor carrying the FEC).
+    pub fn played(&self) -> &[u8] {
+        self.played.payload()
+    }
+
+    fn position(&self, seq: u64) -> Result<usize, usize> {
+        self.queue.binary_search_by_key(&seq, |slot| slot.seq)
+    }
+
+    /// Accepts one packet with sequence number `seq` (extended, see [`SeqExtender`]) arriving at
+    /// `now_us`. A payload over [`MAX_PAYLOAD`] bytes is no voice frame of ours and is dropped.
+    pub fn push(&mut self, now_us: u64, seq: u64, payload: &[u8], capture_us: Option<u64>) {
+        if payload.len() > MAX_PAYLOAD {
+            self.stats.oversized += 1;
+            return;
+        }
         if self.next_seq.is_some_and(|next| seq < next) {
             self.stats.late += 1;
             return;
@@ -164,10 +206,13 @@ impl JitterBuffer {
             self.next_seq = None;
             self.last_transit = None;
         }
-        if self.queue.contains_key(&seq) {
-            self.stats.duplicates += 1;
-            return;
-        }
+        let at = match self.position(seq) {
+            Ok(_) => {
+                self.stats.duplicates += 1;
+                return;
+            }
+            Err(at) => at,
+        };
         self.stats.received += 1;
         // Transit relative to the sender's nominal timeline (seq × frame): its variation is jitter.
         let nominal = seq.wrapping_mul(self.frame_us);
@@ -178,17 +223,28 @@ impl JitterBuffer {
         }
         self.last_transit = Some(transit);
         self.last_arrival_us = Some(now_us);
-        self.queue.insert(
-            seq,
-            Queued {
-                payload,
-                capture_us,
-            },
-        );
-        while self.queue.len() > Self::MAX_QUEUED {
-            self.queue.pop_first();
+        if self.queue.len() == Self::MAX_QUEUED {
+            // Full: the oldest goes (its slot is reused, so nothing is allocated).
+            if at == 0 {
+                self.stats.drift_dropped += 1;
+                return;
+            }
+            self.queue.remove(0);
             self.stats.drift_dropped += 1;
+            self.insert(at - 1, seq, payload, capture_us);
+        } else {
+            self.insert(at, seq, payload, capture_us);
         }
+    }
+
+    /// Copies a packet in at index `at` (within capacity: never allocates).
+    fn insert(&mut self, at: usize, seq: u64, payload: &[u8], capture_us: Option<u64>) {
+        self.queue.insert(at, Slot::EMPTY);
+        let slot = &mut self.queue[at];
+        slot.seq = seq;
+        slot.capture_us = capture_us;
+        slot.len = payload.len();
+        slot.data[..payload.len()].copy_from_slice(payload);
     }
 
     /// What to play for the frame period starting at `now_us`.
@@ -198,7 +254,7 @@ impl JitterBuffer {
             .is_none_or(|t| now_us.saturating_sub(t) > Self::RESTART_AFTER_US);
         let Some(next) = self.next_seq else {
             // Buffering: start once enough frames are queued.
-            let Some((&first, _)) = self.queue.first_key_value() else {
+            let Some(first) = self.queue.first().map(|slot| slot.seq) else {
                 return Playout::Silence;
             };
             if (self.queue.len() as u64) <= self.target_frames() {
@@ -221,24 +277,23 @@ impl JitterBuffer {
         // Audio goes on: the underflows before this were gaps in the stream.
         self.stats.concealed += std::mem::take(&mut self.pending_underflows);
         self.next_seq = Some(next.saturating_add(1));
-        let out = if let Some(q) = self.queue.remove(&next) {
+        let out = if let Ok(at) = self.position(next) {
             self.stats.played += 1;
+            self.played.as_mut().clone_from(&self.queue[at]);
+            self.queue.remove(at);
             Playout::Packet {
                 seq: next,
-                payload: q.payload,
-                capture_us: q.capture_us,
+                capture_us: self.played.capture_us,
             }
         } else {
             self.stats.lost += 1;
-            match self.queue.get(&next.saturating_add(1)) {
-                Some(q) => {
+            match self.position(next.saturating_add(1)) {
+                Ok(at) => {
                     self.stats.fec_recovered += 1;
-                    Playout::Recover {
-                        seq: next,
-                        next_payload: q.payload.clone(),
-                    }
+                    self.played.as_mut().clone_from(&self.queue[at]);
+                    Playout::Recover { seq: next }
                 }
-                None => {
+                Err(_) => {
                     self.stats.concealed += 1;
                     Playout::Conceal { seq: next }
                 }
@@ -254,8 +309,9 @@ impl JitterBuffer {
             if self.over_target_pulls >= self.drift_pulls() {
                 self.over_target_pulls = 0;
                 if let Some(next) = self.next_seq
-                    && self.queue.remove(&next).is_some()
+                    && let Ok(at) = self.position(next)
                 {
+                    self.queue.remove(at);
                     self.next_seq = Some(next.saturating_add(1));
                     self.stats.drift_dropped += 1;
                 }
@@ -330,7 +386,7 @@ mod tests {
         while t < end {
             while next_arrival < arrivals.len() && arrivals[next_arrival].0 <= t {
                 let (at, seq) = arrivals[next_arrival];
-                jb.push(at, seq, vec![seq as u8], Some(seq * FRAME));
+                jb.push(at, seq, &[seq as u8], Some(seq * FRAME));
                 next_arrival += 1;
             }
             out.push(jb.pull(t));
@@ -387,9 +443,7 @@ mod tests {
         // The first loss finds the queue empty (an underflow: one concealed frame, the delay stretches
         // by one frame); from then on each successor is already queued when its predecessor is missed.
         assert_eq!(s.concealed, 1);
-        assert!(out.iter().any(
-            |p| matches!(p, Playout::Recover { seq: 5, next_payload } if next_payload == &vec![6u8])
-        ));
+        assert!(out.iter().any(|p| matches!(p, Playout::Recover { seq: 5 })));
         // Two in a row: two underflow pulls wait for 50; when 52 arrives, 50 is declared lost and
         // concealed, and 51 is recovered from 52's FEC.
         let (_, jb) = run(
@@ -417,15 +471,20 @@ mod tests {
     #[test]
     fn late_and_duplicate_packets_are_dropped_and_counted() {
         let mut jb = JitterBuffer::new(20);
-        jb.push(0, 10, vec![10], None);
-        jb.push(1, 10, vec![10], None);
+        jb.push(0, 10, &[10], None);
+        jb.push(1, 10, &[10], None);
         assert!(matches!(jb.pull(2), Playout::Packet { seq: 10, .. }));
         // Nothing queued: an underflow conceals and waits for 11.
         assert!(matches!(jb.pull(20_002), Playout::Wait { seq: 11 }));
-        jb.push(20_003, 12, vec![12], None);
+        jb.push(20_003, 12, &[12], None);
         // 12 is here but 11 is not: 11 is lost, recovered from 12's FEC; 12 plays next.
-        assert!(matches!(jb.pull(40_002), Playout::Recover { seq: 11, .. }));
-        jb.push(40_003, 11, vec![11], None);
+        assert!(matches!(jb.pull(40_002), Playout::Recover { seq: 11 }));
+        assert_eq!(
+            jb.played(),
+            &[12],
+            "the successor's payload carries the FEC"
+        );
+        jb.push(40_003, 11, &[11], None);
         assert!(matches!(jb.pull(60_002), Playout::Packet { seq: 12, .. }));
         let s = jb.stats();
         assert_eq!((s.duplicates, s.late, s.lost, s.concealed), (1, 1, 1, 1));
@@ -434,7 +493,7 @@ mod tests {
     #[test]
     fn a_paused_source_rebuffers_instead_of_concealing_forever() {
         let mut jb = JitterBuffer::new(20);
-        jb.push(0, 1, vec![1], None);
+        jb.push(0, 1, &[1], None);
         assert!(matches!(jb.pull(1_000), Playout::Packet { seq: 1, .. }));
         let mut concealed = 0;
         for k in 1..100 {
@@ -446,7 +505,7 @@ mod tests {
             }
         }
         assert!(concealed <= 26, "{concealed} frames concealed for a pause");
-        jb.push(3_000_000, 200, vec![200], None);
+        jb.push(3_000_000, 200, &[200], None);
         assert!(matches!(
             jb.pull(3_001_000),
             Playout::Packet { seq: 200, .. }
@@ -456,23 +515,23 @@ mod tests {
     #[test]
     fn hostile_counters_and_floods_neither_panic_nor_grow_without_bound() {
         let mut jb = JitterBuffer::new(20);
-        jb.push(0, u64::MAX - 1, vec![1], None);
-        jb.push(1, u64::MAX, vec![2], None);
+        jb.push(0, u64::MAX - 1, &[1], None);
+        jb.push(1, u64::MAX, &[2], None);
         assert!(matches!(jb.pull(2), Playout::Packet { .. }));
         assert!(matches!(jb.pull(20_002), Playout::Packet { .. }));
         jb.pull(40_002);
         // A jump far ahead restarts instead of waiting for thousands of frames.
         let mut jb = JitterBuffer::new(20);
-        jb.push(0, 10, vec![10], None);
+        jb.push(0, 10, &[10], None);
         assert!(matches!(jb.pull(1), Playout::Packet { seq: 10, .. }));
-        jb.push(2, 1_000_000, vec![0], None);
+        jb.push(2, 1_000_000, &[0], None);
         assert!(matches!(
             jb.pull(20_001),
             Playout::Packet { seq: 1_000_000, .. }
         ));
         // A flood is capped.
         for seq in 2_000_000..2_002_000 {
-            jb.push(30_000, seq, vec![0], None);
+            jb.push(30_000, seq, &[0], None);
         }
         assert!(jb.depth() <= JitterBuffer::MAX_QUEUED);
     }

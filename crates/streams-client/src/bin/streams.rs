@@ -305,7 +305,7 @@ fn user_ids(list: &[String]) -> Result<Vec<UserId>, String> {
 }
 
 fn room_id(text: &str) -> Result<RoomId, String> {
-    RoomId::parse(text)
+    RoomId::parse(text).map_err(|e| e.to_string())
 }
 
 fn apply_policy(mut policy: Policy, entries: &[String]) -> Result<Policy, String> {

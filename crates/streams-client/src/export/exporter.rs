@@ -204,22 +204,24 @@ pub fn export(dir: &Path, identity: &Identity, out: &Path) -> Result<ExportRepor
                 &at_ms,
             )?;
             match written {
-                Ok(file) => report.files.push(file),
-                Err(problem) => report.problems.push(problem),
+                Some(file) => report.files.push(file),
+                None => report
+                    .problems
+                    .push(format!("{}: no playable media for {user}", path.display())),
             }
         }
     }
     Ok(report)
 }
 
-/// Writes one participant file; `Ok(Err(..))` when there was nothing playable to write.
+/// Writes one participant file; `Ok(None)` when there was nothing playable to write.
 fn write_file(
     path: &Path,
     user: &UserId,
     audio: Option<&[Placed]>,
     video: Option<&[Placed]>,
     at_ms: &dyn Fn(&Placed) -> u64,
-) -> Result<Result<ExportedFile, String>, ExportError> {
+) -> Result<Option<ExportedFile>, ExportError> {
     // Video starts at its first keyframe (the frames before it cannot be decoded).
     let video = video.map(|frames| {
         let first = frames
@@ -255,10 +257,7 @@ fn write_file(
         pre_skip: OPUS_PRE_SKIP,
     });
     if video_track.is_none() && audio_track.is_none() {
-        return Ok(Err(format!(
-            "{}: no playable media for {user}",
-            path.display()
-        )));
+        return Ok(None);
     }
     // Both tracks merged in time order (the writer takes non-decreasing times).
     let mut blocks: Vec<(u64, bool, &Placed)> = Vec::new();
@@ -301,7 +300,7 @@ fn write_file(
         }
     }
     writer.finish()?;
-    Ok(Ok(ExportedFile {
+    Ok(Some(ExportedFile {
         path: path.to_path_buf(),
         user_id: user.clone(),
         audio_frames,

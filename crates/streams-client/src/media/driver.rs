@@ -17,9 +17,8 @@ use crate::client::ClientHandle;
 use crate::error::ClientError;
 use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId};
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions};
-use crate::media::mixer::Mixer;
-use crate::media::session::{SessionWaker, enlarge_receive_buffer};
-use crate::media::voice_session::{VoiceError, local_ip_towards};
+use crate::media::rtc::MediaError;
+use crate::media::socket::{SocketWaker, enlarge_receive_buffer, local_ip_towards};
 use crate::video::receiver::VideoSlot;
 
 /// The longest a datagram can be (a UDP payload on any path this client uses).
@@ -27,13 +26,27 @@ const DATAGRAM: usize = 2048;
 
 type SignalReply = (SignalId, Result<Reply, ClientError>);
 
+/// A room's media could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The client could not take the engine's signaling (it stopped).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The media socket or connection could not be set up.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// The engine's thread could not start.
+    #[error("cannot start the media thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// A room's media, running on its own thread. Dropping it stops it (without waiting).
 pub struct RoomMedia {
     commands: Option<Sender<MediaCommand>>,
     events: Receiver<MediaEvent>,
-    mixer: Arc<Mutex<Mixer>>,
     videos: Arc<Mutex<HashMap<String, VideoSlot>>>,
-    waker: Arc<SessionWaker>,
+    waker: Arc<SocketWaker>,
 }
 
 impl RoomMedia {
@@ -43,7 +56,7 @@ impl RoomMedia {
         identity: Identity,
         bridge_url: &str,
         room_id: RoomId,
-    ) -> Result<Self, VoiceError> {
+    ) -> Result<Self, StartError> {
         Self::start_with(
             client,
             identity,
@@ -61,15 +74,13 @@ impl RoomMedia {
         bridge_url: &str,
         room_id: RoomId,
         options: MediaOptions,
-    ) -> Result<Self, VoiceError> {
+    ) -> Result<Self, StartError> {
         let room_events = client.tap_room_events(256)?;
         let socket = UdpSocket::bind(SocketAddr::new(local_ip_towards(bridge_url), 0))
-            .map_err(crate::media::rtc::MediaError::from)?;
+            .map_err(MediaError::from)?;
         enlarge_receive_buffer(&socket);
-        let local = socket
-            .local_addr()
-            .map_err(crate::media::rtc::MediaError::from)?;
-        let waker = Arc::new(SessionWaker::new(local)?);
+        let local = socket.local_addr().map_err(MediaError::from)?;
+        let waker = Arc::new(SocketWaker::new(local)?);
         let wake = {
             let waker = Arc::clone(&waker);
             Arc::new(move || waker.wake())
@@ -84,7 +95,6 @@ impl RoomMedia {
         let core = RoomMediaCore::new(Instant::now(), config)?;
         let (commands, command_rx) = crossbeam_channel::bounded(64);
         let (event_tx, events) = crossbeam_channel::bounded(1024);
-        let mixer = core.mixer();
         let videos = core.videos();
         let driver = Driver {
             core,
@@ -99,11 +109,10 @@ impl RoomMedia {
         std::thread::Builder::new()
             .name("streams-room-media".into())
             .spawn(move || driver.run())
-            .map_err(|e| VoiceError::Pipeline(e.to_string()))?;
+            .map_err(StartError::Thread)?;
         Ok(RoomMedia {
             commands: Some(commands),
             events,
-            mixer,
             videos,
             waker,
         })
@@ -124,11 +133,6 @@ impl RoomMedia {
     /// The engine's events.
     pub fn events(&self) -> &Receiver<MediaEvent> {
         &self.events
-    }
-
-    /// The mix of remote tracks, for an output sink or any puller.
-    pub fn mixer(&self) -> Arc<Mutex<Mixer>> {
-        Arc::clone(&self.mixer)
     }
 
     /// The latest-picture slot of a remote video track being received.
@@ -183,7 +187,7 @@ struct Driver {
     room_events: Receiver<RoomEvent>,
     replies: (Sender<SignalReply>, Receiver<SignalReply>),
     events: Sender<MediaEvent>,
-    waker: Arc<SessionWaker>,
+    waker: Arc<SocketWaker>,
 }
 
 impl Driver {
@@ -207,7 +211,7 @@ impl Driver {
                 tracing::warn!("media socket: {e}");
             }
             match self.socket.recv_from(&mut buf) {
-                Ok((n, source)) if SessionWaker::is_wake(local, source, &buf[..n]) => {}
+                Ok((n, source)) if SocketWaker::is_wake(local, source, &buf[..n]) => {}
                 Ok((n, source)) => {
                     self.core.handle_datagram(Instant::now(), source, &buf[..n]);
                 }

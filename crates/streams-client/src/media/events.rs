@@ -5,6 +5,7 @@ use streams_proto::UserId;
 use streams_proto::wire::TrackKind;
 
 use crate::audio::codec::VoiceSettings;
+use crate::audio::handoff::VoiceOutput;
 use crate::audio::source::AudioSource;
 use crate::media::voice::TrackStats;
 use crate::video::VideoSource;
@@ -50,6 +51,9 @@ pub struct MediaOptions {
     pub video_rgba: bool,
     /// Sees every decoded picture of every remote video track (on its decode thread).
     pub video_observer: Option<FrameObserver>,
+    /// Where remote voices play (a [`crate::audio::mixer::Mixer`] or a positional mix holds its
+    /// other side). `None`: they are received and counted, and nobody plays them.
+    pub voice_output: Option<VoiceOutput>,
 }
 
 /// What the owner asks of the media engine.

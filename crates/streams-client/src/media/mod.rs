@@ -6,8 +6,8 @@
 pub mod core;
 pub mod driver;
 pub mod events;
-pub mod mixer;
 pub mod rtc;
 pub mod session;
+pub mod socket;
 pub mod voice;
 pub mod voice_session;

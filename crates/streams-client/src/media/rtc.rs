@@ -33,6 +33,12 @@ pub enum MediaError {
     /// The session is not in a state for this.
     #[error("{0}")]
     State(&'static str),
+    /// The voice codec failed.
+    #[error(transparent)]
+    Voice(#[from] crate::audio::codec::CodecError),
+    /// The video codec failed.
+    #[error(transparent)]
+    Video(#[from] crate::video::VideoError),
 }
 
 fn rtc_error(e: impl std::fmt::Display) -> MediaError {

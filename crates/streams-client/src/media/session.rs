@@ -1,7 +1,7 @@
 //! [`MediaSession`]: an [`RtcPeer`] on a UDP socket of its own, driven by whoever owns it with
 //! blocking waits ([`MediaSession::run_until`]): the simple form for tools, tests and benchmarks that
 //! drive one connection on one thread. Another thread may wake a waiting session with a
-//! [`SessionWaker`] (a frame is ready to send). The room media engine drives an [`RtcPeer`] through
+//! [`SocketWaker`] (a frame is ready to send). The room media engine drives an [`RtcPeer`] through
 //! its own sans-IO core instead (see [`crate::media::driver`]).
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -9,54 +9,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::media::rtc::{MediaError, MediaKind, Received, START_ESTIMATE_KBPS};
 use crate::media::rtc::{PeerEvent, RtcPeer};
-
-/// Receive buffer asked of the kernel for a media socket (Linux caps it at `net.core.rmem_max`).
-pub const RECEIVE_BUFFER: usize = 4 << 20;
-
-/// Asks for a receive buffer that holds a burst of video packets (a 720p keyframe is ~100 packets);
-/// the kernel's default (about 200 KB) drops such bursts when the reader is busy for a moment.
-pub fn enlarge_receive_buffer(socket: &UdpSocket) {
-    if let Err(e) = socket2::SockRef::from(socket).set_recv_buffer_size(RECEIVE_BUFFER) {
-        tracing::debug!("could not enlarge the UDP receive buffer: {e}");
-    }
-}
-
-/// The first bytes of a wake-up datagram (never valid STUN, DTLS or RTP).
-pub const WAKE: &[u8] = b"streams-wake";
-
-/// Wakes a thread waiting on a media socket (a [`MediaSession`] in
-/// [`MediaSession::run_until_media`], or the room media driver) from another thread.
-#[derive(Debug)]
-pub struct SessionWaker {
-    socket: UdpSocket,
-    target: SocketAddr,
-}
-
-impl SessionWaker {
-    /// A waker of whoever reads the socket bound at `target`.
-    pub fn new(target: SocketAddr) -> Result<Self, MediaError> {
-        let socket = UdpSocket::bind(SocketAddr::new(target.ip(), 0))?;
-        Ok(SessionWaker { socket, target })
-    }
-
-    /// Makes the wait return now.
-    pub fn wake(&self) {
-        let _ = self.socket.send_to(WAKE, self.target);
-    }
-
-    /// Another waker of the same socket.
-    pub fn try_clone(&self) -> Result<Self, MediaError> {
-        Ok(SessionWaker {
-            socket: self.socket.try_clone()?,
-            target: self.target,
-        })
-    }
-
-    /// Whether a datagram from `source` with `contents` is a wake-up for the socket at `local`.
-    pub fn is_wake(local: SocketAddr, source: SocketAddr, contents: &[u8]) -> bool {
-        contents == WAKE && source.ip() == local.ip()
-    }
-}
+use crate::media::socket::{SocketWaker, enlarge_receive_buffer};
 
 /// One peer connection with the SFU on its own socket.
 pub struct MediaSession {
@@ -66,7 +19,7 @@ pub struct MediaSession {
     keyframe_requests: Vec<String>,
     bitrate_estimate: Option<u64>,
     woken: bool,
-    waker: SessionWaker,
+    waker: SocketWaker,
     buf: Vec<u8>,
 }
 
@@ -83,13 +36,13 @@ impl MediaSession {
             keyframe_requests: Vec::new(),
             bitrate_estimate: None,
             woken: false,
-            waker: SessionWaker::new(local)?,
+            waker: SocketWaker::new(local)?,
             buf: vec![0; 2000],
         })
     }
 
     /// A waker for this session, for another thread.
-    pub fn waker(&self) -> Result<SessionWaker, MediaError> {
+    pub fn waker(&self) -> Result<SocketWaker, MediaError> {
         self.waker.try_clone()
     }
 
@@ -188,7 +141,7 @@ impl MediaSession {
         }
     }
 
-    /// Runs the connection until `until`, until media arrives or until a [`SessionWaker`] wakes it,
+    /// Runs the connection until `until`, until media arrives or until a [`SocketWaker`] wakes it,
     /// whichever is first, returning the frames received (so a receiver can buffer each frame the
     /// moment it arrives).
     pub fn run_until_media(&mut self, until: Instant) -> Result<Vec<Received>, MediaError> {
@@ -213,7 +166,7 @@ impl MediaSession {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((n, source)) => {
                     let local = self.peer.local_addr();
-                    if SessionWaker::is_wake(local, source, &self.buf[..n]) {
+                    if SocketWaker::is_wake(local, source, &self.buf[..n]) {
                         self.woken = true;
                         continue;
                     }

@@ -1,17 +1,19 @@
 //! Voice tracks, network-free: [`VoiceSender`] turns a source into paced, encrypted Opus frames;
-//! [`VoiceReceiver`] decrypts a remote track's frames into its jitter buffer and, pulled once per frame
-//! period (by an audio callback or a timer), yields PCM — recovering from FEC or concealing gaps — with
-//! level, speaking state and statistics.
+//! [`VoiceReceiver`] decrypts a remote track's frames and hands them to the track's
+//! [`VoicePlayout`] (the audio-thread half: jitter buffer, FEC recovery, concealment), and gathers
+//! level, speaking state and statistics back from it.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use streams_proto::frame_crypto::FrameEncryptor;
 use streams_proto::{CryptoError, RoomSecret, UserId};
 
 use crate::audio::SAMPLE_RATE;
-use crate::audio::analysis::{SpeakingDetector, dominant_frequency, level_dbfs};
-use crate::audio::codec::{CodecError, FrameDuration, VoiceDecoder, VoiceEncoder, VoiceSettings};
-use crate::audio::jitter::{JitterBuffer, JitterStats, Playout};
+use crate::audio::analysis::{SpeakingDetector, dominant_frequency};
+use crate::audio::codec::{CodecError, FrameDuration, VoiceEncoder, VoiceSettings};
+use crate::audio::jitter::JitterStats;
+use crate::audio::playout::{PlayoutControls, PlayoutReport, VoiceLink, VoicePlayout};
 use crate::audio::source::AudioSource;
 use crate::envelope::frame;
 use crate::envelope::opener::{FrameOpener, Opening};
@@ -131,6 +133,8 @@ pub struct TrackStats {
     pub held: u64,
     /// Frames that arrived after their slot had passed (dropped).
     pub late: u64,
+    /// Frames too large to be a voice frame (dropped).
+    pub oversized: u64,
     /// Smoothed inter-arrival jitter, ms.
     pub jitter_ms: f64,
     /// Target delay of the jitter buffer, ms.
@@ -141,22 +145,30 @@ pub struct TrackStats {
     pub packets: u64,
     /// Received bitrate over the track's life so far, kbit/s.
     pub bitrate_kbps: f64,
+    /// One-way latency (capture of a frame's first sample → the frame leaving the jitter buffer)
+    /// over the last [`MAX_SAMPLES`] frames: median, ms.
+    pub latency_p50_ms: Option<f64>,
+    /// 95th percentile of the same.
+    pub latency_p95_ms: Option<f64>,
+    /// 99th percentile of the same.
+    pub latency_p99_ms: Option<f64>,
+    /// Median of capture → arrival here (frame duration, encoding, network), ms.
+    pub arrival_p50_ms: Option<f64>,
 }
 
-/// Receives one remote voice track.
+/// Receives one remote voice track: the network half. Frames are decrypted here and go to the
+/// track's [`VoicePlayout`] (what the output pulls) through their [`VoiceLink`]; the playout's
+/// figures come back the same way. Dropping the receiver ends the voice at the output.
 pub struct VoiceReceiver {
     opener: FrameOpener,
-    jitter: JitterBuffer,
-    decoder: VoiceDecoder,
-    frame: FrameDuration,
-    speaking: SpeakingDetector,
+    link: Arc<VoiceLink>,
+    controls: PlayoutControls,
     stats: TrackStats,
-    last_level: f32,
+    /// The playout's latest figures.
+    played: PlayoutReport,
     latencies_us: Vec<u64>,
     /// Capture → arrival of each frame, µs (the network and sender part of the latency).
     arrivals_us: Vec<u64>,
-    /// Decoded samples not yet handed out by [`VoiceReceiver::pull_samples`].
-    pending: std::collections::VecDeque<f32>,
     first_arrival_us: Option<u64>,
     last_arrival_us: u64,
     /// Per key id, the offset that turns its SFrame counter into this track's frame sequence: a new
@@ -164,30 +176,31 @@ pub struct VoiceReceiver {
     seq_base: HashMap<u64, u64>,
     /// The highest sequence seen so far.
     last_seq: Option<u64>,
+    frame: FrameDuration,
 }
 
-/// Latency samples kept per track (about ten minutes of 20 ms frames); older ones are dropped.
-const MAX_SAMPLES: usize = 30_000;
+/// Latency samples kept per track (a minute of 20 ms frames); older ones are dropped.
+pub const MAX_SAMPLES: usize = 3_000;
 
 impl VoiceReceiver {
-    /// A receiver of `sender`'s frames of `frame` duration.
-    pub fn new(sender: UserId, frame: FrameDuration) -> Result<Self, CodecError> {
-        Ok(VoiceReceiver {
+    /// A receiver of `sender`'s frames of `frame` duration, and the playout that plays them.
+    pub fn new(sender: UserId, frame: FrameDuration) -> Result<(Self, VoicePlayout), CodecError> {
+        let (playout, link) = VoicePlayout::new(frame)?;
+        let receiver = VoiceReceiver {
             opener: FrameOpener::new(sender),
-            jitter: JitterBuffer::new(frame.millis()),
-            decoder: VoiceDecoder::new(frame, false)?,
-            frame,
-            speaking: SpeakingDetector::default(),
+            link,
+            controls: PlayoutControls::default(),
             stats: TrackStats::default(),
-            last_level: -120.0,
+            played: PlayoutReport::default(),
             latencies_us: Vec::new(),
             arrivals_us: Vec::new(),
-            pending: std::collections::VecDeque::new(),
             first_arrival_us: None,
             last_arrival_us: 0,
             seq_base: HashMap::new(),
             last_seq: None,
-        })
+            frame,
+        };
+        Ok((receiver, playout))
     }
 
     /// Makes an epoch's secret available; frames held for it are opened now.
@@ -206,7 +219,7 @@ impl VoiceReceiver {
         self.queue_frame(now_us, protected);
     }
 
-    /// Opens a frame into the jitter buffer, or holds it until its epoch's key is known.
+    /// Opens a frame and sends it to the playout, or holds it until its epoch's key is known.
     fn queue_frame(&mut self, now_us: u64, protected: Vec<u8>) {
         let opened = match self.opener.open(now_us, protected) {
             Opening::Opened(opened) => opened,
@@ -230,60 +243,37 @@ impl VoiceReceiver {
             .or_insert_with(|| next.saturating_sub(opened.counter));
         let seq = base.saturating_add(opened.counter);
         self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
-        self.jitter
-            .push(now_us, seq, opened.encoded, Some(opened.capture_us));
-    }
-
-    /// Exactly `count` samples for an output device whose period differs from the frame duration
-    /// (e.g. 10 ms periods for 20 ms frames); a frame is decoded only when its first sample is needed,
-    /// so it leaves the buffer as late as it may and no earlier.
-    pub fn pull_samples(&mut self, now_us: u64, count: usize) -> Vec<f32> {
-        while self.pending.len() < count {
-            // An underflow conceals only the missing part of this period, so waiting for a late
-            // frame costs one output period of delay, not a whole frame.
-            let missing = count - self.pending.len();
-            let frame = self.pull_inner(now_us, Some(missing.div_ceil(120) * 120));
-            self.pending.extend(frame);
+        if !self
+            .link
+            .send_frame(now_us, seq, opened.capture_us, &opened.encoded)
+        {
+            self.stats.oversized += 1;
         }
-        self.pending.drain(..count).collect()
     }
 
-    /// One frame period of PCM for the mixer (silence while buffering).
-    pub fn pull(&mut self, now_us: u64) -> Vec<f32> {
-        self.pull_inner(now_us, None)
+    /// Sets the volume the playout applies (mute keeps it pulled and its speaking state current).
+    pub fn set_volume(&mut self, gain: f32, muted: bool) {
+        self.controls.gain = gain.max(0.0);
+        self.controls.muted = muted;
+        self.link.set_controls(self.controls.clone());
     }
 
-    fn pull_inner(&mut self, now_us: u64, wait_samples: Option<usize>) -> Vec<f32> {
-        let pcm = match self.jitter.pull(now_us) {
-            Playout::Packet {
-                payload,
-                capture_us,
-                ..
-            } => match self.decoder.decode(&payload) {
-                Ok(pcm) => {
-                    self.stats.frames += 1;
-                    if let Some(capture) = capture_us {
-                        push_capped(&mut self.latencies_us, now_us.saturating_sub(capture));
-                    }
-                    pcm
-                }
-                Err(_) => self.decoder.conceal().unwrap_or_default(),
-            },
-            Playout::Recover { next_payload, .. } => self
-                .decoder
-                .recover_from(&next_payload)
-                .or_else(|_| self.decoder.conceal())
-                .unwrap_or_default(),
-            Playout::Conceal { .. } => self.decoder.conceal().unwrap_or_default(),
-            Playout::Wait { .. } => match wait_samples {
-                Some(n) => self.decoder.conceal_samples(n).unwrap_or_default(),
-                None => self.decoder.conceal().unwrap_or_default(),
-            },
-            Playout::Silence => vec![0.0; wait_samples.unwrap_or(self.frame.samples())],
-        };
-        self.last_level = level_dbfs(&pcm);
-        self.speaking.update(now_us / 1000, self.last_level);
-        pcm
+    /// Replaces the speaking detector's settings (PrivMX `configureActiveSpeakerDetector`).
+    pub fn configure_speaking(&mut self, detector: SpeakingDetector) {
+        self.controls.speaking = detector;
+        self.link.set_controls(self.controls.clone());
+    }
+
+    /// Collects what the playout reported since the last look.
+    fn collect(&mut self) {
+        if let Some(report) = self.link.take_report() {
+            self.played = report;
+        }
+        self.link.take_latencies(&mut self.latencies_us);
+        if self.latencies_us.len() > MAX_SAMPLES {
+            let excess = self.latencies_us.len() - MAX_SAMPLES / 2;
+            self.latencies_us.drain(..excess);
+        }
     }
 
     /// The frame duration, ms.
@@ -291,24 +281,28 @@ impl VoiceReceiver {
         self.frame.millis()
     }
 
-    /// The level of the last pulled frame, dBFS.
-    pub fn level_dbfs(&self) -> f32 {
-        self.last_level
+    /// The level of the last frame played, dBFS.
+    pub fn level_dbfs(&mut self) -> f32 {
+        self.collect();
+        self.played.level_dbfs
     }
 
-    /// Replaces the speaking detector's settings (PrivMX `configureActiveSpeakerDetector`).
-    pub fn configure_speaking(&mut self, detector: SpeakingDetector) {
-        self.speaking = detector;
+    /// Whether the sender is speaking (as of the playout's last pull).
+    pub fn is_speaking(&mut self) -> bool {
+        self.collect();
+        self.played.speaking
     }
 
-    /// Whether the sender is speaking.
-    pub fn is_speaking(&self) -> bool {
-        self.speaking.is_speaking()
+    /// Frames waiting in the jitter buffer (as of the playout's last pull).
+    pub fn queued(&mut self) -> usize {
+        self.collect();
+        self.played.depth
     }
 
     /// The track's statistics.
-    pub fn stats(&self) -> TrackStats {
-        let j: JitterStats = self.jitter.stats();
+    pub fn stats(&mut self) -> TrackStats {
+        self.collect();
+        let j: JitterStats = self.played.jitter;
         let span_us = self
             .first_arrival_us
             .map_or(0, |first| self.last_arrival_us.saturating_sub(first));
@@ -317,27 +311,28 @@ impl VoiceReceiver {
         } else {
             self.stats.bytes as f64 * 8.0 / span_us as f64 * 1000.0
         };
+        let ms = |values: &[u64], q: f64| percentile(values, q).map(|us| us as f64 / 1000.0);
         TrackStats {
             bitrate_kbps,
+            latency_p50_ms: ms(&self.latencies_us, 0.5),
+            latency_p95_ms: ms(&self.latencies_us, 0.95),
+            latency_p99_ms: ms(&self.latencies_us, 0.99),
+            arrival_p50_ms: ms(&self.arrivals_us, 0.5),
+            frames: self.played.decoded,
             late: j.late,
             lost: j.lost,
             concealed: j.concealed,
             fec_recovered: j.fec_recovered,
-            jitter_ms: self.jitter.jitter_us() / 1000.0,
-            buffer_delay_ms: self.jitter.target_delay_us() as f64 / 1000.0,
+            jitter_ms: self.played.jitter_us / 1000.0,
+            buffer_delay_ms: self.played.target_delay_us as f64 / 1000.0,
             ..self.stats.clone()
         }
     }
+}
 
-    /// Capture of each frame's first sample → its arrival here, µs, in order.
-    pub fn arrivals_us(&self) -> &[u64] {
-        &self.arrivals_us
-    }
-
-    /// One-way latencies (capture of a frame's first sample → that frame leaving the jitter buffer),
-    /// microseconds, in order.
-    pub fn latencies_us(&self) -> &[u64] {
-        &self.latencies_us
+impl Drop for VoiceReceiver {
+    fn drop(&mut self) {
+        self.link.close();
     }
 }
 
@@ -368,9 +363,17 @@ pub fn decoded_frequency(pcm: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::analysis::level_dbfs;
     use crate::audio::source::ToneSource;
     use streams_proto::Identity;
     use streams_proto::frame_crypto::DeviceSession;
+
+    /// One 20 ms frame period of what `playout` plays at `now_us`.
+    fn pull(playout: &mut VoicePlayout, now_us: u64) -> Vec<f32> {
+        let mut out = vec![0.0; 960];
+        playout.pull_at(now_us, &mut out);
+        out
+    }
 
     #[test]
     fn a_muted_sender_sends_silence_and_unmuted_the_voice_again() {
@@ -385,7 +388,7 @@ mod tests {
             enc,
         )
         .unwrap();
-        let mut receiver =
+        let (mut receiver, mut playout) =
             VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
         receiver.add_epoch(0, secret, 0);
         let mut heard = |sender: &mut VoiceSender, from: u64| -> f32 {
@@ -393,7 +396,7 @@ mod tests {
             for i in from..from + 25 {
                 let t = i * 20_000;
                 receiver.accept(t + 1_000, sender.next_frame(t).unwrap());
-                pcm.extend(receiver.pull(t + 5_000));
+                pcm.extend(pull(&mut playout, t + 5_000));
             }
             level_dbfs(&pcm[pcm.len() / 2..])
         };
@@ -416,7 +419,7 @@ mod tests {
             enc0,
         )
         .unwrap();
-        let mut receiver =
+        let (mut receiver, mut playout) =
             VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
         receiver.add_epoch(0, s0.clone(), 0);
         let mut pcm = Vec::new();
@@ -431,7 +434,7 @@ mod tests {
             }
             let frame = sender.next_frame(t).unwrap();
             receiver.accept(t + 1_000, frame);
-            pcm.extend(receiver.pull(t + 5_000));
+            pcm.extend(pull(&mut playout, t + 5_000));
         }
         let stats = receiver.stats();
         assert_eq!(stats.decrypt_failures, 0);
@@ -445,12 +448,7 @@ mod tests {
         // every frame is either played or still queued.
         assert_eq!(stats.packets, 100);
         assert_eq!(stats.concealed, 3, "{stats:?}");
-        assert_eq!(
-            stats.frames + receiver.jitter.depth() as u64,
-            100,
-            "{stats:?} {:?}",
-            receiver.jitter.stats()
-        );
+        assert_eq!(stats.frames + receiver.queued() as u64, 100, "{stats:?}");
         assert!((decoded_frequency(&pcm) - 440.0).abs() < 3.0);
     }
 
@@ -469,13 +467,13 @@ mod tests {
             device.encryptor(&secret, 0, alice.user_id(), 0).unwrap(),
         )
         .unwrap();
-        let mut receiver =
+        let (mut receiver, mut playout) =
             VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
         receiver.add_epoch(0, secret, 0);
         let mut pcm = Vec::new();
         for i in 0..50u64 {
             receiver.accept(i * 20_000 + 1_000, sender.next_frame(i * 20_000).unwrap());
-            pcm.extend(receiver.pull(i * 20_000 + 5_000));
+            pcm.extend(pull(&mut playout, i * 20_000 + 5_000));
         }
         assert_eq!(receiver.stats().frames, 50);
         assert_eq!(pcm.len(), 50 * 960, "decoded to mono");
@@ -495,7 +493,7 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        let mut receiver =
+        let (mut receiver, mut playout) =
             VoiceReceiver::new(alice.user_id().clone(), FrameDuration::Ms20).unwrap();
         receiver.add_epoch(0, secret.clone(), 0);
         for i in 0..10 {
@@ -513,7 +511,10 @@ mod tests {
         assert_eq!(receiver.stats().decrypt_failures, 21);
         assert_eq!(receiver.stats().frames, 0);
         assert_eq!(
-            receiver.pull(500_000).iter().filter(|s| **s != 0.0).count(),
+            pull(&mut playout, 500_000)
+                .iter()
+                .filter(|s| **s != 0.0)
+                .count(),
             0
         );
     }

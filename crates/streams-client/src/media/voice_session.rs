@@ -4,7 +4,6 @@
 //! would, checks test-pattern video, and reports what arrived. Both follow key epochs through the
 //! engine. [`publish_voice`] and [`listen`] are the audio-only forms.
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,13 +14,14 @@ use streams_proto::{Identity, RoomId, UserId};
 use crate::StreamsClient;
 use crate::audio::analysis::level_dbfs;
 use crate::audio::codec::VoiceSettings;
+use crate::audio::handoff::{HandedVoice, VoiceOutput};
 use crate::audio::source::AudioSource;
 use crate::clock::wall_us_now;
 use crate::error::ClientError;
-use crate::media::driver::RoomMedia;
+use crate::media::driver::{RoomMedia, StartError};
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::session::MediaError;
-use crate::media::voice::{VoiceReceiver, decoded_frequency, percentile};
+use crate::media::voice::{TrackStats, decoded_frequency};
 use crate::video::VideoSource;
 use crate::video::check::{PatternCheck, PatternReport};
 use crate::video::codec::VideoSettings;
@@ -44,31 +44,15 @@ pub enum VoiceError {
     /// The media connection failed.
     #[error(transparent)]
     Media(#[from] MediaError),
+    /// The room's media engine could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// Encoding or keys failed.
     #[error("{0}")]
     Pipeline(String),
     /// The media connection to the bridge did not come up in time (ICE or DTLS never finished).
     #[error("the media connection to the bridge was not up within {0:?}")]
     NotConnected(Duration),
-}
-
-/// The local address to use for media towards `bridge_url`'s host (the route's source address).
-pub fn local_ip_towards(bridge_url: &str) -> IpAddr {
-    let host = bridge_url
-        .split("://")
-        .nth(1)
-        .unwrap_or(bridge_url)
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:7800");
-    let probe = UdpSocket::bind("0.0.0.0:0").and_then(|s| {
-        s.connect(host)?;
-        s.local_addr()
-    });
-    match probe {
-        Ok(SocketAddr::V4(a)) if !a.ip().is_unspecified() => IpAddr::V4(*a.ip()),
-        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    }
 }
 
 /// What a publisher sent.
@@ -246,15 +230,14 @@ pub struct TrackReport {
     pub latency_p50_ms: Option<f64>,
     /// 95th percentile of the same.
     pub latency_p95_ms: Option<f64>,
+    /// 99th percentile of the same.
+    pub latency_p99_ms: Option<f64>,
     /// Median of capture of a frame's first sample → its arrival (frame duration, encoding, network).
     pub arrival_p50_ms: Option<f64>,
     /// Smoothed jitter, ms.
     pub jitter_ms: f64,
     /// Jitter buffer target delay, ms.
     pub buffer_delay_ms: f64,
-    /// Every one-way latency measured, µs (for aggregation; not printed).
-    #[serde(skip)]
-    pub latencies_us: Vec<u64>,
 }
 
 /// What arrived on one remote video track.
@@ -361,6 +344,8 @@ pub fn listen_media_while(
             }
         })
     };
+    // This tool is the voices' output: it pulls each one on its own, like an output device would.
+    let (output, inbox) = VoiceOutput::new();
     let media = RoomMedia::start_with(
         client.handle()?,
         identity.clone(),
@@ -369,14 +354,13 @@ pub fn listen_media_while(
         MediaOptions {
             video_rgba: false,
             video_observer: Some(observer),
+            voice_output: Some(output),
         },
     )?;
-    let mut videos: HashMap<String, (UserId, TrackKind, VideoStats)> = HashMap::new();
-    let mixer = media.mixer();
-    let mut senders: HashMap<String, UserId> = HashMap::new();
-    // Kept here too: the engine drops a track's receiver when its stream ends.
-    let mut receivers: HashMap<String, Arc<Mutex<VoiceReceiver>>> = HashMap::new();
+    let mut tracks = Tracks::default();
+    let mut voices: HashMap<String, Box<HandedVoice>> = HashMap::new();
     let mut pcm: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut period_pcm = [0.0f32; OUTPUT_PERIOD_SAMPLES];
     let start = Instant::now();
     let mut period = 0u32;
     while keep_listening(start.elapsed()) {
@@ -384,34 +368,30 @@ pub fn listen_media_while(
         let due = start + Duration::from_millis(10) * period;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         for event in media.events().try_iter() {
-            record_video(&mut senders, &mut videos, event);
+            tracks.record(event);
         }
-        let tracks = mixer.lock().map(|m| m.track_ids()).unwrap_or_default();
-        for track_id in tracks {
-            if let Some(receiver) = mixer.lock().ok().and_then(|m| m.receiver(&track_id)) {
-                receivers.entry(track_id).or_insert(receiver);
-            }
+        while let Some(voice) = inbox.take() {
+            voices.insert(voice.track_id.clone(), voice);
         }
-        for (track_id, receiver) in &receivers {
-            if let Ok(mut r) = receiver.lock() {
-                let samples = r.pull_samples(wall_us_now(), OUTPUT_PERIOD_SAMPLES);
-                pcm.entry(track_id.clone()).or_default().extend(samples);
+        for (track_id, voice) in &mut voices {
+            if voice.playout.is_closed() {
+                continue;
             }
+            voice.playout.pull_at(wall_us_now(), &mut period_pcm);
+            pcm.entry(track_id.clone())
+                .or_default()
+                .extend_from_slice(&period_pcm);
         }
     }
     // Stopping the engine reports the final figures.
     for event in media.stop_and_collect(STOP_TIMEOUT) {
-        record_video(&mut senders, &mut videos, event);
+        tracks.record(event);
     }
     let mut reports = Vec::new();
-    for (track_id, user) in senders {
-        let Some(receiver) = receivers.get(&track_id) else {
+    for (track_id, user) in tracks.voices {
+        let Some(stats) = tracks.voice_stats.get(&track_id) else {
             continue;
         };
-        let Ok(r) = receiver.lock() else { continue };
-        let stats = r.stats();
-        let lat = r.latencies_us();
-        let ms = |v: Option<u64>| v.map(|us| us as f64 / 1000.0);
         // Level and frequency over the audible part: decoded or concealed frames.
         let voiced: Vec<f32> = pcm
             .get(&track_id)
@@ -429,12 +409,12 @@ pub fn listen_media_while(
             late: stats.late,
             freq_hz: decoded_frequency(&voiced),
             level_dbfs: level_dbfs(&voiced),
-            latency_p50_ms: ms(percentile(lat, 0.5)),
-            latency_p95_ms: ms(percentile(lat, 0.95)),
-            arrival_p50_ms: ms(percentile(r.arrivals_us(), 0.5)),
+            latency_p50_ms: stats.latency_p50_ms,
+            latency_p95_ms: stats.latency_p95_ms,
+            latency_p99_ms: stats.latency_p99_ms,
+            arrival_p50_ms: stats.arrival_p50_ms,
             jitter_ms: stats.jitter_ms,
             buffer_delay_ms: stats.buffer_delay_ms,
-            latencies_us: lat.to_vec(),
         });
     }
     let checks = checks.lock().map(|c| {
@@ -445,7 +425,7 @@ pub fn listen_media_while(
     let checks = checks.unwrap_or_default();
     let pictures = pictures.lock().map(|f| f.clone()).unwrap_or_default();
     let mut video = Vec::new();
-    for (track_id, (user, kind, stats)) in videos {
+    for (track_id, (user, kind, stats)) in tracks.videos {
         let pattern = checks.get(&track_id).filter(|p| p.stamped > 0).cloned();
         let seconds = pictures.get(&track_id).map_or(0.0, |(first, last)| {
             last.duration_since(*first).as_secs_f64()
@@ -489,34 +469,44 @@ pub fn listen_media_while(
     })
 }
 
-/// Notes which remote tracks exist and the latest video statistics from an engine event.
-fn record_video(
-    senders: &mut HashMap<String, UserId>,
-    videos: &mut HashMap<String, (UserId, TrackKind, VideoStats)>,
-    event: MediaEvent,
-) {
-    match event {
-        MediaEvent::RemoteTrackAdded {
-            track_id,
-            user_id,
-            kind: TrackKind::Audio,
-        } => {
-            senders.insert(track_id, user_id);
-        }
-        MediaEvent::RemoteTrackAdded {
-            track_id,
-            user_id,
-            kind,
-        } => {
-            videos.insert(track_id, (user_id, kind, VideoStats::default()));
-        }
-        MediaEvent::VideoStats(stats) => {
-            for (track_id, s) in stats {
-                if let Some(entry) = videos.get_mut(&track_id) {
-                    entry.2 = s;
+/// The remote tracks a listener has seen, and their latest statistics.
+#[derive(Default)]
+struct Tracks {
+    voices: HashMap<String, UserId>,
+    voice_stats: HashMap<String, TrackStats>,
+    videos: HashMap<String, (UserId, TrackKind, VideoStats)>,
+}
+
+impl Tracks {
+    /// Notes which remote tracks exist and their latest statistics from an engine event.
+    fn record(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::RemoteTrackAdded {
+                track_id,
+                user_id,
+                kind: TrackKind::Audio,
+                ..
+            } => {
+                self.voices.insert(track_id, user_id);
+            }
+            MediaEvent::RemoteTrackAdded {
+                track_id,
+                user_id,
+                kind,
+                ..
+            } => {
+                self.videos
+                    .insert(track_id, (user_id, kind, VideoStats::default()));
+            }
+            MediaEvent::Stats(stats) => self.voice_stats.extend(stats),
+            MediaEvent::VideoStats(stats) => {
+                for (track_id, s) in stats {
+                    if let Some(entry) = self.videos.get_mut(&track_id) {
+                        entry.2 = s;
+                    }
                 }
             }
+            _ => {}
         }
-        _ => {}
     }
 }

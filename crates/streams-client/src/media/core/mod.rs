@@ -31,7 +31,6 @@ use streams_proto::{Identity, RoomId, RoomSecret, UserId};
 use crate::api::{Operation, Reply, RoomEvent};
 use crate::error::ClientError;
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
-use crate::media::mixer::Mixer;
 use crate::media::rtc::{MediaError, PeerEvent, RtcPeer, START_ESTIMATE_KBPS, Transmit};
 use crate::video::receiver::VideoSlot;
 
@@ -135,7 +134,8 @@ pub struct RoomMediaCore {
     unheard: HashSet<UserId>,
     /// The bridge's subscriptions must be set to `remote` (tracks were dropped).
     resubscribe: bool,
-    mixer: Arc<Mutex<Mixer>>,
+    /// Volumes asked for by track id (applied to tracks received later too).
+    volumes: HashMap<String, (f32, bool)>,
     videos: Arc<Mutex<HashMap<String, VideoSlot>>>,
     options: MediaOptions,
     wake: Waker,
@@ -172,7 +172,7 @@ impl RoomMediaCore {
             subscribe_all: true,
             unheard: HashSet::new(),
             resubscribe: false,
-            mixer: Arc::new(Mutex::new(Mixer::default())),
+            volumes: HashMap::new(),
             videos: Arc::new(Mutex::new(HashMap::new())),
             options: config.options,
             wake: config.wake,
@@ -191,11 +191,6 @@ impl RoomMediaCore {
         core.retry(Retry::Subscribe);
         core.retry(Retry::GetRoom);
         Ok(core)
-    }
-
-    /// The mix of remote tracks, for an output sink or any puller.
-    pub fn mixer(&self) -> Arc<Mutex<Mixer>> {
-        Arc::clone(&self.mixer)
     }
 
     /// The latest-picture slots of the remote video tracks being received, by track id.
@@ -337,6 +332,10 @@ impl RoomMediaCore {
         self.request_keyframes(now);
         self.report(now);
         self.absorb_peer(now);
+        if let Some(output) = &self.options.voice_output {
+            // Voices the output let go are freed here, off its audio thread.
+            output.collect_retired();
+        }
     }
 
     fn command(&mut self, now: Instant, command: MediaCommand) {
@@ -379,11 +378,7 @@ impl RoomMediaCore {
                 track_id,
                 gain,
                 muted,
-            } => {
-                if let Ok(mut mixer) = self.mixer.lock() {
-                    mixer.set(&track_id, gain, muted);
-                }
-            }
+            } => self.set_volume(track_id, gain, muted),
             MediaCommand::ConfigureSpeaking {
                 threshold_dbfs,
                 attack_ms,

@@ -1,8 +1,7 @@
-//! The core's remote tracks: audio receivers (decrypting into their jitter buffers, pulled by the
-//! output side through the [`crate::media::mixer::Mixer`]) and video receivers (decode workers
+//! The core's remote tracks: audio receivers (decrypting frames for their playouts, which are handed
+//! to the owner's [`crate::audio::handoff::VoiceOutput`]) and video receivers (decode workers
 //! writing [`crate::video::receiver::VideoSlot`]s); every epoch key reaches them, decoders that lost
 //! their place ask for keyframes, and their statistics and speaking state are reported.
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streams_proto::wire::{TrackInfo, TrackKind, TrackSubscription};
@@ -12,10 +11,12 @@ use super::{Pending, RoomMediaCore};
 use crate::api::Operation;
 use crate::audio::analysis::SpeakingDetector;
 use crate::audio::codec::FrameDuration;
+use crate::audio::playout::VoicePlayout;
 use crate::clock::wall_us;
 use crate::media::events::MediaEvent;
+use crate::media::rtc::MediaError;
 use crate::media::rtc::Received;
-use crate::media::voice::VoiceReceiver;
+use crate::media::voice::{TrackStats, VoiceReceiver};
 use crate::video::receiver::VideoReceiver;
 
 /// Keyframe requests for one remote track at most this often.
@@ -28,7 +29,11 @@ pub(super) struct RemoteTrack {
 }
 
 pub(super) enum RemoteMedia {
-    Voice(Arc<Mutex<VoiceReceiver>>),
+    Voice {
+        receiver: Box<VoiceReceiver>,
+        /// Until the track is negotiated and its playout handed to the output.
+        playout: Option<Box<VoicePlayout>>,
+    },
     Video {
         receiver: Box<VideoReceiver>,
         last_keyframe_request: Option<Instant>,
@@ -45,7 +50,7 @@ impl RemoteTrack {
     }
 
     pub(super) fn is_voice(&self) -> bool {
-        matches!(self.media, RemoteMedia::Voice(_))
+        matches!(self.media, RemoteMedia::Voice { .. })
     }
 }
 
@@ -56,27 +61,31 @@ impl RoomMediaCore {
         now: Instant,
         user: &UserId,
         info: &TrackInfo,
-    ) -> Result<RemoteMedia, String> {
+    ) -> Result<RemoteMedia, MediaError> {
         let secrets = self.keys.iter().flat_map(|k| k.secrets.iter());
         if info.kind == TrackKind::Audio {
             let frame = FrameDuration::from_millis(info.frame_ms).unwrap_or(FrameDuration::Ms20);
-            let mut receiver =
-                VoiceReceiver::new(user.clone(), frame).map_err(|e| e.to_string())?;
+            let (mut receiver, playout) = VoiceReceiver::new(user.clone(), frame)?;
             for (epoch, secret) in secrets {
                 receiver.add_epoch(*epoch, secret.clone(), wall_us(now));
             }
             if let Some((threshold, attack, hold)) = self.speaking_config {
                 receiver.configure_speaking(SpeakingDetector::new(threshold, attack, hold));
             }
-            return Ok(RemoteMedia::Voice(Arc::new(Mutex::new(receiver))));
+            if let Some((gain, muted)) = self.volumes.get(&info.track_id) {
+                receiver.set_volume(*gain, *muted);
+            }
+            return Ok(RemoteMedia::Voice {
+                receiver: Box::new(receiver),
+                playout: Some(Box::new(playout)),
+            });
         }
         let mut receiver = VideoReceiver::new(
             user.clone(),
             info.track_id.clone(),
             self.options.video_rgba,
             self.options.video_observer.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         for (epoch, secret) in secrets {
             receiver.add_epoch(*epoch, secret.clone());
         }
@@ -87,11 +96,13 @@ impl RoomMediaCore {
     }
 
     /// Starts receiving a negotiated remote track on `mid`.
-    pub(super) fn add_remote(&mut self, mid: String, track: RemoteTrack, kind: TrackKind) {
-        match &track.media {
-            RemoteMedia::Voice(receiver) => {
-                if let Ok(mut mixer) = self.mixer.lock() {
-                    mixer.add(track.track_id.clone(), Arc::clone(receiver));
+    pub(super) fn add_remote(&mut self, mid: String, mut track: RemoteTrack, kind: TrackKind) {
+        match &mut track.media {
+            RemoteMedia::Voice { playout, .. } => {
+                if let (Some(output), Some(playout)) = (&self.options.voice_output, playout.take())
+                    && let Err(e) = output.hand_over(track.track_id.clone(), *playout)
+                {
+                    tracing::warn!(track = %track.track_id, "not played: {e}");
                 }
             }
             RemoteMedia::Video { receiver, .. } => {
@@ -112,11 +123,7 @@ impl RoomMediaCore {
     pub(super) fn deliver(&mut self, received: Received) {
         let arrived_us = wall_us(received.arrived);
         match self.remote.get_mut(&received.mid).map(|t| &mut t.media) {
-            Some(RemoteMedia::Voice(receiver)) => {
-                if let Ok(mut r) = receiver.lock() {
-                    r.accept(arrived_us, received.data);
-                }
-            }
+            Some(RemoteMedia::Voice { receiver, .. }) => receiver.accept(arrived_us, received.data),
             Some(RemoteMedia::Video { receiver, .. }) => {
                 receiver.accept(arrived_us, &received.data)
             }
@@ -130,10 +137,8 @@ impl RoomMediaCore {
         for track in self.remote.values_mut() {
             for (epoch, secret) in fresh {
                 match &mut track.media {
-                    RemoteMedia::Voice(receiver) => {
-                        if let Ok(mut r) = receiver.lock() {
-                            r.add_epoch(*epoch, secret.clone(), wall_us(now));
-                        }
+                    RemoteMedia::Voice { receiver, .. } => {
+                        receiver.add_epoch(*epoch, secret.clone(), wall_us(now));
                     }
                     RemoteMedia::Video { receiver, .. } => {
                         receiver.add_epoch(*epoch, secret.clone());
@@ -155,27 +160,21 @@ impl RoomMediaCore {
             let Some(track) = self.remote.remove(mid) else {
                 continue;
             };
-            if let Ok(mut mixer) = self.mixer.lock() {
-                mixer.remove(&track.track_id);
-            }
             if let Ok(mut videos) = self.videos.lock() {
                 videos.remove(&track.track_id);
             }
             self.speaking.remove(&track.track_id);
             // The track's final figures (the periodic report may be up to a second old).
+            // Dropping the receiver ends the voice at the output.
             let last = match track.media {
-                RemoteMedia::Voice(ref receiver) => receiver
-                    .lock()
-                    .ok()
-                    .map(|r| MediaEvent::Stats(vec![(track.track_id.clone(), r.stats())])),
-                RemoteMedia::Video { receiver, .. } => Some(MediaEvent::VideoStats(vec![(
-                    track.track_id.clone(),
-                    receiver.finish(),
-                )])),
+                RemoteMedia::Voice { mut receiver, .. } => {
+                    MediaEvent::Stats(vec![(track.track_id.clone(), receiver.stats())])
+                }
+                RemoteMedia::Video { receiver, .. } => {
+                    MediaEvent::VideoStats(vec![(track.track_id.clone(), receiver.finish())])
+                }
             };
-            if let Some(last) = last {
-                self.emit(last);
-            }
+            self.emit(last);
             self.emit(MediaEvent::RemoteTrackRemoved {
                 track_id: track.track_id,
             });
@@ -210,13 +209,27 @@ impl RoomMediaCore {
     /// Speaking detection settings for every remote audio track, now and later.
     pub(super) fn configure_speaking(&mut self, threshold_dbfs: f32, attack_ms: u64, hold_ms: u64) {
         self.speaking_config = Some((threshold_dbfs, attack_ms, hold_ms));
-        for track in self.remote.values() {
-            if let RemoteMedia::Voice(receiver) = &track.media
-                && let Ok(mut r) = receiver.lock()
-            {
-                r.configure_speaking(SpeakingDetector::new(threshold_dbfs, attack_ms, hold_ms));
+        for track in self.remote.values_mut() {
+            if let RemoteMedia::Voice { receiver, .. } = &mut track.media {
+                receiver.configure_speaking(SpeakingDetector::new(
+                    threshold_dbfs,
+                    attack_ms,
+                    hold_ms,
+                ));
             }
         }
+    }
+
+    /// A remote track's volume, now and for a track of that id received later.
+    pub(super) fn set_volume(&mut self, track_id: String, gain: f32, muted: bool) {
+        for track in self.remote.values_mut() {
+            if track.track_id == track_id
+                && let RemoteMedia::Voice { receiver, .. } = &mut track.media
+            {
+                receiver.set_volume(gain, muted);
+            }
+        }
+        self.volumes.insert(track_id, (gain, muted));
     }
 
     /// Decoders that lost their place ask their sender for a keyframe (PLI), at most every
@@ -246,11 +259,11 @@ impl RoomMediaCore {
     /// Speaking changes since the last look.
     pub(super) fn report_speaking(&mut self) {
         let mut changes = Vec::new();
-        for track in self.remote.values() {
-            let RemoteMedia::Voice(receiver) = &track.media else {
+        for track in self.remote.values_mut() {
+            let RemoteMedia::Voice { receiver, .. } = &mut track.media else {
                 continue;
             };
-            let speaking = receiver.lock().map(|r| r.is_speaking()).unwrap_or(false);
+            let speaking = receiver.is_speaking();
             let before = self.speaking.insert(track.track_id.clone(), speaking);
             if before.unwrap_or(false) != speaking {
                 changes.push(MediaEvent::Speaking {
@@ -265,22 +278,28 @@ impl RoomMediaCore {
         }
     }
 
+    /// The statistics of every remote voice now.
+    pub fn voice_stats(&mut self) -> Vec<(String, TrackStats)> {
+        self.remote
+            .values_mut()
+            .filter_map(|t| match &mut t.media {
+                RemoteMedia::Voice { receiver, .. } => Some((t.track_id.clone(), receiver.stats())),
+                RemoteMedia::Video { .. } => None,
+            })
+            .collect()
+    }
+
     /// Statistics of every remote track.
     pub(super) fn report_remote(&mut self) {
-        let mut audio = Vec::new();
-        let mut video = Vec::new();
-        for t in self.remote.values() {
-            match &t.media {
-                RemoteMedia::Voice(receiver) => {
-                    if let Ok(r) = receiver.lock() {
-                        audio.push((t.track_id.clone(), r.stats()));
-                    }
-                }
-                RemoteMedia::Video { receiver, .. } => {
-                    video.push((t.track_id.clone(), receiver.stats()));
-                }
-            }
-        }
+        let audio = self.voice_stats();
+        let video: Vec<_> = self
+            .remote
+            .values()
+            .filter_map(|t| match &t.media {
+                RemoteMedia::Video { receiver, .. } => Some((t.track_id.clone(), receiver.stats())),
+                RemoteMedia::Voice { .. } => None,
+            })
+            .collect();
         self.emit(MediaEvent::Stats(audio));
         if !video.is_empty() {
             self.emit(MediaEvent::VideoStats(video));

@@ -31,7 +31,7 @@ fn alice_talking_to_bob() -> World {
 }
 
 /// Frames of Bob's remote voice `track` decoded so far.
-fn decoded(world: &World, track: &str) -> u64 {
+fn decoded(world: &mut World, track: &str) -> u64 {
     world
         .voice_stats(BOB)
         .into_iter()
@@ -40,7 +40,7 @@ fn decoded(world: &World, track: &str) -> u64 {
 }
 
 /// The track Bob receives from Alice, and the mid it leaves Alice on.
-fn alices_track(world: &World) -> (String, String) {
+fn alices_track(world: &mut World) -> (String, String) {
     let track = world.voice_stats(BOB)[0].0.clone();
     let mid = track.split_once(':').unwrap().1.to_string();
     (track, mid)
@@ -65,13 +65,13 @@ fn longest_gap(world: &World, mid: &str, from: Instant, to: Instant) -> Duration
 #[test]
 fn a_held_renegotiation_stalls_neither_sending_nor_receiving() {
     let mut world = alice_talking_to_bob();
-    let (track, mid) = alices_track(&world);
+    let (track, mid) = alices_track(&mut world);
     // Both renegotiate at once (Alice adds a track, Bob publishes one); both replies are held.
     let hold = Duration::from_millis(500);
     world.members[ALICE].negotiation = NegotiationPolicy::Hold(hold);
     world.members[BOB].negotiation = NegotiationPolicy::Hold(hold);
     let start = world.now;
-    let decoded_before = decoded(&world, &track);
+    let decoded_before = decoded(&mut world, &track);
     world.publish_tone(ALICE, 660.0);
     world.publish_tone(BOB, 880.0);
     // Until just before the replies are let through.
@@ -94,7 +94,7 @@ fn a_held_renegotiation_stalls_neither_sending_nor_receiving() {
         gap <= Duration::from_millis(25),
         "Alice's frames stalled {gap:?}"
     );
-    let during = decoded(&world, &track) - decoded_before;
+    let during = decoded(&mut world, &track) - decoded_before;
     assert!(
         during >= 23,
         "Bob decoded {during} of Alice's 24 frames while his offer was out"
@@ -115,10 +115,10 @@ fn a_failed_renegotiation_leaves_established_media_running() {
     let refusal = ClientError::Bridge(WireError::new(ErrorCode::Forbidden, "revoked"));
     for error in [ClientError::Timeout, refusal] {
         let mut world = alice_talking_to_bob();
-        let (track, mid) = alices_track(&world);
+        let (track, mid) = alices_track(&mut world);
         world.members[BOB].negotiation = NegotiationPolicy::FailOnce(error.clone());
         let start = world.now;
-        let before = decoded(&world, &track);
+        let before = decoded(&mut world, &track);
         world.publish_tone(BOB, 880.0);
         world.run_for(Duration::from_secs(1));
         assert!(
@@ -129,7 +129,7 @@ fn a_failed_renegotiation_leaves_established_media_running() {
             !world.members[BOB].core.is_stopped(),
             "{error}: Bob's media stopped"
         );
-        let during = decoded(&world, &track) - before;
+        let during = decoded(&mut world, &track) - before;
         assert!(during >= 48, "{error}: Bob decoded {during} of 50 frames");
         let gap = longest_gap(&world, &mid, start, world.now);
         assert!(
@@ -147,7 +147,7 @@ fn a_failed_renegotiation_leaves_established_media_running() {
 #[test]
 fn a_new_epoch_switches_senders_at_once_and_receivers_lose_no_frame() {
     let mut world = alice_talking_to_bob();
-    let (track, _) = alices_track(&world);
+    let (track, _) = alices_track(&mut world);
     world.run_for(Duration::from_millis(500));
     // Alice switches first; Bob learns the new key 60 ms later (the event reached him later).
     world.rotate_keys(ALICE, Duration::from_millis(60));

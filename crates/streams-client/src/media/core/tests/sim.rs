@@ -18,6 +18,7 @@ use streams_proto::{
 
 use crate::api::{Operation, Reply, Room, RoomEvent};
 use crate::audio::codec::VoiceSettings;
+use crate::audio::handoff::{HandedVoice, VoiceInbox, VoiceOutput};
 use crate::audio::source::ToneSource;
 use crate::clock::wall_us;
 use crate::error::ClientError;
@@ -50,6 +51,9 @@ pub struct Member {
     stream_id: u64,
     /// Samples pulled from each remote voice (by track id).
     pub heard: HashMap<String, Vec<f32>>,
+    /// Where the core hands its remote voices, and the voices taken from there.
+    inbox: VoiceInbox,
+    voices: HashMap<String, Box<HandedVoice>>,
 }
 
 struct SfuSession {
@@ -157,11 +161,15 @@ impl World {
             .into_iter()
             .map(|(identity, host)| {
                 let addr = SocketAddr::from(([10, 0, 0, host], 5000));
+                let (output, inbox) = VoiceOutput::new();
                 let config = CoreConfig {
                     identity: identity.clone(),
                     room_id: room.id.clone(),
                     local: addr,
-                    options: MediaOptions::default(),
+                    options: MediaOptions {
+                        voice_output: Some(output),
+                        ..MediaOptions::default()
+                    },
                     wake: std::sync::Arc::new(|| {}),
                 };
                 Member {
@@ -172,6 +180,8 @@ impl World {
                     negotiation: NegotiationPolicy::Answer,
                     stream_id: u64::from(host),
                     heard: HashMap::new(),
+                    inbox,
+                    voices: HashMap::new(),
                 }
             })
             .collect();
@@ -227,7 +237,7 @@ impl World {
     }
 
     /// Runs until `done` holds, at most `limit` of simulated time.
-    pub fn run_until(&mut self, limit: Duration, done: impl Fn(&World) -> bool) -> bool {
+    pub fn run_until(&mut self, limit: Duration, done: impl Fn(&mut World) -> bool) -> bool {
         let end = self.now + limit;
         while self.now < end {
             self.run_for(Duration::from_millis(5));
@@ -244,18 +254,8 @@ impl World {
     }
 
     /// The statistics of every remote voice member `m` receives.
-    pub fn voice_stats(&self, m: usize) -> Vec<(String, TrackStats)> {
-        let mixer = self.members[m].core.mixer();
-        let mixer = mixer.lock().unwrap();
-        mixer
-            .track_ids()
-            .into_iter()
-            .filter_map(|id| {
-                let receiver = mixer.receiver(&id)?;
-                let stats = receiver.lock().unwrap().stats();
-                Some((id, stats))
-            })
-            .collect()
+    pub fn voice_stats(&mut self, m: usize) -> Vec<(String, TrackStats)> {
+        self.members[m].core.voice_stats()
     }
 
     fn next_time(&self) -> Instant {
@@ -324,17 +324,24 @@ impl World {
         self.drain();
     }
 
-    /// What each member's output device would do: pull 10 ms of every remote voice.
+    /// What each member's output device would do: pull 10 ms of every remote voice it was handed.
     fn pull_voices(&mut self) {
         let at = wall_us(self.now);
+        let mut period = [0.0f32; 480];
         for member in &mut self.members {
-            let mixer = member.core.mixer();
-            let mixer = mixer.lock().unwrap();
-            for id in mixer.track_ids() {
-                if let Some(receiver) = mixer.receiver(&id) {
-                    let samples = receiver.lock().unwrap().pull_samples(at, 480);
-                    member.heard.entry(id).or_default().extend(samples);
+            while let Some(voice) = member.inbox.take() {
+                member.voices.insert(voice.track_id.clone(), voice);
+            }
+            for (id, voice) in &mut member.voices {
+                if voice.playout.is_closed() {
+                    continue;
                 }
+                voice.playout.pull_at(at, &mut period);
+                member
+                    .heard
+                    .entry(id.clone())
+                    .or_default()
+                    .extend_from_slice(&period);
             }
         }
     }

@@ -1,0 +1,180 @@
+//! `join`: how fast a game hears a room, and what joining costs its frames. An in-process bridge on
+//! loopback; a bot in a room publishes a tone; a Bevy app (MinimalPlugins, the streams plugin with
+//! its positional output on the default device, a null sink here) runs at 60 frames a second and
+//! joins the room's media N times (leaving it between joins). Per join: the time from `JoinMedia` to
+//! the first frame of the bot's voice played by the output (its level in the mix rising above
+//! −60 dBFS, as the output thread renders it). Over every frame of the run: the longest `App::update`
+//! (the worst main-thread stall) and the 99th percentile.
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_streams::SpatialAudio;
+use bevy_streams::prelude::*;
+use streams_bridge::{Bridge, BridgeConfig};
+use streams_client::audio::codec::VoiceSettings;
+use streams_client::audio::source::ToneSource;
+use streams_client::media::driver::RoomMedia;
+use streams_client::media::events::MediaCommand;
+use streams_proto::Identity;
+use streams_proto::wire::EventScope;
+
+use crate::common::client;
+
+const APP_FPS: u64 = 60;
+/// A join that hears nothing by then counts as failed.
+const GIVE_UP: Duration = Duration::from_secs(10);
+
+/// The app and the frame times it has seen.
+struct Game {
+    app: App,
+    frames_ms: Vec<f64>,
+    next_frame: Instant,
+}
+
+impl Game {
+    /// One frame at 60 fps: waits for its time, then runs and times `App::update`.
+    fn frame(&mut self) {
+        std::thread::sleep(self.next_frame.saturating_duration_since(Instant::now()));
+        self.next_frame += Duration::from_micros(1_000_000 / APP_FPS);
+        let began = Instant::now();
+        self.app.update();
+        self.frames_ms.push(began.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    fn until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&mut App) -> bool,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        while !done(&mut self.app) {
+            if Instant::now() > deadline {
+                return Err(format!("timed out waiting for {what}"));
+            }
+            self.frame();
+        }
+        Ok(())
+    }
+}
+
+fn hearing_now(app: &mut App) -> bool {
+    hearing(app)
+}
+
+/// Whether the output plays a remote voice now.
+fn hearing(app: &App) -> bool {
+    app.world()
+        .resource::<SpatialAudio>()
+        .levels()
+        .iter()
+        .any(|(_, level)| *level > -60.0)
+}
+
+/// Runs the scenario with `joins` joins and returns its JSON line.
+pub fn join(joins: usize) -> Result<serde_json::Value, String> {
+    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).map_err(|e| e.to_string())?;
+    let url = bridge.url();
+    let mut plugin = StreamsPlugin::url(url.clone());
+    plugin.audio_output = true;
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        AssetPlugin::default(),
+        TransformPlugin,
+        plugin,
+    ))
+    .init_asset::<Image>();
+    let mut game = Game {
+        app,
+        frames_ms: Vec::new(),
+        next_frame: Instant::now(),
+    };
+    game.until("the connection", GIVE_UP, |app| {
+        app.world_mut()
+            .query::<&Connected>()
+            .iter(app.world())
+            .count()
+            == 1
+    })?;
+    let bot_identity = Identity::generate();
+    let bot = client(&url, &bot_identity)?;
+    game.app
+        .world_mut()
+        .resource_mut::<StreamsCommands>()
+        .send(Operation::CreateRoom(NewRoom {
+            name: "Join bench".into(),
+            users: vec![bot_identity.user_id().clone()],
+            ..Default::default()
+        }));
+    game.until("the room", GIVE_UP, |app| {
+        app.world_mut()
+            .query::<&StreamRoom>()
+            .iter(app.world())
+            .count()
+            == 1
+    })?;
+    let (room, room_id) = {
+        let world = game.app.world_mut();
+        let mut rooms = world.query::<(Entity, &StreamRoom)>();
+        let (entity, room) = rooms.single(world).map_err(|e| e.to_string())?;
+        (entity, room.id.clone())
+    };
+    {
+        let mut streams = game.app.world_mut().resource_mut::<StreamsCommands>();
+        streams.send(Operation::Subscribe(EventScope::Room(room_id.clone())));
+        streams.send(Operation::JoinRoom(room_id.clone()));
+    }
+    bot.join_room(&room_id).map_err(|e| e.to_string())?;
+    let media = RoomMedia::start(
+        bot.handle().map_err(|e| e.to_string())?,
+        bot_identity,
+        &url,
+        room_id,
+    )
+    .map_err(|e| e.to_string())?;
+    media.send(MediaCommand::SubscribeAll(false));
+    media.send(MediaCommand::AddAudioTrack {
+        source: Box::new(ToneSource::new(440.0, 0.5)),
+        settings: VoiceSettings::default(),
+    });
+    // Let the bot's track be published before the first join.
+    for _ in 0..APP_FPS {
+        game.frame();
+    }
+    game.frames_ms.clear();
+
+    let mut first_audio_ms = Vec::new();
+    for _ in 0..joins {
+        let joined = Instant::now();
+        game.app.world_mut().trigger(JoinMedia { entity: room });
+        game.until("the bot's voice", GIVE_UP, hearing_now)?;
+        first_audio_ms.push(joined.elapsed().as_secs_f64() * 1000.0);
+        game.app.world_mut().trigger(LeaveMedia { entity: room });
+        game.until("the voice to go", GIVE_UP, |app| !hearing(app))?;
+        // The engine winds down on its own thread; a quarter second before the next join.
+        for _ in 0..APP_FPS / 4 {
+            game.frame();
+        }
+    }
+    drop(media);
+    let quantile = |values: &[f64], q: f64| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+            .get(((sorted.len().saturating_sub(1)) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(serde_json::json!({
+        "scenario": "join",
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "joins": joins,
+        "first_audio_ms_p50": quantile(&first_audio_ms, 0.5),
+        "first_audio_ms_p95": quantile(&first_audio_ms, 0.95),
+        "first_audio_ms_max": quantile(&first_audio_ms, 1.0),
+        "frames": game.frames_ms.len(),
+        "update_ms_p99": quantile(&game.frames_ms, 0.99),
+        "stall_ms_max": quantile(&game.frames_ms, 1.0),
+    }))
+}
