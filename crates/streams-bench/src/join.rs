@@ -4,12 +4,14 @@
 //! joins the room's media N times (leaving it between joins). Per join: the time from `JoinMedia` to
 //! the first frame of the bot's voice played by the output (its level in the mix rising above
 //! −60 dBFS, as the output thread renders it). Over every frame of the run: the longest `App::update`
-//! (the worst main-thread stall) and the 99th percentile.
+//! (the worst main-thread stall, with the request in it when a frame joins or leaves) and the 99th
+//! percentile. On a 2-core machine the bridge, the bot and the app's engine threads share the cores
+//! with the main thread, so a frame's wall time includes waiting for a core.
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_streams::SpatialAudio;
 use bevy_streams::prelude::*;
+use bevy_streams::{MediaConnected, SpatialAudio};
 use streams_bridge::{Bridge, BridgeConfig};
 use streams_client::audio::codec::VoiceSettings;
 use streams_client::audio::source::ToneSource;
@@ -29,16 +31,36 @@ struct Game {
     app: App,
     frames_ms: Vec<f64>,
     next_frame: Instant,
+    /// What the frames are doing now, and the worst frame's (duration, what, frames into it).
+    phase: &'static str,
+    phase_frames: usize,
+    worst: (f64, &'static str, usize),
 }
 
 impl Game {
     /// One frame at 60 fps: waits for its time, then runs and times `App::update`.
     fn frame(&mut self) {
+        self.frame_with(|_| {});
+    }
+
+    /// A frame that first does `request` (a game's system would, inside the frame), timed with it.
+    fn frame_with(&mut self, request: impl FnOnce(&mut App)) {
         std::thread::sleep(self.next_frame.saturating_duration_since(Instant::now()));
         self.next_frame += Duration::from_micros(1_000_000 / APP_FPS);
         let began = Instant::now();
+        request(&mut self.app);
         self.app.update();
-        self.frames_ms.push(began.elapsed().as_secs_f64() * 1000.0);
+        let ms = began.elapsed().as_secs_f64() * 1000.0;
+        self.frames_ms.push(ms);
+        if ms > self.worst.0 {
+            self.worst = (ms, self.phase, self.phase_frames);
+        }
+        self.phase_frames += 1;
+    }
+
+    fn enter(&mut self, phase: &'static str) {
+        self.phase = phase;
+        self.phase_frames = 0;
     }
 
     fn until(
@@ -89,6 +111,9 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         app,
         frames_ms: Vec::new(),
         next_frame: Instant::now(),
+        phase: "setup",
+        phase_frames: 0,
+        worst: (0.0, "setup", 0),
     };
     game.until("the connection", GIVE_UP, |app| {
         app.world_mut()
@@ -143,14 +168,23 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         game.frame();
     }
     game.frames_ms.clear();
+    game.worst = (0.0, "setup", 0);
 
     let mut first_audio_ms = Vec::new();
+    let mut connected_ms = Vec::new();
     for _ in 0..joins {
+        game.enter("joining");
         let joined = Instant::now();
-        game.app.world_mut().trigger(JoinMedia { entity: room });
+        game.frame_with(|app| app.world_mut().trigger(JoinMedia { entity: room }));
         game.until("the bot's voice", GIVE_UP, hearing_now)?;
         first_audio_ms.push(joined.elapsed().as_secs_f64() * 1000.0);
-        game.app.world_mut().trigger(LeaveMedia { entity: room });
+        game.enter("hearing");
+        game.until("the media connected", GIVE_UP, |app| {
+            app.world().get::<MediaConnected>(room).is_some()
+        })?;
+        connected_ms.push(joined.elapsed().as_secs_f64() * 1000.0);
+        game.enter("leaving");
+        game.frame_with(|app| app.world_mut().trigger(LeaveMedia { entity: room }));
         game.until("the voice to go", GIVE_UP, |app| !hearing(app))?;
         // The engine winds down on its own thread; a quarter second before the next join.
         for _ in 0..APP_FPS / 4 {
@@ -173,8 +207,11 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         "first_audio_ms_p50": quantile(&first_audio_ms, 0.5),
         "first_audio_ms_p95": quantile(&first_audio_ms, 0.95),
         "first_audio_ms_max": quantile(&first_audio_ms, 1.0),
+        "first_audio_ms": first_audio_ms,
+        "connected_ms_p50": quantile(&connected_ms, 0.5),
         "frames": game.frames_ms.len(),
         "update_ms_p99": quantile(&game.frames_ms, 0.99),
         "stall_ms_max": quantile(&game.frames_ms, 1.0),
+        "stall_during": format!("{} (frame {})", game.worst.1, game.worst.2),
     }))
 }

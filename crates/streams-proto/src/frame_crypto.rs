@@ -67,13 +67,59 @@ impl DeviceSession {
         if !fresh {
             return Err(CryptoError::KeyReuse { epoch, track });
         }
-        FrameEncryptor::new(secret, key_id(epoch, self.value, track), sender)
+        FrameEncryptor::new(secret, KeyId::new(epoch, self.value, track).raw(), sender)
     }
 }
 
-/// Builds the KID for an epoch, device session value and track index.
-pub fn key_id(epoch: u64, session: u64, track: u8) -> u64 {
-    ((epoch & 0xFFFF) << 48) | ((session & 0xFF_FFFF_FFFF) << 8) | u64::from(track)
+/// A key id (KID) and the layout of its bits (see the module docs); nothing else decodes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(u64);
+
+impl KeyId {
+    /// The KID of an epoch, device session value and track index.
+    pub fn new(epoch: u64, session: u64, track: u8) -> KeyId {
+        KeyId(
+            (u64::from(EpochTag::of(epoch).0) << 48)
+                | ((session & 0xFF_FFFF_FFFF) << 8)
+                | u64::from(track),
+        )
+    }
+
+    /// A KID as it travels (in a frame header or a track announcement).
+    pub fn from_raw(kid: u64) -> KeyId {
+        KeyId(kid)
+    }
+
+    /// The value as it travels.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The epoch it belongs to, as it carries it.
+    pub fn epoch_tag(self) -> EpochTag {
+        EpochTag((self.0 >> 48) as u16)
+    }
+
+    /// The sender's track index.
+    pub fn track(self) -> u8 {
+        (self.0 & 0xFF) as u8
+    }
+}
+
+/// An epoch as a key id carries it: its number modulo 2^16 (receivers keep the epochs they know by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EpochTag(u16);
+
+impl EpochTag {
+    /// The tag of `epoch`.
+    pub fn of(epoch: u64) -> EpochTag {
+        EpochTag((epoch & 0xFFFF) as u16)
+    }
+
+    /// Its value.
+    pub fn value(self) -> u16 {
+        self.0
+    }
 }
 
 /// Reads the (KID, counter) of a protected frame's header. Authenticated only once the frame decrypts.

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use streams_proto::RoomSecret;
-use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor, key_id};
+use streams_proto::frame_crypto::{DeviceSession, EpochTag, FrameDecryptor, KeyId};
 use streams_proto::identity::Identity;
 
 /// The SFrame header of a frame: KID and counter (first byte config, then KID and CTR big-endian).
@@ -45,7 +45,7 @@ fn one_user_on_two_devices_and_after_a_restart_never_reuses_a_key() {
                 .encryptor(&secret, 5, alice.user_id(), track)
                 .unwrap();
             assert!(kids.insert(enc.key_id()), "KID reused");
-            assert_eq!(enc.key_id(), key_id(5, session.value(), track));
+            assert_eq!(enc.key_id(), KeyId::new(5, session.value(), track).raw());
             for _ in 0..3 {
                 frames.push((enc.key_id(), enc.encrypt(b"same payload", b"").unwrap()));
             }
@@ -80,7 +80,13 @@ fn one_user_on_two_devices_and_after_a_restart_never_reuses_a_key() {
 #[test]
 fn epochs_get_distinct_kids() {
     let session = DeviceSession::random().value();
-    assert_ne!(key_id(1, session, 0), key_id(2, session, 0));
-    assert_eq!(key_id(7, session, 3) >> 48, 7);
-    assert_eq!(key_id(7, session, 3) & 0xFF, 3);
+    assert_ne!(KeyId::new(1, session, 0), KeyId::new(2, session, 0));
+    let kid = KeyId::new(65_543, session, 3);
+    assert_eq!(
+        kid.epoch_tag(),
+        EpochTag::of(7),
+        "epochs are carried modulo 2^16"
+    );
+    assert_eq!(kid.track(), 3);
+    assert_eq!(KeyId::from_raw(kid.raw()), kid);
 }

@@ -4,7 +4,7 @@
 //! losing them. Voice and video receivers share it.
 use std::collections::HashMap;
 
-use streams_proto::frame_crypto::{FrameDecryptor, frame_header};
+use streams_proto::frame_crypto::{EpochTag, FrameDecryptor, KeyId, frame_header};
 use streams_proto::{RoomSecret, UserId};
 
 use crate::envelope::frame::{self, OpenedFrame};
@@ -27,7 +27,7 @@ pub enum Opening {
 pub struct FrameOpener {
     sender: UserId,
     decryptor: FrameDecryptor,
-    secrets: HashMap<u64, RoomSecret>,
+    secrets: HashMap<EpochTag, RoomSecret>,
     held: Vec<(u64, Vec<u8>)>,
 }
 
@@ -50,7 +50,7 @@ impl FrameOpener {
     /// Makes an epoch's secret available; returns the frames held for a key (with the times they
     /// arrived) so the caller can open them now.
     pub fn add_epoch(&mut self, epoch: u64, secret: RoomSecret) -> Vec<(u64, Vec<u8>)> {
-        self.secrets.insert(epoch & 0xFFFF, secret);
+        self.secrets.insert(EpochTag::of(epoch), secret);
         std::mem::take(&mut self.held)
     }
 
@@ -59,7 +59,7 @@ impl FrameOpener {
         let Ok((kid, _)) = frame_header(&protected) else {
             return Opening::Failed;
         };
-        let Some(secret) = self.secrets.get(&(kid >> 48)) else {
+        let Some(secret) = self.secrets.get(&KeyId::from_raw(kid).epoch_tag()) else {
             if self.held.len() < MAX_HELD {
                 self.held.push((arrived_us, protected));
                 return Opening::Held;

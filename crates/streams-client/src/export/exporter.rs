@@ -15,7 +15,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use streams_proto::frame_crypto::frame_header;
+use streams_proto::frame_crypto::{EpochTag, KeyId, frame_header};
 use streams_proto::recording::{MANIFEST, Manifest, RecordedTrack, read_records};
 use streams_proto::wire::TrackKind;
 use streams_proto::{EpochRecord, Identity, RoomSecret, UserId, verify_chain};
@@ -35,7 +35,8 @@ const OPUS_PRE_SKIP: u16 = 312;
 pub struct ExportReport {
     /// The files written.
     pub files: Vec<ExportedFile>,
-    /// Frames not opened because this member has no key for their epoch, by epoch.
+    /// Frames not opened because this member has no key for their epoch, by epoch (modulo 2^16, as
+    /// key ids carry it).
     pub no_key: BTreeMap<u64, u64>,
     /// Frames that did not authenticate (tampered or corrupted).
     pub failed: u64,
@@ -97,7 +98,7 @@ fn open_track(
     for (epoch, secret) in secrets {
         opener.add_epoch(*epoch, secret.clone());
     }
-    let known: Vec<u64> = secrets.keys().map(|e| e & 0xFFFF).collect();
+    let known: Vec<EpochTag> = secrets.keys().map(|e| EpochTag::of(*e)).collect();
     let mut placed = Vec::with_capacity(read.records.len());
     let mut malformed = 0u64;
     for record in read.records {
@@ -116,9 +117,9 @@ fn open_track(
             malformed += 1;
             continue;
         };
-        let epoch = kid >> 48;
+        let epoch = KeyId::from_raw(kid).epoch_tag();
         if !known.contains(&epoch) {
-            *report.no_key.entry(epoch).or_default() += 1;
+            *report.no_key.entry(u64::from(epoch.value())).or_default() += 1;
             continue;
         }
         match opener.open(record.arrival_us, protected) {

@@ -3,10 +3,9 @@
 //! client's runtime and its reply comes back as an input (waking the driver), so no request is ever
 //! waited for while media flows. Starting, commanding and dropping a [`RoomMedia`] never block the
 //! caller: dropping it asks the engine to stop, and it winds down on its own thread.
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
@@ -15,8 +14,9 @@ use streams_proto::{Identity, RoomId};
 use crate::api::{Reply, RoomEvent};
 use crate::client::ClientHandle;
 use crate::error::ClientError;
-use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId};
-use crate::media::events::{MediaCommand, MediaEvent, MediaOptions};
+use crate::media::certificate;
+use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId, VideoSlots};
+use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::rtc::MediaError;
 use crate::media::socket::{SocketWaker, enlarge_receive_buffer, local_ip_towards};
 use crate::video::receiver::VideoSlot;
@@ -45,7 +45,7 @@ pub enum StartError {
 pub struct RoomMedia {
     commands: Option<Sender<MediaCommand>>,
     events: Receiver<MediaEvent>,
-    videos: Arc<Mutex<HashMap<String, VideoSlot>>>,
+    videos: VideoSlots,
     waker: Arc<SocketWaker>,
 }
 
@@ -66,8 +66,10 @@ impl RoomMedia {
         )
     }
 
-    /// Like [`RoomMedia::start`], with options. Returns at once: fetching the room, negotiating and
-    /// connecting happen on the engine's thread, reported by [`MediaEvent`]s.
+    /// Like [`RoomMedia::start`], with options. Returns at once: setting up the connection, fetching
+    /// the room, negotiating and connecting happen on the engine's thread, reported by
+    /// [`MediaEvent`]s (a failure there is [`MediaEvent::Stopped`]). The process's first join makes
+    /// its DTLS certificate there unless [`certificate::prepare`] did already.
     pub fn start_with(
         client: ClientHandle,
         identity: Identity,
@@ -85,30 +87,46 @@ impl RoomMedia {
             let waker = Arc::clone(&waker);
             Arc::new(move || waker.wake())
         };
-        let config = CoreConfig {
-            identity,
-            room_id,
-            local,
-            options,
-            wake,
-        };
-        let core = RoomMediaCore::new(Instant::now(), config)?;
+        let videos = VideoSlots::default();
+        let slots = Arc::clone(&videos);
         let (commands, command_rx) = crossbeam_channel::bounded(64);
         let (event_tx, events) = crossbeam_channel::bounded(1024);
-        let videos = core.videos();
-        let driver = Driver {
-            core,
-            socket,
-            client,
-            commands: command_rx,
-            room_events,
-            replies: crossbeam_channel::unbounded(),
-            events: event_tx,
-            waker: Arc::clone(&waker),
-        };
+        let driver_waker = Arc::clone(&waker);
         std::thread::Builder::new()
             .name("streams-room-media".into())
-            .spawn(move || driver.run())
+            .spawn(move || {
+                let setup = certificate::shared().and_then(|certificate| {
+                    let config = CoreConfig {
+                        identity,
+                        room_id,
+                        local,
+                        options,
+                        wake,
+                        videos: slots,
+                        certificate,
+                    };
+                    RoomMediaCore::new(Instant::now(), config)
+                });
+                let core = match setup {
+                    Ok(core) => core,
+                    Err(e) => {
+                        let reason = StopReason::Failed(format!("cannot set up the media: {e}"));
+                        let _ = event_tx.send(MediaEvent::Stopped { reason });
+                        return;
+                    }
+                };
+                Driver {
+                    core,
+                    socket,
+                    client,
+                    commands: command_rx,
+                    room_events,
+                    replies: crossbeam_channel::unbounded(),
+                    events: event_tx,
+                    waker: driver_waker,
+                }
+                .run()
+            })
             .map_err(StartError::Thread)?;
         Ok(RoomMedia {
             commands: Some(commands),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::DtlsCert;
 pub use str0m::media::MediaKind;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -107,9 +108,11 @@ pub struct RtcPeer {
 }
 
 impl RtcPeer {
-    /// A connection that will use the local UDP address `local` (its only ICE candidate).
-    pub fn new(now: Instant, local: SocketAddr) -> Result<Self, MediaError> {
+    /// A connection that will use the local UDP address `local` (its only ICE candidate) and this
+    /// DTLS certificate (see [`crate::media::certificate`]).
+    pub fn new(now: Instant, local: SocketAddr, certificate: DtlsCert) -> Result<Self, MediaError> {
         let mut rtc = Rtc::builder()
+            .set_dtls_cert(certificate)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_h264(true)

@@ -7,6 +7,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::media::certificate;
 pub use crate::media::rtc::{MediaError, MediaKind, Received, START_ESTIMATE_KBPS};
 use crate::media::rtc::{PeerEvent, RtcPeer};
 use crate::media::socket::{SocketWaker, enlarge_receive_buffer};
@@ -30,7 +31,7 @@ impl MediaSession {
         enlarge_receive_buffer(&socket);
         let local = socket.local_addr()?;
         Ok(MediaSession {
-            peer: RtcPeer::new(Instant::now(), local)?,
+            peer: RtcPeer::new(Instant::now(), local, certificate::shared()?)?,
             socket,
             received: Vec::new(),
             keyframe_requests: Vec::new(),

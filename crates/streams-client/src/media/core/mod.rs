@@ -33,6 +33,7 @@ use crate::error::ClientError;
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::rtc::{MediaError, PeerEvent, RtcPeer, START_ESTIMATE_KBPS, Transmit};
 use crate::video::receiver::VideoSlot;
+use str0m::config::DtlsCert;
 
 use local::LocalTrack;
 use negotiation::InFlightOffer;
@@ -73,7 +74,14 @@ pub struct CoreConfig {
     pub options: MediaOptions,
     /// Called by video capture threads when a frame is ready.
     pub wake: Waker,
+    /// Where the latest picture of each remote video track received is kept (the owner reads it).
+    pub videos: VideoSlots,
+    /// The connection's DTLS certificate ([`crate::media::certificate::shared`]).
+    pub certificate: DtlsCert,
 }
+
+/// The latest-picture slots of the remote video tracks being received, by track id.
+pub type VideoSlots = Arc<Mutex<HashMap<String, VideoSlot>>>;
 
 /// How long to wait before a failed signaling request is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -136,7 +144,7 @@ pub struct RoomMediaCore {
     resubscribe: bool,
     /// Volumes asked for by track id (applied to tracks received later too).
     volumes: HashMap<String, (f32, bool)>,
-    videos: Arc<Mutex<HashMap<String, VideoSlot>>>,
+    videos: VideoSlots,
     options: MediaOptions,
     wake: Waker,
     speaking: HashMap<String, bool>,
@@ -159,7 +167,7 @@ impl RoomMediaCore {
     /// A core for `config.room_id`; its first outputs subscribe to the room's events and fetch it.
     pub fn new(now: Instant, config: CoreConfig) -> Result<Self, MediaError> {
         let mut core = RoomMediaCore {
-            peer: RtcPeer::new(now, config.local)?,
+            peer: RtcPeer::new(now, config.local, config.certificate)?,
             identity: config.identity,
             room_id: config.room_id,
             device: DeviceSession::random(),
@@ -173,7 +181,7 @@ impl RoomMediaCore {
             unheard: HashSet::new(),
             resubscribe: false,
             volumes: HashMap::new(),
-            videos: Arc::new(Mutex::new(HashMap::new())),
+            videos: config.videos,
             options: config.options,
             wake: config.wake,
             speaking: HashMap::new(),
@@ -191,11 +199,6 @@ impl RoomMediaCore {
         core.retry(Retry::Subscribe);
         core.retry(Retry::GetRoom);
         Ok(core)
-    }
-
-    /// The latest-picture slots of the remote video tracks being received, by track id.
-    pub fn videos(&self) -> Arc<Mutex<HashMap<String, VideoSlot>>> {
-        Arc::clone(&self.videos)
     }
 
     /// Whether the core has stopped (its last outputs may still wait to be polled).

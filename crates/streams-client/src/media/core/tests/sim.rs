@@ -171,6 +171,8 @@ impl World {
                         ..MediaOptions::default()
                     },
                     wake: std::sync::Arc::new(|| {}),
+                    videos: Default::default(),
+                    certificate: crate::media::certificate::shared().unwrap(),
                 };
                 Member {
                     identity,
