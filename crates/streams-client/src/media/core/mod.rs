@@ -137,6 +137,9 @@ pub struct RoomMediaCore {
     remote: HashMap<String, RemoteTrack>,
     /// Announced streams whose tracks are not negotiated yet.
     pending_streams: Vec<StreamInfo>,
+    /// Streams room events announced since the last listing was asked for: that listing's reply
+    /// may predate them (replies and events reach the core by different channels).
+    announced: Vec<StreamInfo>,
     subscribe_all: bool,
     /// Members whose voices are not received (proximity).
     unheard: HashSet<UserId>,
@@ -177,6 +180,7 @@ impl RoomMediaCore {
             next_local: 0,
             remote: HashMap::new(),
             pending_streams: Vec::new(),
+            announced: Vec::new(),
             subscribe_all: true,
             unheard: HashSet::new(),
             resubscribe: false,
@@ -365,9 +369,10 @@ impl RoomMediaCore {
             MediaCommand::SubscribeAll(all) => {
                 self.subscribe_all = all;
                 if all {
-                    self.signal(Operation::ListStreams(self.room_id.clone()), Pending::List);
+                    self.list_streams();
                 } else {
                     self.pending_streams.clear();
+                    self.announced.clear();
                     if self.drop_remote_where(|_| true) > 0 {
                         self.resubscribe = true;
                     }
@@ -434,7 +439,7 @@ impl RoomMediaCore {
                 );
             }
             Retry::GetRoom => self.signal(Operation::GetRoom(room), Pending::GetRoom),
-            Retry::List => self.signal(Operation::ListStreams(room), Pending::List),
+            Retry::List => self.list_streams(),
         }
     }
 

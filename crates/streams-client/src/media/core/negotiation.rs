@@ -220,7 +220,7 @@ impl RoomMediaCore {
         self.peer.cancel_offer();
         self.negotiate_after = now + RETRY_AFTER;
         if matches!(error, ClientError::Bridge(_)) {
-            self.signal(Operation::ListStreams(self.room_id.clone()), Pending::List);
+            self.list_streams();
         } else if self.subscribe_all {
             let retry = offer
                 .added

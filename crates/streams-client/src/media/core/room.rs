@@ -19,16 +19,14 @@ impl RoomMediaCore {
                 self.drop_remote_where(|track| {
                     track.starts_with(&prefix) && !stream.tracks.iter().any(|s| s.track_id == track)
                 });
-                if self.subscribe_all {
-                    self.pending_streams.push(stream);
-                }
+                self.announce(stream);
             }
-            RoomEvent::StreamPublished { room_id, stream }
-                if room_id == self.room_id && self.subscribe_all =>
-            {
-                self.pending_streams.push(stream);
+            RoomEvent::StreamPublished { room_id, stream } if room_id == self.room_id => {
+                self.announce(stream);
             }
             RoomEvent::StreamUnpublished { room_id, stream_id } if room_id == self.room_id => {
+                self.announced.retain(|s| s.stream_id != stream_id);
+                self.pending_streams.retain(|s| s.stream_id != stream_id);
                 let prefix = format!("{stream_id}:");
                 self.drop_remote_where(|track| track.starts_with(&prefix));
             }
@@ -72,16 +70,38 @@ impl RoomMediaCore {
             self.switch_senders();
         }
         if first {
-            self.signal(Operation::ListStreams(self.room_id.clone()), Pending::List);
+            self.list_streams();
             for command in std::mem::take(&mut self.deferred) {
                 self.command(now, command);
             }
         }
     }
 
-    /// The bridge's current listing: tracks no longer listed end here, and (when subscribing to
-    /// everything) what is listed is negotiated if it is not yet.
-    pub(super) fn apply_listing(&mut self, streams: Vec<StreamInfo>) {
+    /// Asks the bridge for its current listing of the room's streams.
+    pub(super) fn list_streams(&mut self) {
+        self.announced.clear();
+        self.signal(Operation::ListStreams(self.room_id.clone()), Pending::List);
+    }
+
+    /// A stream a room event announced (published or changed): negotiated when subscribing to
+    /// everything, and remembered until the next listing is asked for.
+    fn announce(&mut self, stream: StreamInfo) {
+        self.announced.retain(|s| s.stream_id != stream.stream_id);
+        self.announced.push(stream.clone());
+        if self.subscribe_all {
+            self.pending_streams.push(stream);
+        }
+    }
+
+    /// The bridge's listing: tracks no longer listed end here, and (when subscribing to everything)
+    /// what is listed is negotiated if it is not yet. Streams announced since the listing was asked
+    /// for count as listed: the reply may predate them.
+    pub(super) fn apply_listing(&mut self, mut streams: Vec<StreamInfo>) {
+        for stream in &self.announced {
+            if !streams.iter().any(|s| s.stream_id == stream.stream_id) {
+                streams.push(stream.clone());
+            }
+        }
         let live: Vec<&str> = streams
             .iter()
             .flat_map(|s| s.tracks.iter().map(|t| t.track_id.as_str()))
@@ -97,7 +117,7 @@ impl RoomMediaCore {
     pub(super) fn set_voice_subscribed(&mut self, user_id: UserId, subscribed: bool) {
         if subscribed {
             if self.unheard.remove(&user_id) && self.subscribe_all {
-                self.signal(Operation::ListStreams(self.room_id.clone()), Pending::List);
+                self.list_streams();
             }
         } else if self.unheard.insert(user_id.clone()) {
             let voices: Vec<String> = self
