@@ -184,3 +184,25 @@ fn a_new_epoch_switches_senders_at_once_and_receivers_lose_no_frame() {
     let tail = &heard[heard.len().saturating_sub(48_000)..];
     assert!(tone_energy_share(tail, 48_000, 440.0) > 0.5);
 }
+
+/// A listing answered before Alice published arrives after her stream's event (replies and events
+/// reach the core by different channels): Bob still receives her and keeps receiving her.
+#[test]
+fn a_stale_listing_neither_forgets_nor_ends_a_stream_announced_after_it() {
+    let mut world = World::new();
+    world.members[BOB].listing_delay = Duration::from_millis(500);
+    world.publish_tone(ALICE, 440.0);
+    let heard = world.run_until(Duration::from_secs(10), |w| {
+        w.voice_stats(BOB).iter().any(|(_, s)| s.frames >= 100)
+    });
+    assert!(
+        heard,
+        "Bob never heard Alice: {:?}",
+        world.members[BOB].events
+    );
+    assert!(
+        !world.saw(BOB, |e| matches!(e, MediaEvent::RemoteTrackRemoved { .. })),
+        "a stale listing ended Alice's track: {:?}",
+        world.members[BOB].events
+    );
+}

@@ -48,6 +48,8 @@ pub struct Member {
     pub core: RoomMediaCore,
     pub events: Vec<(Instant, MediaEvent)>,
     pub negotiation: NegotiationPolicy,
+    /// Added to the trip of this member's listing replies (a listing computed now, arriving late).
+    pub listing_delay: Duration,
     stream_id: u64,
     /// Samples pulled from each remote voice (by track id).
     pub heard: HashMap<String, Vec<f32>>,
@@ -180,6 +182,7 @@ impl World {
                     core: RoomMediaCore::new(now, config).unwrap(),
                     events: Vec::new(),
                     negotiation: NegotiationPolicy::Answer,
+                    listing_delay: Duration::ZERO,
                     stream_id: u64::from(host),
                     heard: HashMap::new(),
                     inbox,
@@ -456,7 +459,10 @@ impl World {
         let result = match op {
             Operation::Subscribe(_) | Operation::CloseMedia(_) => Ok(Reply::Done),
             Operation::GetRoom(_) => Ok(Reply::Room(Box::new(self.room.clone()))),
-            Operation::ListStreams(_) => Ok(Reply::Streams(self.streams())),
+            Operation::ListStreams(_) => {
+                delay += self.members[m].listing_delay;
+                Ok(Reply::Streams(self.streams()))
+            }
             Operation::SetSubscriptions { subscribe, .. } => {
                 if let Some(session) = self.sessions.get_mut(&m) {
                     session.subscribed =
