@@ -80,10 +80,6 @@ impl Game {
     }
 }
 
-fn hearing_now(app: &mut App) -> bool {
-    hearing(app)
-}
-
 /// Whether the output plays a remote voice now.
 fn hearing(app: &App) -> bool {
     app.world()
@@ -176,7 +172,7 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         game.enter("joining");
         let joined = Instant::now();
         game.frame_with(|app| app.world_mut().trigger(JoinMedia { entity: room }));
-        game.until("the bot's voice", GIVE_UP, hearing_now)?;
+        game.until("the bot's voice", GIVE_UP, |app| hearing(app))?;
         first_audio_ms.push(joined.elapsed().as_secs_f64() * 1000.0);
         game.enter("hearing");
         game.until("the media connected", GIVE_UP, |app| {

@@ -176,7 +176,6 @@ pub struct VoiceReceiver {
     seq_base: HashMap<u64, u64>,
     /// The highest sequence seen so far.
     last_seq: Option<u64>,
-    frame: FrameDuration,
 }
 
 /// Latency samples kept per track (a minute of 20 ms frames); older ones are dropped.
@@ -198,7 +197,6 @@ impl VoiceReceiver {
             last_arrival_us: 0,
             seq_base: HashMap::new(),
             last_seq: None,
-            frame,
         };
         Ok((receiver, playout))
     }
@@ -274,17 +272,6 @@ impl VoiceReceiver {
             let excess = self.latencies_us.len() - MAX_SAMPLES / 2;
             self.latencies_us.drain(..excess);
         }
-    }
-
-    /// The frame duration, ms.
-    pub fn frame_ms(&self) -> u32 {
-        self.frame.millis()
-    }
-
-    /// The level of the last frame played, dBFS.
-    pub fn level_dbfs(&mut self) -> f32 {
-        self.collect();
-        self.played.level_dbfs
     }
 
     /// Whether the sender is speaking (as of the playout's last pull).
