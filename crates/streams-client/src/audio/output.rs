@@ -159,51 +159,59 @@ impl OutputSink {
     /// Plays `source` on the default output device, or on a null sink when there is none (logged
     /// once, with the reason).
     pub fn open_default(source: Box<dyn AudioSource>) -> Self {
-        let slot: Slot<Box<dyn AudioSource>> = Arc::new(ArrayQueue::new(1));
-        let _ = slot.push(source);
-        match open_device(Arc::clone(&slot), |device_rate, channels| {
-            let mut output = MonoOutput::new(device_rate);
-            move |source: &mut Box<dyn AudioSource>, out: &mut [f32]| {
-                output.render(source.as_mut(), out, channels)
-            }
-        }) {
-            Ok((name, stream)) => {
-                tracing::info!(device = %name, "playing audio");
-                OutputSink::Device { name, stream }
-            }
-            Err(reason) => {
-                tracing::warn!("no audio output device ({reason}); audio goes to a null sink");
-                let mut source = slot.pop();
-                OutputSink::Null(NullSink::run(1, move |buf| {
-                    if let Some(source) = source.as_mut() {
-                        source.fill(buf);
-                    }
-                }))
-            }
-        }
+        Self::open(
+            source,
+            "audio",
+            1,
+            |device_rate, channels| {
+                let mut output = MonoOutput::new(device_rate);
+                move |source: &mut Box<dyn AudioSource>, out: &mut [f32]| {
+                    output.render(source.as_mut(), out, channels)
+                }
+            },
+            |source, buf| source.fill(buf),
+        )
     }
 
     /// Plays a stereo `source` on the default output device (left and right on its first two
     /// channels), or on a null sink when there is none (logged once, with the reason).
     pub fn open_stereo(source: Box<dyn StereoSource>) -> Self {
-        let slot: Slot<Box<dyn StereoSource>> = Arc::new(ArrayQueue::new(1));
+        Self::open(
+            source,
+            "positional audio",
+            2,
+            |device_rate, channels| {
+                let mut output = StereoOutput::new(device_rate);
+                move |source: &mut Box<dyn StereoSource>, out: &mut [f32]| {
+                    output.render(source.as_mut(), out, channels)
+                }
+            },
+            |source, buf| source.fill_stereo(buf),
+        )
+    }
+
+    /// Plays `source` with what `renderer` makes for the device, or — without a device — pulls it
+    /// with `fill`, `channels` interleaved, on a null sink.
+    fn open<S: Send + 'static, R: FnMut(&mut S, &mut [f32]) + Send + 'static>(
+        source: S,
+        what: &str,
+        channels: usize,
+        renderer: impl FnOnce(u32, usize) -> R,
+        fill: fn(&mut S, &mut [f32]),
+    ) -> Self {
+        let slot: Slot<S> = Arc::new(ArrayQueue::new(1));
         let _ = slot.push(source);
-        match open_device(Arc::clone(&slot), |device_rate, channels| {
-            let mut output = StereoOutput::new(device_rate);
-            move |source: &mut Box<dyn StereoSource>, out: &mut [f32]| {
-                output.render(source.as_mut(), out, channels)
-            }
-        }) {
+        match open_device(Arc::clone(&slot), renderer) {
             Ok((name, stream)) => {
-                tracing::info!(device = %name, "playing positional audio");
+                tracing::info!(device = %name, "playing {what}");
                 OutputSink::Device { name, stream }
             }
             Err(reason) => {
                 tracing::warn!("no audio output device ({reason}); audio goes to a null sink");
                 let mut source = slot.pop();
-                OutputSink::Null(NullSink::run(2, move |buf| {
+                OutputSink::Null(NullSink::run(channels, move |buf| {
                     if let Some(source) = source.as_mut() {
-                        source.fill_stereo(buf);
+                        fill(source, buf);
                     }
                 }))
             }
