@@ -3,8 +3,7 @@
 //! client's runtime and its reply comes back as an input (waking the driver), so no request is ever
 //! waited for while media flows. Starting, commanding and dropping a [`RoomMedia`] never block the
 //! caller: dropping it asks the engine to stop, and it winds down on its own thread.
-use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,11 +17,13 @@ use crate::media::certificate;
 use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId, VideoSlots};
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::rtc::MediaError;
-use crate::media::socket::{SocketWaker, enlarge_receive_buffer, local_ip_towards};
+use crate::media::socket::{MediaSocket, SocketWaker, local_ip_towards};
 use crate::video::receiver::VideoSlot;
 
 /// The longest a datagram can be (a UDP payload on any path this client uses).
 const DATAGRAM: usize = 2048;
+/// The most datagrams read between two runs of the core's timers (a 720p keyframe is ~100).
+const READ_BATCH: usize = 64;
 
 type SignalReply = (SignalId, Result<Reply, ClientError>);
 
@@ -46,7 +47,7 @@ pub struct RoomMedia {
     commands: Option<Sender<MediaCommand>>,
     events: Receiver<MediaEvent>,
     videos: VideoSlots,
-    waker: Arc<SocketWaker>,
+    waker: SocketWaker,
 }
 
 impl RoomMedia {
@@ -78,20 +79,19 @@ impl RoomMedia {
         options: MediaOptions,
     ) -> Result<Self, StartError> {
         let room_events = client.tap_room_events(256)?;
-        let socket = UdpSocket::bind(SocketAddr::new(local_ip_towards(bridge_url), 0))
+        let socket = MediaSocket::bind(SocketAddr::new(local_ip_towards(bridge_url), 0))
             .map_err(MediaError::from)?;
-        enlarge_receive_buffer(&socket);
         let local = socket.local_addr().map_err(MediaError::from)?;
-        let waker = Arc::new(SocketWaker::new(local)?);
+        let waker = socket.waker();
         let wake = {
-            let waker = Arc::clone(&waker);
+            let waker = waker.clone();
             Arc::new(move || waker.wake())
         };
         let videos = VideoSlots::default();
         let slots = Arc::clone(&videos);
         let (commands, command_rx) = crossbeam_channel::bounded(64);
         let (event_tx, events) = crossbeam_channel::bounded(1024);
-        let driver_waker = Arc::clone(&waker);
+        let driver_waker = waker.clone();
         std::thread::Builder::new()
             .name("streams-room-media".into())
             .spawn(move || {
@@ -199,18 +199,20 @@ impl Drop for RoomMedia {
 /// What the engine's thread owns.
 struct Driver {
     core: RoomMediaCore,
-    socket: UdpSocket,
+    socket: MediaSocket,
     client: ClientHandle,
     commands: Receiver<MediaCommand>,
     room_events: Receiver<RoomEvent>,
     replies: (Sender<SignalReply>, Receiver<SignalReply>),
     events: Sender<MediaEvent>,
-    waker: Arc<SocketWaker>,
+    waker: SocketWaker,
 }
 
 impl Driver {
+    /// Runs the core until it stops: inputs and timers, what they produced carried out, then a
+    /// wait for a datagram, a wake-up or the core's next deadline, then every datagram already
+    /// received (up to [`READ_BATCH`]) before the timers run again.
     fn run(mut self) {
-        let local = self.core_local();
         let mut buf = vec![0; DATAGRAM];
         loop {
             let now = Instant::now();
@@ -220,31 +222,25 @@ impl Driver {
             if self.core.is_stopped() {
                 return;
             }
-            let wait = self
-                .core
-                .poll_timeout()
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            if let Err(e) = self.socket.set_read_timeout(Some(wait)) {
-                tracing::warn!("media socket: {e}");
+            if let Err(e) = self.socket.wait(self.core.poll_timeout()) {
+                tracing::warn!("media socket wait: {e}");
             }
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, source)) if SocketWaker::is_wake(local, source, &buf[..n]) => {}
-                Ok((n, source)) => {
+            self.read_datagrams(&mut buf);
+        }
+    }
+
+    fn read_datagrams(&mut self, buf: &mut [u8]) {
+        for _ in 0..READ_BATCH {
+            match self.socket.try_recv(buf) {
+                Ok(Some((n, source))) => {
                     self.core.handle_datagram(Instant::now(), source, &buf[..n]);
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Ok(None) => return,
                 // An ICMP error from an earlier send (the bridge's port closed for a moment):
                 // the connection's own timers decide whether it is lost.
                 Err(e) => tracing::debug!("media socket: {e}"),
             }
         }
-    }
-
-    fn core_local(&self) -> SocketAddr {
-        self.socket
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// Commands, room events and signaling replies that arrived, into the core.
@@ -279,7 +275,7 @@ impl Driver {
                 }
                 CoreOutput::Signal { id, op } => {
                     let replies = self.replies.0.clone();
-                    let waker = Arc::clone(&self.waker);
+                    let waker = self.waker.clone();
                     let started = self.client.request(op, move |result| {
                         let _ = replies.send((id, result));
                         waker.wake();

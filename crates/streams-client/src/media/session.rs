@@ -1,34 +1,29 @@
 //! [`MediaSession`]: an [`RtcPeer`] on a UDP socket of its own, driven by whoever owns it with
 //! blocking waits ([`MediaSession::run_until`]): the simple form for tools, tests and benchmarks that
-//! drive one connection on one thread. Another thread may wake a waiting session with a
-//! [`SocketWaker`] (a frame is ready to send). The room media engine drives an [`RtcPeer`] through
-//! its own sans-IO core instead (see [`crate::media::driver`]).
-use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+//! drive one connection on one thread. The room media engine drives an [`RtcPeer`] through its own
+//! sans-IO core instead (see [`crate::media::driver`]).
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use crate::media::certificate;
 pub use crate::media::rtc::{MediaError, MediaKind, Received, START_ESTIMATE_KBPS};
 use crate::media::rtc::{PeerEvent, RtcPeer};
-use crate::media::socket::{SocketWaker, enlarge_receive_buffer};
+use crate::media::socket::MediaSocket;
 
 /// One peer connection with the SFU on its own socket.
 pub struct MediaSession {
     peer: RtcPeer,
-    socket: UdpSocket,
+    socket: MediaSocket,
     received: Vec<Received>,
     keyframe_requests: Vec<String>,
     bitrate_estimate: Option<u64>,
-    woken: bool,
-    waker: SocketWaker,
     buf: Vec<u8>,
 }
 
 impl MediaSession {
     /// Binds a UDP socket on `ip` (an ephemeral port) and prepares the connection.
     pub fn bind(ip: IpAddr) -> Result<Self, MediaError> {
-        let socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
-        enlarge_receive_buffer(&socket);
+        let socket = MediaSocket::bind(SocketAddr::new(ip, 0))?;
         let local = socket.local_addr()?;
         Ok(MediaSession {
             peer: RtcPeer::new(Instant::now(), local, certificate::shared()?)?,
@@ -36,15 +31,8 @@ impl MediaSession {
             received: Vec::new(),
             keyframe_requests: Vec::new(),
             bitrate_estimate: None,
-            woken: false,
-            waker: SocketWaker::new(local)?,
-            buf: vec![0; 2000],
+            buf: vec![0; 2048],
         })
-    }
-
-    /// A waker for this session, for another thread.
-    pub fn waker(&self) -> Result<SocketWaker, MediaError> {
-        self.waker.try_clone()
     }
 
     /// The sending m-lines whose subscribers asked for a keyframe since the last call.
@@ -142,8 +130,7 @@ impl MediaSession {
         }
     }
 
-    /// Runs the connection until `until`, until media arrives or until a [`SocketWaker`] wakes it,
-    /// whichever is first, returning the frames received (so a receiver can buffer each frame the
+    /// Runs the connection until `until` or until media arrives, whichever is first, returning the frames received (so a receiver can buffer each frame the
     /// moment it arrives).
     pub fn run_until_media(&mut self, until: Instant) -> Result<Vec<Received>, MediaError> {
         loop {
@@ -152,31 +139,15 @@ impl MediaSession {
                 self.peer.handle_timeout(now);
                 self.flush();
             }
-            let done = self.peer.has_failed() || !self.received.is_empty() || self.woken;
-            if now >= until || done {
-                self.woken = false;
+            if now >= until || self.peer.has_failed() || !self.received.is_empty() {
                 return Ok(std::mem::take(&mut self.received));
             }
-            let wait = self
-                .peer
-                .poll_timeout()
-                .min(until)
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            self.socket.set_read_timeout(Some(wait))?;
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((n, source)) => {
-                    let local = self.peer.local_addr();
-                    if SocketWaker::is_wake(local, source, &self.buf[..n]) {
-                        self.woken = true;
-                        continue;
-                    }
-                    self.peer
-                        .handle_datagram(Instant::now(), source, &self.buf[..n]);
-                    self.flush();
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(e.into()),
+            let deadline = self.peer.poll_timeout().min(until);
+            self.socket.wait(deadline)?;
+            while let Some((n, source)) = self.socket.try_recv(&mut self.buf)? {
+                self.peer
+                    .handle_datagram(Instant::now(), source, &self.buf[..n]);
+                self.flush();
             }
         }
     }

@@ -1,54 +1,119 @@
-//! The UDP side shared by the room media driver and the blocking [`crate::media::session`]: which
-//! local address faces the bridge, a receive buffer big enough for video bursts, and a waker that
-//! makes a thread blocked on the socket return.
+//! [`MediaSocket`]: the UDP socket of a media connection, waited on with precise deadlines. The
+//! room media driver and the blocking [`crate::media::session`] share it: which local address faces
+//! the bridge, a receive buffer big enough for video bursts, non-blocking reads, and a
+//! [`SocketWaker`] that makes a wait return from another thread.
+//!
+//! Waiting uses the `polling` crate (epoll with a timerfd on Linux, kqueue, IOCP), not the
+//! socket's read timeout: Linux rounds `SO_RCVTIMEO` up to the scheduler's tick, so a 1 ms wait
+//! took 6–8 ms, and str0m's pacer, which releases one packet per timeout, sent one packet per
+//! wait — a 720p frame took longer to leave than the next one to arrive.
+use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::media::rtc::MediaError;
+use polling::{Event, Events, Poller};
 
 /// Receive buffer asked of the kernel for a media socket (Linux caps it at `net.core.rmem_max`).
 pub const RECEIVE_BUFFER: usize = 4 << 20;
 
-/// Asks for a receive buffer that holds a burst of video packets (a 720p keyframe is ~100 packets);
-/// the kernel's default (about 200 KB) drops such bursts when the reader is busy for a moment.
-pub fn enlarge_receive_buffer(socket: &UdpSocket) {
-    if let Err(e) = socket2::SockRef::from(socket).set_recv_buffer_size(RECEIVE_BUFFER) {
-        tracing::debug!("could not enlarge the UDP receive buffer: {e}");
-    }
-}
+/// The poller's key for the socket (the only source registered).
+const SOCKET_KEY: usize = 0;
 
-/// The first bytes of a wake-up datagram (never valid STUN, DTLS or RTP).
-pub const WAKE: &[u8] = b"streams-wake";
-
-/// Wakes a thread waiting on a media socket (a [`crate::media::session::MediaSession`] or the room media driver) from another thread.
-#[derive(Debug)]
-pub struct SocketWaker {
+/// A non-blocking UDP socket and the poller that waits on it.
+pub struct MediaSocket {
     socket: UdpSocket,
-    target: SocketAddr,
+    poller: Arc<Poller>,
+    events: Events,
 }
 
-impl SocketWaker {
-    /// A waker of whoever reads the socket bound at `target`.
-    pub fn new(target: SocketAddr) -> Result<Self, MediaError> {
-        let socket = UdpSocket::bind(SocketAddr::new(target.ip(), 0))?;
-        Ok(SocketWaker { socket, target })
-    }
-
-    /// Makes the wait return now.
-    pub fn wake(&self) {
-        let _ = self.socket.send_to(WAKE, self.target);
-    }
-
-    /// Another waker of the same socket.
-    pub fn try_clone(&self) -> Result<Self, MediaError> {
-        Ok(SocketWaker {
-            socket: self.socket.try_clone()?,
-            target: self.target,
+impl MediaSocket {
+    /// Binds `addr` (port 0 for an ephemeral one) with an enlarged receive buffer.
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let socket = UdpSocket::bind(addr)?;
+        enlarge_receive_buffer(&socket);
+        socket.set_nonblocking(true)?;
+        let poller = Arc::new(Poller::new()?);
+        // SAFETY: the socket is removed from the poller before it is closed (`Drop` below), and
+        // it is never closed otherwise: `MediaSocket` owns it and hands out no ownership.
+        unsafe { poller.add(&socket, Event::readable(SOCKET_KEY))? };
+        Ok(MediaSocket {
+            socket,
+            poller,
+            events: Events::new(),
         })
     }
 
-    /// Whether a datagram from `source` with `contents` is a wake-up for the socket at `local`.
-    pub fn is_wake(local: SocketAddr, source: SocketAddr, contents: &[u8]) -> bool {
-        contents == WAKE && source.ip() == local.ip()
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// A waker of this socket's waits, for other threads.
+    pub fn waker(&self) -> SocketWaker {
+        SocketWaker {
+            poller: Arc::clone(&self.poller),
+        }
+    }
+
+    /// Waits until a datagram can be read, a [`SocketWaker`] wakes the socket or `deadline`
+    /// passes, whichever is first (at once if `deadline` has passed).
+    pub fn wait(&mut self, deadline: Instant) -> io::Result<()> {
+        if deadline <= Instant::now() {
+            return Ok(());
+        }
+        self.events.clear();
+        self.poller.wait_deadline(&mut self.events, deadline)?;
+        if !self.events.is_empty() {
+            // Interest is one-shot (the portable mode): ask for the next readiness again.
+            self.poller
+                .modify(&self.socket, Event::readable(SOCKET_KEY))?;
+        }
+        Ok(())
+    }
+
+    /// The next datagram already received, if any (never blocks). An error left by an earlier
+    /// send (ICMP port unreachable) is returned once, like any read error.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+        match self.socket.recv_from(buf) {
+            Ok(got) => Ok(Some(got)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a datagram (a full send buffer drops it, as the network would).
+    pub fn send_to(&self, contents: &[u8], destination: SocketAddr) -> io::Result<()> {
+        self.socket.send_to(contents, destination).map(|_| ())
+    }
+}
+
+impl Drop for MediaSocket {
+    fn drop(&mut self) {
+        let _ = self.poller.delete(&self.socket);
+    }
+}
+
+/// Makes a [`MediaSocket::wait`] return now, from any thread.
+#[derive(Clone, Debug)]
+pub struct SocketWaker {
+    poller: Arc<Poller>,
+}
+
+impl SocketWaker {
+    /// Makes the wait return now (or the next one, if none is in progress).
+    pub fn wake(&self) {
+        if let Err(e) = self.poller.notify() {
+            tracing::debug!("media socket wake-up failed: {e}");
+        }
+    }
+}
+
+/// Asks for a receive buffer that holds a burst of video packets (a 720p keyframe is ~100 packets);
+/// the kernel's default (about 200 KB) drops such bursts when the reader is busy for a moment.
+fn enlarge_receive_buffer(socket: &UdpSocket) {
+    if let Err(e) = socket2::SockRef::from(socket).set_recv_buffer_size(RECEIVE_BUFFER) {
+        tracing::debug!("could not enlarge the UDP receive buffer: {e}");
     }
 }
 
@@ -68,5 +133,61 @@ pub fn local_ip_towards(bridge_url: &str) -> IpAddr {
     match probe {
         Ok(SocketAddr::V4(a)) if !a.ip().is_unspecified() => IpAddr::V4(*a.ip()),
         _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn loopback() -> MediaSocket {
+        MediaSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap()
+    }
+
+    #[test]
+    fn a_wait_with_nothing_to_read_returns_at_its_deadline() {
+        // How close to it is the `video` benchmark's business (a timed test would be flaky).
+        let mut socket = loopback();
+        let deadline = Instant::now() + Duration::from_millis(3);
+        socket.wait(deadline).unwrap();
+        assert!(Instant::now() >= deadline);
+        socket.wait(deadline).unwrap();
+    }
+
+    #[test]
+    fn a_datagram_or_a_waker_ends_a_wait_and_reads_never_block() {
+        let mut socket = loopback();
+        let mut buf = [0; 64];
+        assert!(socket.try_recv(&mut buf).unwrap().is_none());
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"hello", socket.local_addr().unwrap())
+            .unwrap();
+        let started = Instant::now();
+        socket.wait(started + Duration::from_secs(5)).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let (n, from) = socket.try_recv(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"hello"[..], peer.local_addr().unwrap())
+        );
+        // Re-armed: the next datagram ends the next wait too.
+        peer.send_to(b"again", socket.local_addr().unwrap())
+            .unwrap();
+        socket
+            .wait(Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        assert!(socket.try_recv(&mut buf).unwrap().is_some());
+
+        let waker = socket.waker();
+        let started = Instant::now();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        socket.wait(started + Duration::from_secs(5)).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(4));
+        thread.join().unwrap();
     }
 }
