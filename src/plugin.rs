@@ -116,10 +116,11 @@ pub struct EmbeddedBridge {
 
 impl Plugin for StreamsPlugin {
     fn build(&self, app: &mut App) {
-        // The media connections' DTLS certificate, made off the main thread before the first join.
+        // The media connections' DTLS certificate and configuration, made off the main thread
+        // before the first join.
         let _ = std::thread::Builder::new()
             .name("streams-certificate".into())
-            .spawn(streams_client::media::certificate::prepare);
+            .spawn(streams_client::media::dtls::prepare);
         let identity = self.identity.clone().unwrap_or_else(Identity::generate);
         let hrtf = self.hrtf.as_ref().and_then(|path| match Hrtf::load(path) {
             Ok(hrtf) => Some(Arc::new(hrtf)),

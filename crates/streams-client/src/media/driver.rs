@@ -13,8 +13,8 @@ use streams_proto::{Identity, RoomId};
 use crate::api::{Reply, RoomEvent};
 use crate::client::ClientHandle;
 use crate::error::ClientError;
-use crate::media::certificate;
 use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId, VideoSlots};
+use crate::media::dtls;
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::rtc::MediaError;
 use crate::media::socket::{MediaSocket, SocketWaker, local_ip_towards};
@@ -70,7 +70,7 @@ impl RoomMedia {
     /// Like [`RoomMedia::start`], with options. Returns at once: setting up the connection, fetching
     /// the room, negotiating and connecting happen on the engine's thread, reported by
     /// [`MediaEvent`]s (a failure there is [`MediaEvent::Stopped`]). The process's first join makes
-    /// its DTLS certificate there unless [`certificate::prepare`] did already.
+    /// its DTLS certificate there unless [`dtls::prepare`] did already.
     pub fn start_with(
         client: ClientHandle,
         identity: Identity,
@@ -95,18 +95,20 @@ impl RoomMedia {
         std::thread::Builder::new()
             .name("streams-room-media".into())
             .spawn(move || {
-                let setup = certificate::shared().and_then(|certificate| {
-                    let config = CoreConfig {
-                        identity,
-                        room_id,
-                        local,
-                        options,
-                        wake,
-                        videos: slots,
-                        certificate,
-                    };
-                    RoomMediaCore::new(Instant::now(), config)
-                });
+                let setup = dtls::certificate()
+                    .map_err(MediaError::from)
+                    .and_then(|certificate| {
+                        let config = CoreConfig {
+                            identity,
+                            room_id,
+                            local,
+                            options,
+                            wake,
+                            videos: slots,
+                            certificate,
+                        };
+                        RoomMediaCore::new(Instant::now(), config)
+                    });
                 let core = match setup {
                     Ok(core) => core,
                     Err(e) => {

@@ -3,9 +3,9 @@
 //! connection with the bridge's SFU ([`rtc::RtcPeer`]), driven on a thread that owns the socket.
 //! [`session::MediaSession`] is the same connection on a blocking socket, for tools and tests. The
 //! encrypted frame format is [`crate::envelope`].
-pub mod certificate;
 pub mod core;
 pub mod driver;
+pub mod dtls;
 pub mod events;
 pub mod rtc;
 pub mod session;

@@ -21,6 +21,8 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::media::dtls::{self, NoCertificate};
+
 /// Media session failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -40,6 +42,9 @@ pub enum MediaError {
     /// The video codec failed.
     #[error(transparent)]
     Video(#[from] crate::video::VideoError),
+    /// No DTLS certificate.
+    #[error(transparent)]
+    Certificate(#[from] NoCertificate),
 }
 
 fn rtc_error(e: impl std::fmt::Display) -> MediaError {
@@ -109,9 +114,10 @@ pub struct RtcPeer {
 
 impl RtcPeer {
     /// A connection that will use the local UDP address `local` (its only ICE candidate) and this
-    /// DTLS certificate (see [`crate::media::certificate`]).
+    /// DTLS certificate (see [`crate::media::dtls`]).
     pub fn new(now: Instant, local: SocketAddr, certificate: DtlsCert) -> Result<Self, MediaError> {
         let mut rtc = Rtc::builder()
+            .set_crypto_provider(dtls::crypto())
             .set_dtls_cert(certificate)
             .clear_codecs()
             .enable_opus(true, false)

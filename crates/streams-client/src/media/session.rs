@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::media::certificate;
+use crate::media::dtls;
 pub use crate::media::rtc::{MediaError, MediaKind, Received, START_ESTIMATE_KBPS};
 use crate::media::rtc::{PeerEvent, RtcPeer};
 use crate::media::socket::MediaSocket;
@@ -26,7 +26,7 @@ impl MediaSession {
         let socket = MediaSocket::bind(SocketAddr::new(ip, 0))?;
         let local = socket.local_addr()?;
         Ok(MediaSession {
-            peer: RtcPeer::new(Instant::now(), local, certificate::shared()?)?,
+            peer: RtcPeer::new(Instant::now(), local, dtls::certificate()?)?,
             socket,
             received: Vec::new(),
             keyframe_requests: Vec::new(),

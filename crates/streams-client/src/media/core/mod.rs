@@ -76,7 +76,7 @@ pub struct CoreConfig {
     pub wake: Waker,
     /// Where the latest picture of each remote video track received is kept (the owner reads it).
     pub videos: VideoSlots,
-    /// The connection's DTLS certificate ([`crate::media::certificate::shared`]).
+    /// The connection's DTLS certificate ([`crate::media::dtls::certificate`]).
     pub certificate: DtlsCert,
 }
 

@@ -174,7 +174,7 @@ impl World {
                     },
                     wake: std::sync::Arc::new(|| {}),
                     videos: Default::default(),
-                    certificate: crate::media::certificate::shared().unwrap(),
+                    certificate: crate::media::dtls::certificate().unwrap(),
                 };
                 Member {
                     identity,
