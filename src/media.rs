@@ -1,7 +1,8 @@
 //! Room media requests. A room entity joins its media with [`JoinMedia`] (the engine,
 //! [`streams_client::media::driver::RoomMedia`], runs on its own thread and is owned by the room's
 //! [`RoomMediaLink`]: joining returns at once, with [`crate::MediaConnecting`] on the room until the
-//! media is up; leaving or despawning the room stops it without waiting). Local tracks are published with
+//! media is up; leaving or despawning the room stops it without waiting; the engine starts and
+//! stops at the end of the frame). Local tracks are published with
 //! [`PublishAudio`] / [`PublishVideo`] (each becomes a [`LocalTrack`] entity) and unpublished with
 //! [`Unpublish`]; [`SubscribeTracks`] turns receiving on or off, [`MuteMicrophone`] is mute and
 //! push-to-talk, [`Deafen`] silences every remote voice. Failures are [`StreamsMediaError`] messages
@@ -24,7 +25,7 @@ use streams_client::video::screen::{ScreenSource, ScreenTarget};
 use streams_proto::wire::TrackKind;
 
 use crate::commands::ClientResource;
-use crate::media_link::{MediaRequestError, RoomMediaLink, StreamsMediaError};
+use crate::media_link::{MediaLaunches, MediaRequestError, RoomMediaLink, StreamsMediaError};
 use crate::media_requests::{
     AudioInput, Deafen, JoinMedia, LeaveMedia, MuteMicrophone, PublishAudio, PublishVideo,
     SubscribeTracks, Unpublish, VideoInput,
@@ -48,6 +49,7 @@ pub(crate) fn join_media(
     identity: Res<LocalIdentity>,
     sessions: Query<&StreamsSession>,
     spatial: Option<Res<SpatialAudio>>,
+    mut launches: ResMut<MediaLaunches>,
     mut errors: MessageWriter<StreamsMediaError>,
 ) {
     let room = join.entity;
@@ -70,16 +72,17 @@ pub(crate) fn join_media(
         video_observer: None,
         voice_output: spatial.map(|s| s.voice_output()),
     };
-    match RoomMedia::start_with(
+    match RoomMedia::prepare(
         handle,
         identity.0.clone(),
         &session.bridge_url,
         stream_room.id.clone(),
         options,
     ) {
-        Ok(media) => {
+        Ok((media, engine)) => {
             commands.entity(room).insert(RoomMediaLink::new(media));
             set_media_state(&mut commands, room, MediaState::Connecting);
+            launches.launch(room, engine);
         }
         Err(e) => fail(&mut errors, MediaRequestError::Start(Arc::new(e))),
     }

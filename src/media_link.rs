@@ -3,16 +3,22 @@
 //! failed requests as [`StreamsMediaError`]s.
 use std::sync::Arc;
 
+use bevy::ecs::lifecycle::HookContext;
+use bevy::ecs::world::DeferredWorld;
+use bevy::platform::cell::SyncCell;
 use bevy::prelude::*;
 use streams_client::ClientError;
-use streams_client::media::driver::RoomMedia;
 use streams_client::media::driver::StartError;
+use streams_client::media::driver::{MediaLaunch, RoomMedia};
 use streams_client::media::events::{MediaCommand, MediaEvent};
 
-/// The room's media engine. Removing it (or despawning the room) stops the engine.
+/// The room's media engine. Removing it (or despawning the room) stops the engine, at the end of
+/// the frame.
 #[derive(Component)]
+#[component(on_discard = retire_engine)]
 pub struct RoomMediaLink {
-    media: RoomMedia,
+    /// `None` once the link is being removed (the engine waits in [`MediaLaunches`]).
+    media: Option<RoomMedia>,
     /// The index the engine gives the next local track (it numbers them in the order added).
     next_local: u8,
 }
@@ -20,7 +26,7 @@ pub struct RoomMediaLink {
 impl RoomMediaLink {
     pub(crate) fn new(media: RoomMedia) -> Self {
         RoomMediaLink {
-            media,
+            media: Some(media),
             next_local: 0,
         }
     }
@@ -34,12 +40,62 @@ impl RoomMediaLink {
 
     /// Sends a command to the engine (`false` if it stopped or is flooded).
     pub fn send(&self, command: MediaCommand) -> bool {
-        self.media.send(command)
+        self.media.as_ref().is_some_and(|media| media.send(command))
     }
 
-    pub(crate) fn media(&self) -> &RoomMedia {
-        &self.media
+    pub(crate) fn media(&self) -> Option<&RoomMedia> {
+        self.media.as_ref()
     }
+}
+
+/// Engines to start and to stop at the end of the frame. Starting one (a thread making its
+/// connection and asking the bridge for the room) and stopping one (final figures, closing the
+/// session, freeing the connection) are bursts of work on other threads; begun in the middle of a
+/// frame they compete with the game's systems for the cores (measured by `streams-bench join`).
+#[derive(Resource, Default)]
+pub(crate) struct MediaLaunches {
+    /// `SyncCell`: a prepared engine is `Send` but not `Sync`, and only the plugin's systems
+    /// (with `&mut` access) touch it.
+    launches: Vec<(Entity, SyncCell<MediaLaunch>)>,
+    retired: Vec<RoomMedia>,
+}
+
+impl MediaLaunches {
+    /// Starts `room`'s prepared engine at the end of the frame.
+    pub(crate) fn launch(&mut self, room: Entity, engine: MediaLaunch) {
+        self.launches.push((room, SyncCell::new(engine)));
+    }
+}
+
+/// A link is going: its engine is stopped at the end of the frame (at once without the plugin).
+fn retire_engine(mut world: DeferredWorld, context: HookContext) {
+    let Some(media) = world
+        .get_mut::<RoomMediaLink>(context.entity)
+        .and_then(|mut link| link.media.take())
+    else {
+        return;
+    };
+    if let Some(mut launches) = world.get_resource_mut::<MediaLaunches>() {
+        launches.retired.push(media);
+    }
+}
+
+/// Starts the engines joined this frame and stops the ones left (the last system of the frame).
+pub(crate) fn launch_and_retire_engines(
+    mut launches: ResMut<MediaLaunches>,
+    mut errors: MessageWriter<StreamsMediaError>,
+) {
+    for (room, engine) in launches.launches.drain(..) {
+        if let Err(e) = SyncCell::to_inner(engine).launch() {
+            warn!("starting the media engine failed: {e}");
+            errors.write(StreamsMediaError {
+                room,
+                error: MediaRequestError::Start(Arc::new(e)),
+            });
+        }
+    }
+    // Dropping a `RoomMedia` asks its engine to stop; it winds down on its own thread.
+    launches.retired.clear();
 }
 
 /// Every event of a room's media engine (a message, and a trigger for observers).

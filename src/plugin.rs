@@ -13,7 +13,9 @@ use crate::media::{
     deafen, join_media, leave_media, mute_microphone, publish_audio, publish_video,
     subscribe_tracks, trigger_media_errors, unpublish,
 };
-use crate::media_link::{StreamsMediaError, StreamsMediaEvent};
+use crate::media_link::{
+    MediaLaunches, StreamsMediaError, StreamsMediaEvent, launch_and_retire_engines,
+};
 use crate::spatial::{SpatialAudio, proximity, publish_poses};
 use crate::tracks::drain_media_events;
 use crate::video_texture::apply_video_frames;
@@ -160,7 +162,9 @@ impl Plugin for StreamsPlugin {
             .add_systems(
                 PostUpdate,
                 (publish_poses, proximity).in_set(StreamsSystems::Poses),
-            );
+            )
+            .init_resource::<MediaLaunches>()
+            .add_systems(Last, launch_and_retire_engines);
         app.add_message::<StreamsReply>()
             .add_message::<StreamsRoomEvent>()
             .init_resource::<RoomIndex>()

@@ -120,8 +120,10 @@ pub(crate) fn drain_media_events(
     mut errors: MessageWriter<StreamsMediaError>,
 ) {
     for (room, stream_room, link) in &links {
-        let events: Vec<MediaEvent> = link
-            .media()
+        let Some(media) = link.media() else {
+            continue;
+        };
+        let events: Vec<MediaEvent> = media
             .events()
             .try_iter()
             .take(MEDIA_EVENTS_PER_FRAME)
@@ -152,7 +154,7 @@ pub(crate) fn drain_media_events(
                     ));
                     if *kind == TrackKind::Audio {
                         track.insert((RemoteVoice, AudioTrackStats::default()));
-                    } else if let Some(slot) = link.media().video(track_id) {
+                    } else if let Some(slot) = media.video(track_id) {
                         let image = images
                             .as_mut()
                             .map(|images| images.add(blank_image(2, 2)))

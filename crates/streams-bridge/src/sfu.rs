@@ -17,7 +17,6 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use str0m::change::SdpOffer;
 use str0m::media::{KeyframeRequestKind, MediaData, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::Extension;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use streams_proto::wire::{
     ErrorCode, StreamInfo, TrackAnnounce, TrackInfo, TrackSubscription, WireError,
@@ -368,6 +367,8 @@ impl Sfu {
     }
 
     fn run(&mut self, commands: Receiver<Command>) {
+        // The DTLS certificate and configuration every session shares, made before the first.
+        streams_rtc::dtls::prepare();
         let mut buf = vec![0u8; 2000];
         loop {
             loop {
@@ -792,14 +793,11 @@ impl Sfu {
             Some(i) => i,
             None => {
                 self.next_id += 1;
-                let mut rtc = Rtc::builder()
+                // The profile the clients use, with the process's DTLS certificate and
+                // configuration (not one made per session).
+                let mut rtc = streams_rtc::profile()
+                    .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?
                     .set_ice_lite(true)
-                    .clear_codecs()
-                    .enable_opus(true, false)
-                    .enable_h264(true)
-                    .clear_extension_map()
-                    .set_extension(3, Extension::TransportSequenceNumber)
-                    .set_extension(4, Extension::RtpMid)
                     .build(Instant::now());
                 let candidate = Candidate::host(self.addr, "udp")
                     .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;

@@ -13,8 +13,7 @@ use streams_proto::{Identity, RoomId};
 use crate::api::{Reply, RoomEvent};
 use crate::client::ClientHandle;
 use crate::error::ClientError;
-use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId, VideoSlots};
-use crate::media::dtls;
+use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId, VideoSlots, Waker};
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::rtc::MediaError;
 use crate::media::socket::{MediaSocket, SocketWaker, local_ip_towards};
@@ -70,7 +69,7 @@ impl RoomMedia {
     /// Like [`RoomMedia::start`], with options. Returns at once: setting up the connection, fetching
     /// the room, negotiating and connecting happen on the engine's thread, reported by
     /// [`MediaEvent`]s (a failure there is [`MediaEvent::Stopped`]). The process's first join makes
-    /// its DTLS certificate there unless [`dtls::prepare`] did already.
+    /// its DTLS certificate there unless [`streams_rtc::dtls::prepare`] did already.
     pub fn start_with(
         client: ClientHandle,
         identity: Identity,
@@ -78,64 +77,48 @@ impl RoomMedia {
         room_id: RoomId,
         options: MediaOptions,
     ) -> Result<Self, StartError> {
+        let (media, launch) = Self::prepare(client, identity, bridge_url, room_id, options)?;
+        launch.launch()?;
+        Ok(media)
+    }
+
+    /// [`RoomMedia::start_with`] in two steps: the engine is made now (its socket, channels and
+    /// handle; commands sent to it wait) and starts when the [`MediaLaunch`] is launched. An owner
+    /// with a time-critical moment (a game's frame) prepares in it and launches after it, so that
+    /// the engine's first burst of work does not compete with it for a core.
+    pub fn prepare(
+        client: ClientHandle,
+        identity: Identity,
+        bridge_url: &str,
+        room_id: RoomId,
+        options: MediaOptions,
+    ) -> Result<(Self, MediaLaunch), StartError> {
         let room_events = client.tap_room_events(256)?;
-        let socket = MediaSocket::bind(SocketAddr::new(local_ip_towards(bridge_url), 0))
-            .map_err(MediaError::from)?;
-        let local = socket.local_addr().map_err(MediaError::from)?;
-        let waker = socket.waker();
-        let wake = {
-            let waker = waker.clone();
-            Arc::new(move || waker.wake())
-        };
+        // The socket itself is bound on the engine's thread (finding the route to the bridge
+        // and binding are a tenth of a millisecond of system calls).
+        let waker = SocketWaker::new().map_err(MediaError::from)?;
         let videos = VideoSlots::default();
-        let slots = Arc::clone(&videos);
         let (commands, command_rx) = crossbeam_channel::bounded(64);
         let (event_tx, events) = crossbeam_channel::bounded(1024);
-        let driver_waker = waker.clone();
-        std::thread::Builder::new()
-            .name("streams-room-media".into())
-            .spawn(move || {
-                let setup = dtls::certificate()
-                    .map_err(MediaError::from)
-                    .and_then(|certificate| {
-                        let config = CoreConfig {
-                            identity,
-                            room_id,
-                            local,
-                            options,
-                            wake,
-                            videos: slots,
-                            certificate,
-                        };
-                        RoomMediaCore::new(Instant::now(), config)
-                    });
-                let core = match setup {
-                    Ok(core) => core,
-                    Err(e) => {
-                        let reason = StopReason::Failed(format!("cannot set up the media: {e}"));
-                        let _ = event_tx.send(MediaEvent::Stopped { reason });
-                        return;
-                    }
-                };
-                Driver {
-                    core,
-                    socket,
-                    client,
-                    commands: command_rx,
-                    room_events,
-                    replies: crossbeam_channel::unbounded(),
-                    events: event_tx,
-                    waker: driver_waker,
-                }
-                .run()
-            })
-            .map_err(StartError::Thread)?;
-        Ok(RoomMedia {
+        let launch = MediaLaunch {
+            identity,
+            room_id,
+            options,
+            videos: Arc::clone(&videos),
+            bridge_url: bridge_url.to_owned(),
+            waker: waker.clone(),
+            client,
+            commands: command_rx,
+            room_events,
+            events: event_tx,
+        };
+        let media = RoomMedia {
             commands: Some(commands),
             events,
             videos,
             waker,
-        })
+        };
+        Ok((media, launch))
     }
 
     /// Sends a command (non-blocking; `false` if the engine has stopped or is flooded).
@@ -195,6 +178,91 @@ impl RoomMedia {
 impl Drop for RoomMedia {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A prepared engine's start ([`RoomMedia::prepare`]). Dropping it unlaunched ends the engine
+/// before it began (its [`RoomMedia`] reports nothing more).
+pub struct MediaLaunch {
+    identity: Identity,
+    room_id: RoomId,
+    options: MediaOptions,
+    videos: VideoSlots,
+    bridge_url: String,
+    waker: SocketWaker,
+    client: ClientHandle,
+    commands: Receiver<MediaCommand>,
+    room_events: Receiver<RoomEvent>,
+    events: Sender<MediaEvent>,
+}
+
+impl MediaLaunch {
+    /// Starts the engine's thread. If it cannot start, the engine's [`RoomMedia`] also reports
+    /// [`MediaEvent::Stopped`].
+    pub fn launch(self) -> Result<(), StartError> {
+        let report = self.events.clone();
+        let started = std::thread::Builder::new()
+            .name("streams-room-media".into())
+            .spawn(move || self.run());
+        started.map(|_| ()).map_err(|e| {
+            let reason = StopReason::Failed(format!("cannot start the media thread: {e}"));
+            let _ = report.try_send(MediaEvent::Stopped { reason });
+            StartError::Thread(e)
+        })
+    }
+
+    /// The engine's thread: the socket and the core are made here, then driven.
+    fn run(self) {
+        let MediaLaunch {
+            identity,
+            room_id,
+            options,
+            videos,
+            bridge_url,
+            waker,
+            client,
+            commands,
+            room_events,
+            events,
+        } = self;
+        let wake: Waker = {
+            let waker = waker.clone();
+            Arc::new(move || waker.wake())
+        };
+        let bound =
+            MediaSocket::bind_with(SocketAddr::new(local_ip_towards(&bridge_url), 0), &waker)
+                .and_then(|socket| Ok((socket.local_addr()?, socket)))
+                .map_err(MediaError::from);
+        let setup = bound.and_then(|(local, socket)| {
+            let config = CoreConfig {
+                identity,
+                room_id,
+                local,
+                options,
+                wake,
+                videos,
+            };
+            Ok((RoomMediaCore::new(Instant::now(), config)?, socket))
+        });
+        let (core, socket) = match setup {
+            Ok(set_up) => set_up,
+            Err(e) => {
+                let reason = StopReason::Failed(format!("cannot set up the media: {e}"));
+                let _ = events.send(MediaEvent::Stopped { reason });
+                return;
+            }
+        };
+        Driver {
+            core,
+            socket,
+            client,
+            commands,
+            room_events,
+            replies: crossbeam_channel::unbounded(),
+            events,
+            waker,
+        }
+        .run()
     }
 }
 

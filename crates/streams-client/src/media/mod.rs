@@ -5,10 +5,12 @@
 //! encrypted frame format is [`crate::envelope`].
 pub mod core;
 pub mod driver;
-pub mod dtls;
 pub mod events;
 pub mod rtc;
 pub mod session;
 pub mod socket;
 pub mod voice;
 pub mod voice_session;
+
+/// The process's DTLS certificate and configuration, shared with the bridge's side.
+pub use streams_rtc::dtls;

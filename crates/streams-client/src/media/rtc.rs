@@ -6,22 +6,19 @@
 //! [`crate::media::driver`]), and tests run it on simulated time.
 //!
 //! The client always offers; every change (publish, subscribe) is a fresh offer of the whole session.
-//! Opus and H.264 are negotiated, and no audio-level header extension (it would tell the bridge who
-//! speaks). Sending video turns on str0m's bandwidth estimation (TWCC).
+//! The codecs and header extensions are the profile both ends share ([`streams_rtc::profile`]);
+//! sending video turns on str0m's bandwidth estimation (TWCC).
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::config::DtlsCert;
 pub use str0m::media::MediaKind;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::Extension;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-
-use crate::media::dtls::{self, NoCertificate};
+use streams_rtc::dtls::NoCertificate;
 
 /// Media session failures.
 #[derive(Debug, thiserror::Error)]
@@ -113,19 +110,12 @@ pub struct RtcPeer {
 }
 
 impl RtcPeer {
-    /// A connection that will use the local UDP address `local` (its only ICE candidate) and this
-    /// DTLS certificate (see [`crate::media::dtls`]).
-    pub fn new(now: Instant, local: SocketAddr, certificate: DtlsCert) -> Result<Self, MediaError> {
-        let mut rtc = Rtc::builder()
-            .set_crypto_provider(dtls::crypto())
-            .set_dtls_cert(certificate)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
+    /// A connection that will use the local UDP address `local` (its only ICE candidate), in the
+    /// media profile both ends share ([`streams_rtc::profile`]: codecs, extensions, the process's
+    /// DTLS certificate), with bandwidth estimation.
+    pub fn new(now: Instant, local: SocketAddr) -> Result<Self, MediaError> {
+        let mut rtc = streams_rtc::profile()?
             .enable_bwe(Some(Bitrate::kbps(START_ESTIMATE_KBPS)))
-            .clear_extension_map()
-            .set_extension(3, Extension::TransportSequenceNumber)
-            .set_extension(4, Extension::RtpMid)
             .build(now);
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_error)?);
         Ok(RtcPeer {

@@ -5,7 +5,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::media::dtls;
 pub use crate::media::rtc::{MediaError, MediaKind, Received, START_ESTIMATE_KBPS};
 use crate::media::rtc::{PeerEvent, RtcPeer};
 use crate::media::socket::MediaSocket;
@@ -26,7 +25,7 @@ impl MediaSession {
         let socket = MediaSocket::bind(SocketAddr::new(ip, 0))?;
         let local = socket.local_addr()?;
         Ok(MediaSession {
-            peer: RtcPeer::new(Instant::now(), local, dtls::certificate()?)?,
+            peer: RtcPeer::new(Instant::now(), local)?,
             socket,
             received: Vec::new(),
             keyframe_requests: Vec::new(),

@@ -30,10 +30,16 @@ pub struct MediaSocket {
 impl MediaSocket {
     /// Binds `addr` (port 0 for an ephemeral one) with an enlarged receive buffer.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Self::bind_with(addr, &SocketWaker::new()?)
+    }
+
+    /// Like [`MediaSocket::bind`], woken by `waker` (made before the socket, e.g. on another
+    /// thread).
+    pub fn bind_with(addr: SocketAddr, waker: &SocketWaker) -> io::Result<Self> {
         let socket = UdpSocket::bind(addr)?;
         enlarge_receive_buffer(&socket);
         socket.set_nonblocking(true)?;
-        let poller = Arc::new(Poller::new()?);
+        let poller = Arc::clone(&waker.poller);
         // SAFETY: the socket is removed from the poller before it is closed (`Drop` below), and
         // it is never closed otherwise: `MediaSocket` owns it and hands out no ownership.
         unsafe { poller.add(&socket, Event::readable(SOCKET_KEY))? };
@@ -47,13 +53,6 @@ impl MediaSocket {
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
-    }
-
-    /// A waker of this socket's waits, for other threads.
-    pub fn waker(&self) -> SocketWaker {
-        SocketWaker {
-            poller: Arc::clone(&self.poller),
-        }
     }
 
     /// Waits until a datagram can be read, a [`SocketWaker`] wakes the socket or `deadline`
@@ -101,6 +100,13 @@ pub struct SocketWaker {
 }
 
 impl SocketWaker {
+    /// A waker for a socket to be bound with [`MediaSocket::bind_with`].
+    pub fn new() -> io::Result<Self> {
+        Ok(SocketWaker {
+            poller: Arc::new(Poller::new()?),
+        })
+    }
+
     /// Makes the wait return now (or the next one, if none is in progress).
     pub fn wake(&self) {
         if let Err(e) = self.poller.notify() {
@@ -142,8 +148,10 @@ mod tests {
 
     use super::*;
 
+    const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
     fn loopback() -> MediaSocket {
-        MediaSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap()
+        MediaSocket::bind(LOOPBACK).unwrap()
     }
 
     #[test]
@@ -158,7 +166,8 @@ mod tests {
 
     #[test]
     fn a_datagram_or_a_waker_ends_a_wait_and_reads_never_block() {
-        let mut socket = loopback();
+        let waker = SocketWaker::new().unwrap();
+        let mut socket = MediaSocket::bind_with(LOOPBACK, &waker).unwrap();
         let mut buf = [0; 64];
         assert!(socket.try_recv(&mut buf).unwrap().is_none());
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -180,7 +189,6 @@ mod tests {
             .unwrap();
         assert!(socket.try_recv(&mut buf).unwrap().is_some());
 
-        let waker = socket.waker();
         let started = Instant::now();
         let thread = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));

@@ -33,7 +33,6 @@ use crate::error::ClientError;
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::rtc::{MediaError, PeerEvent, RtcPeer, START_ESTIMATE_KBPS, Transmit};
 use crate::video::receiver::VideoSlot;
-use str0m::config::DtlsCert;
 
 use local::LocalTrack;
 use negotiation::InFlightOffer;
@@ -76,8 +75,6 @@ pub struct CoreConfig {
     pub wake: Waker,
     /// Where the latest picture of each remote video track received is kept (the owner reads it).
     pub videos: VideoSlots,
-    /// The connection's DTLS certificate ([`crate::media::dtls::certificate`]).
-    pub certificate: DtlsCert,
 }
 
 /// The latest-picture slots of the remote video tracks being received, by track id.
@@ -170,7 +167,7 @@ impl RoomMediaCore {
     /// A core for `config.room_id`; its first outputs subscribe to the room's events and fetch it.
     pub fn new(now: Instant, config: CoreConfig) -> Result<Self, MediaError> {
         let mut core = RoomMediaCore {
-            peer: RtcPeer::new(now, config.local, config.certificate)?,
+            peer: RtcPeer::new(now, config.local)?,
             identity: config.identity,
             room_id: config.room_id,
             device: DeviceSession::random(),

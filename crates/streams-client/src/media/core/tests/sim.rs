@@ -174,7 +174,6 @@ impl World {
                     },
                     wake: std::sync::Arc::new(|| {}),
                     videos: Default::default(),
-                    certificate: crate::media::dtls::certificate().unwrap(),
                 };
                 Member {
                     identity,

@@ -1,9 +1,11 @@
 //! What every media connection's DTLS shares, made once per process: the certificate and the DTLS
-//! configuration. Both would otherwise cost CPU on the engine thread at the moment a game joins.
+//! configuration. Both would otherwise cost CPU for every connection: on a client's engine thread
+//! the moment a game joins, on the bridge's SFU thread for every session.
 //!
 //! - **The certificate.** Generating one is a few milliseconds of key generation. Its fingerprint
-//!   travels in the authenticated signaling, as a browser's reused `RTCCertificate` does; the
-//!   bridge learns nothing it does not already know (it authenticates the member of every session).
+//!   travels in the authenticated signaling, as a browser's reused `RTCCertificate` does (and as
+//!   an SFU such as mediasoup keeps one per worker); the other end learns nothing it does not
+//!   already know.
 //! - **The configuration.** str0m's own DTLS provider builds a new DTLS configuration (dimpl's
 //!   `Config`) for every connection, and building one validates the crypto backend with a key
 //!   exchange and a signature check: about 1 ms of CPU per join, measured. [`crypto`] is str0m's
@@ -62,10 +64,8 @@ static SHARED_CONFIG: OnceLock<Result<Arc<dimpl::Config>, String>> = OnceLock::n
 struct SharedConfigDtls;
 
 impl SharedConfigDtls {
-    /// The shared configuration for str0m's default MTU (what [`RtcPeer`] connections use); one of
-    /// its own for another MTU.
-    ///
-    /// [`RtcPeer`]: crate::media::rtc::RtcPeer
+    /// The shared configuration for str0m's default MTU (what [`crate::profile`] connections
+    /// use); one of its own for another MTU.
     fn config(mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
         let mtu = mtu.unwrap_or(str0m::DATAGRAM_MTU_TARGET);
         let build = || {
