@@ -487,4 +487,33 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
     assert!(triggered.media_events >= 2, "{}", triggered.media_events);
     assert!(triggered.room_events >= 1, "{}", triggered.room_events);
     assert_eq!(local(&mut app).len(), 1);
+
+    // Leaving the media stops the engine (at the end of the frame) and closes its session at the
+    // bridge: the bot loses the voice that was still published.
+    let audio_id = received
+        .iter()
+        .find(|(_, k)| *k == TrackKind::Audio)
+        .unwrap()
+        .0
+        .clone();
+    app.world_mut().trigger(LeaveMedia { entity: room });
+    app.update();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'left: loop {
+        assert!(
+            Instant::now() < deadline,
+            "the bot still receives the voice of a member who left the media"
+        );
+        app.update();
+        for event in watcher.events().try_iter() {
+            if event
+                == (bevy_streams::streams_client::media::events::MediaEvent::RemoteTrackRemoved {
+                    track_id: audio_id.clone(),
+                })
+            {
+                break 'left;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
