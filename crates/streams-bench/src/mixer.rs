@@ -8,21 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use streams_client::audio::source::AudioSource;
+use streams_client::audio::source::NoiseSource;
 use streams_client::audio::spatial::{BLOCK, Hrtf, Panning, SourceParams, SpatialScene};
-
-struct Noise(u64);
-
-impl AudioSource for Noise {
-    fn fill(&mut self, out: &mut [f32]) {
-        for s in out {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *s = ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2;
-        }
-    }
-}
 
 /// Runs the scenario and returns its JSON line.
 pub fn mixer(voices: usize, seconds: u64, hrtf_path: &Path) -> Result<serde_json::Value, String> {
@@ -34,7 +21,7 @@ pub fn mixer(voices: usize, seconds: u64, hrtf_path: &Path) -> Result<serde_json
         for v in 0..voices {
             scene.add(
                 format!("v{v}"),
-                Box::new(Noise(0x9e37_79b9_7f4a_7c15 ^ v as u64)),
+                Box::new(NoiseSource::new(0x9e37_79b9_7f4a_7c15 ^ v as u64, 0.1)),
                 SourceParams::default(),
             );
         }

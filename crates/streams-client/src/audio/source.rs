@@ -1,5 +1,5 @@
-//! Synthetic audio sources for machines without microphones: a tone, a WAV clip (looped, resampled to
-//! 48 kHz), silence. Each fills mono `f32` frames in `[-1, 1]`.
+//! Synthetic audio sources for machines without microphones: a tone, white noise, a WAV clip (looped,
+//! resampled to 48 kHz), silence. Each fills mono `f32` frames in `[-1, 1]`.
 use std::path::Path;
 
 use super::SAMPLE_RATE;
@@ -35,6 +35,41 @@ impl AudioSource for ToneSource {
         for sample in out {
             *sample = self.amplitude * self.phase.sin() as f32;
             self.phase = (self.phase + step) % std::f64::consts::TAU;
+        }
+    }
+}
+
+/// White noise (uniform, xorshift), the same for the same seed: a broadband signal for tests and
+/// benchmarks.
+#[derive(Clone, Debug)]
+pub struct NoiseSource {
+    state: u64,
+    amplitude: f32,
+}
+
+impl NoiseSource {
+    /// Noise from `seed` with peak `amplitude` (0–1).
+    pub fn new(seed: u64, amplitude: f32) -> Self {
+        NoiseSource {
+            // Xorshift never leaves zero.
+            state: if seed == 0 {
+                0x9e37_79b9_7f4a_7c15
+            } else {
+                seed
+            },
+            amplitude,
+        }
+    }
+}
+
+impl AudioSource for NoiseSource {
+    fn fill(&mut self, out: &mut [f32]) {
+        for sample in out {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let unit = (self.state >> 40) as f32 / (1u64 << 24) as f32;
+            *sample = (unit * 2.0 - 1.0) * self.amplitude;
         }
     }
 }

@@ -3,26 +3,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::audio::source::{AudioSource, ToneSource};
+use crate::audio::source::{NoiseSource, ToneSource};
 
 /// The bundled MIT KEMAR set.
 fn kemar() -> Arc<Hrtf> {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/hrtf/mit_kemar_normal_pinna.sofa");
     Arc::new(Hrtf::load(&path).unwrap())
-}
-
-/// White noise from a fixed seed.
-struct Noise(u64);
-impl AudioSource for Noise {
-    fn fill(&mut self, out: &mut [f32]) {
-        for s in out {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *s = ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5;
-        }
-    }
 }
 
 /// Renders `frames` as a game and an output would: the scene published once per block.
@@ -96,9 +83,11 @@ fn a_source_to_the_right_is_louder_and_earlier_in_the_right_ear_with_hrtf() {
         position: [2.0, 0.0, 0.0],
         ..SourceParams::default()
     };
-    mixer
-        .0
-        .add("voice", Box::new(Noise(0x9e3779b97f4a7c15)), params);
+    mixer.0.add(
+        "voice",
+        Box::new(NoiseSource::new(0x9e37_79b9_7f4a_7c15, 0.25)),
+        params,
+    );
     render(&mut mixer, 4 * BLOCK); // let the filter settle
     let (left, right) = render(&mut mixer, 20 * BLOCK);
     assert!(
