@@ -79,6 +79,36 @@ impl VoiceInbox {
     }
 }
 
+/// One output-side turn of a hand-off, shared by the mono mixer and the spatial renderer: the voices
+/// that `ended` are given back through `retire` (one it cannot take stays, silent, until there is
+/// room: nothing is freed on the audio thread), then voices arriving from `take` join, up to
+/// [`MAX_VOICES`]. `voices` is allocated with room for [`MAX_VOICES`], so this never allocates.
+pub fn exchange_voices<T>(
+    voices: &mut Vec<T>,
+    ended: impl Fn(&T) -> bool,
+    mut retire: impl FnMut(T) -> Result<(), T>,
+    mut take: impl FnMut() -> Option<T>,
+) {
+    let mut i = 0;
+    while i < voices.len() {
+        if ended(&voices[i]) {
+            let voice = voices.swap_remove(i);
+            if let Err(voice) = retire(voice) {
+                voices.push(voice);
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    while voices.len() < MAX_VOICES {
+        match take() {
+            Some(voice) => voices.push(voice),
+            None => break,
+        }
+    }
+}
+
 impl AudioSource for HandedVoice {
     fn fill(&mut self, out: &mut [f32]) {
         self.playout.fill(out);

@@ -1,7 +1,7 @@
 //! [`Mixer`]: remote voices summed into one mono 48 kHz signal where the output pulls it. It takes
 //! the voices engines hand over from its [`VoiceInbox`] and lets ended ones go, each pull, without
 //! blocking or allocating; volume and mute are each voice's own (set through its engine).
-use crate::audio::handoff::{HandedVoice, MAX_VOICES, VoiceInbox};
+use crate::audio::handoff::{HandedVoice, MAX_VOICES, VoiceInbox, exchange_voices};
 use crate::audio::source::AudioSource;
 use crate::clock::wall_us_now;
 
@@ -34,25 +34,13 @@ impl Mixer {
 
     /// Takes voices handed over and lets ended ones go.
     fn refresh(&mut self) {
-        let mut i = 0;
-        while i < self.voices.len() {
-            if self.voices[i].playout.is_closed() {
-                let voice = self.voices.swap_remove(i);
-                if let Err(voice) = self.inbox.retire(voice) {
-                    // Kept (silent) until the engine side frees room: never freed here.
-                    self.voices.push(voice);
-                    i += 1;
-                }
-            } else {
-                i += 1;
-            }
-        }
-        while self.voices.len() < MAX_VOICES {
-            match self.inbox.take() {
-                Some(voice) => self.voices.push(voice),
-                None => break,
-            }
-        }
+        let inbox = &self.inbox;
+        exchange_voices(
+            &mut self.voices,
+            |voice| voice.playout.is_closed(),
+            |voice| inbox.retire(voice),
+            || inbox.take(),
+        );
     }
 
     /// Fills `out` with the mix as it plays at `now_us` (wall clock, µs).

@@ -10,7 +10,7 @@ use crossbeam_queue::ArrayQueue;
 use sofar::render::RealtimeRenderer;
 
 use super::{BLOCK, CEILING};
-use crate::audio::handoff::MAX_VOICES;
+use crate::audio::handoff::{MAX_VOICES, exchange_voices};
 use crate::audio::output::StereoSource;
 use crate::audio::source::AudioSource;
 
@@ -127,25 +127,13 @@ impl SpatialMixer {
 
     /// Takes the voices the scene sent and gives back the ones it removed.
     fn exchange(&mut self) {
-        let mut i = 0;
-        while i < self.voices.len() {
-            if self.voices[i].placement.removed.load(Ordering::Acquire) {
-                let voice = self.voices.swap_remove(i);
-                if let Err(voice) = self.exchange.retired.push(voice) {
-                    // Kept (unheard) until the scene frees room: never freed here.
-                    self.voices.push(voice);
-                    i += 1;
-                }
-            } else {
-                i += 1;
-            }
-        }
-        while self.voices.len() < MAX_VOICES {
-            match self.exchange.incoming.pop() {
-                Some(voice) => self.voices.push(voice),
-                None => break,
-            }
-        }
+        let exchange = &self.exchange;
+        exchange_voices(
+            &mut self.voices,
+            |voice| voice.placement.removed.load(Ordering::Acquire),
+            |voice| exchange.retired.push(voice),
+            || exchange.incoming.pop(),
+        );
     }
 
     fn render_block(&mut self) {
