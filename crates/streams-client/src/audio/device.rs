@@ -1,8 +1,9 @@
 //! Audio devices (cpal): enumeration and the microphone. Playing is [`super::output`]. Nothing here
 //! panics when a device is missing or vanishes.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use crossbeam_queue::ArrayQueue;
 
 use super::SAMPLE_RATE;
 use super::resample::StreamResampler;
@@ -75,11 +76,12 @@ pub enum NoInputDevice {
 }
 
 /// The default capture device as a mono 48 kHz [`AudioSource`]: the device callback downmixes and
-/// resamples into a buffer that the encoder drains frame by frame (zeros on underrun; the oldest audio
-/// is dropped beyond 200 ms, so device clock drift never builds latency).
+/// resamples into a bounded lock-free queue that the encoder drains frame by frame (zeros on
+/// underrun; the oldest audio is dropped beyond 200 ms, so device clock drift never builds latency).
+/// The callback never waits for the encoder's thread.
 pub struct MicrophoneSource {
     name: String,
-    buffer: Arc<Mutex<std::collections::VecDeque<f32>>>,
+    buffer: Arc<ArrayQueue<f32>>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -97,7 +99,7 @@ impl MicrophoneSource {
     /// Opens the input device named `name` (as [`input_devices`] lists it), or the default one.
     pub fn open(name: Option<&str>) -> Result<Self, NoInputDevice> {
         let wanted = name.map(str::to_string);
-        let buffer = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let buffer = Arc::new(ArrayQueue::new(MAX_CAPTURE_BACKLOG));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let shared = Arc::clone(&buffer);
@@ -141,9 +143,8 @@ impl MicrophoneSource {
 
 impl AudioSource for MicrophoneSource {
     fn fill(&mut self, out: &mut [f32]) {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         for sample in out.iter_mut() {
-            *sample = buffer.pop_front().unwrap_or(0.0);
+            *sample = self.buffer.pop().unwrap_or(0.0);
         }
     }
 }
@@ -158,7 +159,7 @@ impl Drop for MicrophoneSource {
 }
 
 fn open_capture(
-    buffer: Arc<Mutex<std::collections::VecDeque<f32>>>,
+    buffer: Arc<ArrayQueue<f32>>,
     name: Option<&str>,
 ) -> Result<(String, cpal::Stream), NoInputDevice> {
     let host = cpal::default_host();
@@ -172,8 +173,9 @@ fn open_capture(
     let config = device.default_input_config()?.config();
     let channels = usize::from(config.channels.max(1));
     let mut resampler = StreamResampler::new(config.sample_rate, SAMPLE_RATE);
-    let mut mono = Vec::new();
-    let mut resampled = Vec::new();
+    // Room for a large device period, so the callback does not allocate once running.
+    let mut mono = Vec::with_capacity(16_384);
+    let mut resampled = Vec::with_capacity(16_384);
     let stream = device.build_input_stream::<f32, _, _>(
         config,
         move |data: &[f32], _| {
@@ -184,10 +186,9 @@ fn open_capture(
             );
             resampled.clear();
             resampler.process(&mono, &mut resampled);
-            if let Ok(mut buffer) = buffer.lock() {
-                buffer.extend(resampled.iter().copied());
-                let excess = buffer.len().saturating_sub(MAX_CAPTURE_BACKLOG);
-                buffer.drain(..excess);
+            for sample in &resampled {
+                // Full: the oldest sample makes room.
+                buffer.force_push(*sample);
             }
         },
         |e| tracing::warn!("audio input error: {e}"),
