@@ -33,6 +33,22 @@ fn update_until(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> boo
     }
 }
 
+/// Runs the app until `watcher` (a bot's media) reports `track_id` removed; `failure` after 60 s.
+fn until_removed_at(app: &mut App, watcher: &RoomMedia, track_id: &str, failure: &str) {
+    let removed = bevy_streams::streams_client::media::events::MediaEvent::RemoteTrackRemoved {
+        track_id: track_id.to_string(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "{failure}");
+        app.update();
+        if watcher.events().try_iter().any(|event| event == removed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn tracks(app: &mut App, kind: TrackKind) -> Vec<Entity> {
     app.world_mut()
         .query::<(Entity, &RemoteTrack)>()
@@ -453,24 +469,12 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
         .unwrap()
         .0
         .clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    'removed: loop {
-        assert!(
-            Instant::now() < deadline,
-            "the bot still receives the video"
-        );
-        app.update();
-        for event in watcher.events().try_iter() {
-            if event
-                == (bevy_streams::streams_client::media::events::MediaEvent::RemoteTrackRemoved {
-                    track_id: video_id.clone(),
-                })
-            {
-                break 'removed;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    until_removed_at(
+        &mut app,
+        &watcher,
+        &video_id,
+        "the bot still receives the video",
+    );
     assert_eq!(local(&mut app).len(), 1);
 
     // A camera that is not there is an error event (message and trigger), not a panic.
@@ -498,22 +502,10 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
         .clone();
     app.world_mut().trigger(LeaveMedia { entity: room });
     app.update();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    'left: loop {
-        assert!(
-            Instant::now() < deadline,
-            "the bot still receives the voice of a member who left the media"
-        );
-        app.update();
-        for event in watcher.events().try_iter() {
-            if event
-                == (bevy_streams::streams_client::media::events::MediaEvent::RemoteTrackRemoved {
-                    track_id: audio_id.clone(),
-                })
-            {
-                break 'left;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    until_removed_at(
+        &mut app,
+        &watcher,
+        &audio_id,
+        "the bot still receives the voice of a member who left the media",
+    );
 }

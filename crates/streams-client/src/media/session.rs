@@ -129,8 +129,8 @@ impl MediaSession {
         }
     }
 
-    /// Runs the connection until `until` or until media arrives, whichever is first, returning the frames received (so a receiver can buffer each frame the
-    /// moment it arrives).
+    /// Runs the connection until `until` or until media arrives, whichever is first, returning the
+    /// frames received (so a receiver can buffer each frame the moment it arrives).
     pub fn run_until_media(&mut self, until: Instant) -> Result<Vec<Received>, MediaError> {
         loop {
             let now = Instant::now();

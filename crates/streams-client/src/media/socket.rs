@@ -81,7 +81,8 @@ impl MediaSocket {
         }
     }
 
-    /// Sends a datagram (a full send buffer drops it, as the network would).
+    /// Sends a datagram. The socket does not block: a full send buffer is an error (`WouldBlock`)
+    /// that a caller may treat as the network's loss.
     pub fn send_to(&self, contents: &[u8], destination: SocketAddr) -> io::Result<()> {
         self.socket.send_to(contents, destination).map(|_| ())
     }
