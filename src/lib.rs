@@ -49,7 +49,7 @@ pub use rooms::{
 pub use session::{Connected, Connecting, Disconnected, LocalUser, StreamsSession};
 pub use spatial::{OutOfEarshot, SpatialAudio, StreamListener, UNSUBSCRIBE_FACTOR, VoiceVolume};
 pub use streams_client::{self, NewRoom, Operation, Reply, RoomEvent, RoomUpdate};
-pub use streams_proto::{self, Identity, RoomId, UserId};
+pub use streams_proto::{self, Identity, RoomId, TrackId, UserId};
 pub use tracks::{
     AudioTrackStats, LocalTrack, LocalTrackOf, LocalTrackStats, RemoteTrack, RemoteVoice,
     RoomLocalTracks, RoomTracks, Speaking, TrackOf, VideoTrackStats,
@@ -58,6 +58,7 @@ pub use video_texture::{LatestPicture, LocalPreview, RemoteVideo, VideoFeed};
 
 /// Everything a game usually needs.
 pub mod prelude {
+    pub use crate::TrackId;
     pub use crate::{
         AudioInput, BridgeTarget, Connected, Connecting, Deafen, Disconnected, JoinMedia, Joined,
         LeaveMedia, LocalPreview, LocalTrack, LocalTrackOf, LocalTrackStats, LocalUser,

@@ -20,6 +20,7 @@ use streams_client::media::events::MediaCommand;
 use crate::media_link::RoomMediaLink;
 use crate::rooms::{Participant, ParticipantOf, RoomIndex, StreamRoom};
 use crate::tracks::{RemoteTrack, RemoteVoice, TrackOf};
+use streams_proto::TrackId;
 
 /// A voice is unsubscribed beyond this multiple of the maximum distance (and subscribed again within
 /// the maximum distance), so one standing at the edge does not flap.
@@ -122,7 +123,7 @@ impl SpatialAudio {
     }
 
     /// Each voice's level in the mix, dBFS, by track id.
-    pub fn levels(&self) -> Vec<(String, f32)> {
+    pub fn levels(&self) -> Vec<(TrackId, f32)> {
         self.scene.lock().map(|s| s.levels()).unwrap_or_default()
     }
 }
@@ -156,7 +157,7 @@ pub(crate) fn publish_poses(
 ) {
     let Some(spatial) = spatial else { return };
     let listener = listeners.iter().next().map(pose).unwrap_or_default();
-    let updates: Vec<(String, SourceParams)> = voices
+    let updates: Vec<(TrackId, SourceParams)> = voices
         .iter()
         .map(|(track, of, own_transform, own_volume)| {
             let participant = rooms
@@ -174,7 +175,7 @@ pub(crate) fn publish_poses(
                 .copied()
                 .unwrap_or_default();
             (
-                track.track_id.clone(),
+                track.track_id,
                 SourceParams {
                     position,
                     attenuation: spatial.attenuation,
@@ -194,7 +195,7 @@ pub(crate) fn publish_poses(
         );
         scene.set_listener(listener);
         for (id, params) in updates {
-            scene.set_params(&id, params);
+            scene.set_params(id, params);
         }
         scene.update();
     }

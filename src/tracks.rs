@@ -9,8 +9,8 @@ use streams_client::media::events::{MediaEvent, StopReason};
 use streams_client::media::voice::TrackStats;
 use streams_client::video::receiver::VideoStats;
 use streams_client::video::sender::LocalVideoStats;
-use streams_proto::UserId;
 use streams_proto::wire::TrackKind;
+use streams_proto::{TrackId, UserId};
 
 use crate::media_link::{MediaRequestError, RoomMediaLink, StreamsMediaError, StreamsMediaEvent};
 use crate::media_requests::LeaveMedia;
@@ -22,7 +22,7 @@ use crate::video_texture::{LatestPicture, RemoteVideo, VideoFeed, blank_image};
 #[derive(Component, Debug, Clone, PartialEq, Eq)]
 pub struct RemoteTrack {
     /// The track id.
-    pub track_id: String,
+    pub track_id: TrackId,
     /// Its sender.
     pub user_id: UserId,
     /// What it carries.
@@ -128,7 +128,7 @@ pub(crate) fn drain_media_events(
             .try_iter()
             .take(MEDIA_EVENTS_PER_FRAME)
             .collect();
-        let remote_entities = |track_id: &str| {
+        let remote_entities = |track_id: TrackId| {
             remote
                 .iter()
                 .filter(move |(_, track, of)| of.0 == room && track.track_id == track_id)
@@ -145,7 +145,7 @@ pub(crate) fn drain_media_events(
                     // A voice plays through the positional mix the engine handed it to.
                     let mut track = commands.spawn((
                         RemoteTrack {
-                            track_id: track_id.clone(),
+                            track_id: *track_id,
                             user_id: user_id.clone(),
                             kind: *kind,
                         },
@@ -154,7 +154,7 @@ pub(crate) fn drain_media_events(
                     ));
                     if *kind == TrackKind::Audio {
                         track.insert((RemoteVoice, AudioTrackStats::default()));
-                    } else if let Some(slot) = media.video(track_id) {
+                    } else if let Some(slot) = media.video(*track_id) {
                         let image = images
                             .as_mut()
                             .map(|images| images.add(blank_image(2, 2)))
@@ -171,7 +171,7 @@ pub(crate) fn drain_media_events(
                     }
                 }
                 MediaEvent::RemoteTrackRemoved { track_id } => {
-                    for entity in remote_entities(track_id) {
+                    for entity in remote_entities(*track_id) {
                         commands.entity(entity).despawn();
                     }
                 }
@@ -188,14 +188,14 @@ pub(crate) fn drain_media_events(
                 }
                 MediaEvent::Stats(stats) => {
                     for (track_id, s) in stats {
-                        for entity in remote_entities(track_id) {
+                        for entity in remote_entities(*track_id) {
                             commands.entity(entity).insert(AudioTrackStats(s.clone()));
                         }
                     }
                 }
                 MediaEvent::VideoStats(stats) => {
                     for (track_id, s) in stats {
-                        for entity in remote_entities(track_id) {
+                        for entity in remote_entities(*track_id) {
                             commands.entity(entity).insert(VideoTrackStats(s.clone()));
                         }
                     }

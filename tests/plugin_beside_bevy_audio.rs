@@ -39,8 +39,9 @@ fn bevy_audio_plays_beside_the_positional_voice_mix() {
     );
     // Our mix plays a tone voice...
     let scene = app.world().resource::<SpatialAudio>().scene();
+    let tone = TrackId::parse("1:tone").unwrap();
     scene.lock().unwrap().add(
-        "tone",
+        tone,
         Box::new(ToneSource::new(440.0, 0.3)),
         SourceParams::default(),
     );
@@ -81,7 +82,7 @@ fn bevy_audio_plays_beside_the_positional_voice_mix() {
         .resource::<SpatialAudio>()
         .levels()
         .into_iter()
-        .find(|(id, _)| id == "tone")
+        .find(|(id, _)| *id == tone)
         .map(|(_, level)| level)
         .unwrap();
     assert!(

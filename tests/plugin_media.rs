@@ -34,10 +34,9 @@ fn update_until(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> boo
 }
 
 /// Runs the app until `watcher` (a bot's media) reports `track_id` removed; `failure` after 60 s.
-fn until_removed_at(app: &mut App, watcher: &RoomMedia, track_id: &str, failure: &str) {
-    let removed = bevy_streams::streams_client::media::events::MediaEvent::RemoteTrackRemoved {
-        track_id: track_id.to_string(),
-    };
+fn until_removed_at(app: &mut App, watcher: &RoomMedia, track_id: TrackId, failure: &str) {
+    let removed =
+        bevy_streams::streams_client::media::events::MediaEvent::RemoteTrackRemoved { track_id };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "{failure}");
@@ -467,12 +466,11 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
         .iter()
         .find(|(_, k)| *k == TrackKind::Video)
         .unwrap()
-        .0
-        .clone();
+        .0;
     until_removed_at(
         &mut app,
         &watcher,
-        &video_id,
+        video_id,
         "the bot still receives the video",
     );
     assert_eq!(local(&mut app).len(), 1);
@@ -498,14 +496,13 @@ fn local_tracks_are_entities_with_a_preview_unpublish_ends_them_and_events_trigg
         .iter()
         .find(|(_, k)| *k == TrackKind::Audio)
         .unwrap()
-        .0
-        .clone();
+        .0;
     app.world_mut().trigger(LeaveMedia { entity: room });
     app.update();
     until_removed_at(
         &mut app,
         &watcher,
-        &audio_id,
+        audio_id,
         "the bot still receives the voice of a member who left the media",
     );
 }

@@ -129,7 +129,7 @@ pub struct Tally {
     /// Pictures written into images of tracks without a readable stamp (real screens).
     unstamped: u64,
     /// Sources heard above −50 dBFS, by track id, and when last.
-    audible: HashMap<String, f64>,
+    audible: HashMap<TrackId, f64>,
 }
 
 fn bot_video(video: BotVideo) -> (Box<dyn VideoSource>, VideoSettings, TrackKind) {

@@ -6,7 +6,9 @@
 //! −60 dBFS, as the output thread renders it). Over every frame of the run: the longest `App::update`
 //! (the worst main-thread stall, with the request in it when a frame joins or leaves) and the 99th
 //! percentile. On a 2-core machine the bridge, the bot and the app's engine threads share the cores
-//! with the main thread, so a frame's wall time includes waiting for a core.
+//! with the main thread, so a frame's wall time includes waiting for a core: the worst frame is
+//! split, from the kernel's `/proc/thread-self/schedstat`, into the main thread's time on a core and
+//! its time runnable but waiting for one.
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
@@ -35,6 +37,36 @@ struct Game {
     phase: &'static str,
     phase_frames: usize,
     worst: (f64, &'static str, usize),
+    /// The worst frame's main-thread time on a core and waiting for one, in milliseconds.
+    worst_sched: Schedstat,
+}
+
+/// The calling thread's scheduler counters (`/proc/thread-self/schedstat`), in milliseconds.
+#[derive(Clone, Copy, Default)]
+struct Schedstat {
+    on_cpu_ms: f64,
+    waiting_ms: f64,
+}
+
+impl Schedstat {
+    /// Now; zeros where the kernel does not keep scheduler statistics.
+    fn read() -> Self {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        let mut fields = text
+            .split_whitespace()
+            .map(|field| field.parse::<f64>().unwrap_or(0.0) / 1e6);
+        Self {
+            on_cpu_ms: fields.next().unwrap_or(0.0),
+            waiting_ms: fields.next().unwrap_or(0.0),
+        }
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            on_cpu_ms: self.on_cpu_ms - earlier.on_cpu_ms,
+            waiting_ms: self.waiting_ms - earlier.waiting_ms,
+        }
+    }
 }
 
 impl Game {
@@ -47,6 +79,7 @@ impl Game {
     fn frame_with(&mut self, request: impl FnOnce(&mut App)) {
         std::thread::sleep(self.next_frame.saturating_duration_since(Instant::now()));
         self.next_frame += Duration::from_micros(1_000_000 / APP_FPS);
+        let sched = Schedstat::read();
         let began = Instant::now();
         request(&mut self.app);
         self.app.update();
@@ -54,6 +87,7 @@ impl Game {
         self.frames_ms.push(ms);
         if ms > self.worst.0 {
             self.worst = (ms, self.phase, self.phase_frames);
+            self.worst_sched = Schedstat::read().since(sched);
         }
         self.phase_frames += 1;
     }
@@ -110,6 +144,7 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         phase: "setup",
         phase_frames: 0,
         worst: (0.0, "setup", 0),
+        worst_sched: Schedstat::default(),
     };
     game.until("the connection", GIVE_UP, |app| {
         app.world_mut()
@@ -209,5 +244,7 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         "update_ms_p99": quantile(&game.frames_ms, 0.99),
         "stall_ms_max": quantile(&game.frames_ms, 1.0),
         "stall_during": format!("{} (frame {})", game.worst.1, game.worst.2),
+        "stall_on_cpu_ms": game.worst_sched.on_cpu_ms,
+        "stall_waiting_for_a_core_ms": game.worst_sched.waiting_ms,
     }))
 }

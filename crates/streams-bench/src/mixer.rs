@@ -10,6 +10,15 @@ use std::time::Instant;
 
 use streams_client::audio::source::NoiseSource;
 use streams_client::audio::spatial::{BLOCK, Hrtf, Panning, SourceParams, SpatialScene};
+use streams_proto::{MediaId, StreamId, TrackId};
+
+/// The id of voice `n` (as a remote track's would be).
+fn voice(n: u64) -> TrackId {
+    TrackId::new(
+        StreamId(n),
+        MediaId::parse("a").unwrap_or_else(|_| unreachable!()),
+    )
+}
 
 /// Runs the scenario and returns its JSON line.
 pub fn mixer(voices: usize, seconds: u64, hrtf_path: &Path) -> Result<serde_json::Value, String> {
@@ -20,7 +29,7 @@ pub fn mixer(voices: usize, seconds: u64, hrtf_path: &Path) -> Result<serde_json
         scene.set_panning(panning);
         for v in 0..voices {
             scene.add(
-                format!("v{v}"),
+                voice(v as u64),
                 Box::new(NoiseSource::new(0x9e37_79b9_7f4a_7c15 ^ v as u64, 0.1)),
                 SourceParams::default(),
             );
@@ -34,7 +43,7 @@ pub fn mixer(voices: usize, seconds: u64, hrtf_path: &Path) -> Result<serde_json
                 // Each voice circles the listener at 3 m, a degree or more per block.
                 let angle = (b as f32 * 0.02) + v as f32 * 0.7;
                 scene.set_params(
-                    &format!("v{v}"),
+                    voice(v as u64),
                     SourceParams {
                         position: [3.0 * angle.cos(), 0.0, 3.0 * angle.sin()],
                         ..SourceParams::default()

@@ -12,13 +12,13 @@ use streams_proto::recording::{self, FrameRecord, MANIFEST, Manifest, RecordedTr
 use streams_proto::wire::{
     ErrorCode, MAX_RECORDING_CHUNK, RecordingFile, RecordingInfo, TrackKind, WireError,
 };
-use streams_proto::{RoomId, UserId};
+use streams_proto::{RoomId, TrackId, UserId};
 
 /// A room being recorded.
 pub struct Recorder {
     dir: PathBuf,
     manifest: Manifest,
-    files: HashMap<String, BufWriter<File>>,
+    files: HashMap<TrackId, BufWriter<File>>,
     buffer: Vec<u8>,
 }
 
@@ -68,30 +68,20 @@ impl Recorder {
     /// room's media goes on.
     pub fn frame(
         &mut self,
-        track: &str,
+        track: TrackId,
         user: &UserId,
         kind: TrackKind,
         codec: &str,
         record: FrameRecord,
     ) {
-        if !self.files.contains_key(track) {
-            // Track ids hold a `:`; file names are kept plain (letters, digits, `-`, `_`, `.`).
-            let plain: String = track
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            let file = format!("{plain}-{}.frames", self.files.len());
+        if !self.files.contains_key(&track) {
+            // File names are kept plain (letters, digits, `-`, `_`, `.`): no `:`.
+            let file = format!("{}_{}-{}.frames", track.stream, track.mid, self.files.len());
             match File::create(self.dir.join(&file)) {
                 Ok(f) => {
-                    self.files.insert(track.to_string(), BufWriter::new(f));
+                    self.files.insert(track, BufWriter::new(f));
                     self.manifest.tracks.push(RecordedTrack {
-                        track_id: track.to_string(),
+                        track_id: track,
                         user_id: user.clone(),
                         kind,
                         codec: codec.to_string(),
@@ -109,7 +99,7 @@ impl Recorder {
         }
         self.buffer.clear();
         record.encode_into(&mut self.buffer);
-        if let Some(out) = self.files.get_mut(track)
+        if let Some(out) = self.files.get_mut(&track)
             && let Err(e) = out.write_all(&self.buffer)
         {
             internal(e);
@@ -140,6 +130,12 @@ pub fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The wall-clock time (microseconds since the Unix epoch) of a monotonic instant in the recent
+/// past: where the SFU's `Instant`s cross into a recording.
+pub fn wall_us(at: std::time::Instant) -> u64 {
+    now_us().saturating_sub(at.elapsed().as_micros() as u64)
 }
 
 fn not_found(what: &str) -> WireError {
@@ -228,7 +224,13 @@ mod tests {
                 keyframe: false,
                 payload: vec![n as u8; 4000],
             };
-            rec.frame("7:0", &user, TrackKind::Audio, "opus", record);
+            rec.frame(
+                TrackId::parse("7:0").unwrap(),
+                &user,
+                TrackKind::Audio,
+                "opus",
+                record,
+            );
         }
         rec.stop(7_000_000);
         let listed = list(root.path(), &room).unwrap();

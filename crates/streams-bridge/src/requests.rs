@@ -7,7 +7,9 @@ use streams_proto::wire::{
     ErrorCode, Event, EventScope, MAX_PAGE_LIMIT, Paging, Request, ResponseBody, TrackAnnounce,
     TrackSubscription, WireError,
 };
-use streams_proto::{ContextId, CryptoError, EpochRecord, RoomId, RoomRecord, SignedMeta, UserId};
+use streams_proto::{
+    ContextId, CryptoError, EpochRecord, RoomId, RoomRecord, SignedMeta, StreamId, TrackId, UserId,
+};
 
 use crate::hub::ConnId;
 use crate::state::{BridgeState, not_found};
@@ -130,7 +132,7 @@ pub async fn handle(
             {
                 return Err(forbidden(Right::Subscribe));
             }
-            let track_ids: Vec<String> = subscribe.iter().map(|s| s.track_id.clone()).collect();
+            let track_ids: Vec<TrackId> = subscribe.iter().map(|s| s.track_id).collect();
             state
                 .sfu
                 .set_subscriptions(caller.conn, room_id, subscribe)
@@ -303,7 +305,7 @@ fn publish(state: &BridgeState, room: &RoomRecord, event: &Event) {
 }
 
 /// Tells a room's audience that the streams the SFU just closed are gone.
-fn announce_unpublished(state: &BridgeState, room: &RoomRecord, closed: Vec<(RoomId, u64)>) {
+fn announce_unpublished(state: &BridgeState, room: &RoomRecord, closed: Vec<(RoomId, StreamId)>) {
     for (room_id, stream_id) in closed {
         publish(
             state,
@@ -585,7 +587,7 @@ async fn negotiate(
         return Err(forbidden(Right::Subscribe));
     }
     let publishing = !publish_tracks.is_empty();
-    let track_ids: Vec<String> = subscribe.iter().map(|s| s.track_id.clone()).collect();
+    let track_ids: Vec<TrackId> = subscribe.iter().map(|s| s.track_id).collect();
     let negotiated = state
         .sfu
         .negotiate(
@@ -645,7 +647,7 @@ fn announce_subscriptions(
     state: &BridgeState,
     room: &RoomRecord,
     caller: &Caller,
-    track_ids: Vec<String>,
+    track_ids: Vec<TrackId>,
 ) {
     let event = if track_ids.is_empty() {
         Event::Unsubscribed {

@@ -85,7 +85,7 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
         .find_map(|e| match e {
             MediaEvent::RemoteTrackAdded {
                 track_id, user_id, ..
-            } => Some((track_id.clone(), user_id.clone())),
+            } => Some((*track_id, user_id.clone())),
             _ => None,
         })
         .unwrap_or_else(|| panic!("Bob receives Alice's track: {events:?}"));
@@ -154,7 +154,7 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
     // Volume and mute act on what the output plays.
     let mut level_at = |gain: f32, muted: bool| {
         assert!(bobs.send(MediaCommand::SetVolume {
-            track_id: second.clone(),
+            track_id: second,
             gain,
             muted,
         }));

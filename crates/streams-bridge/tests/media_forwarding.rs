@@ -43,7 +43,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         &room.id,
         offer,
         vec![TrackAnnounce {
-            mid: send_mids[0].clone(),
+            mid: send_mids[0],
             kind: TrackKind::Audio,
             key_id: encryptor.key_id(),
             frame_ms: 20,
@@ -69,8 +69,8 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         offer,
         vec![],
         vec![TrackSubscription {
-            mid: recv_mids[0].clone(),
-            track_id: track.track_id.clone(),
+            mid: recv_mids[0],
+            track_id: track.track_id,
         }],
     )
     .unwrap();
@@ -85,7 +85,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
 
     // Alice sends 2 s of a 440 Hz tone in real time, 20 ms frames.
     const FRAMES: u64 = 100;
-    let mid = send_mids[0].clone();
+    let mid = send_mids[0];
     let sender = std::thread::spawn(move || {
         let mut plaintext_frames = Vec::new();
         let mut encoder = VoiceEncoder::new(VoiceSettings::default()).unwrap();
@@ -100,7 +100,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
             plaintext_frames.push(encoded.clone());
             let protected = frame::seal(&mut encryptor, wall_us_now(), &encoded).unwrap();
             publisher
-                .write_audio(&mid, Instant::now(), i * 960, &protected)
+                .write_audio(mid, Instant::now(), i * 960, &protected)
                 .unwrap();
         }
         publisher
@@ -216,7 +216,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         Some(RoomEvent::Subscribed {
             room_id: room.id.clone(),
             user_id: bob.user_id().clone(),
-            track_ids: vec![track.track_id.clone()],
+            track_ids: vec![track.track_id],
         })
     );
 
@@ -233,7 +233,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         ))
         .is_some()
     );
-    let mid = send_mids[0].clone();
+    let mid = send_mids[0];
     let mut later = 0;
     let mut encoder = VoiceEncoder::new(VoiceSettings::default()).unwrap();
     let mut tone = ToneSource::new(440.0, 0.5);
@@ -250,7 +250,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         )
         .unwrap();
         publisher
-            .write_audio(&mid, Instant::now(), (FRAMES + i) * 960, &protected)
+            .write_audio(mid, Instant::now(), (FRAMES + i) * 960, &protected)
             .unwrap();
         publisher
             .run_until(Instant::now() + Duration::from_millis(10))

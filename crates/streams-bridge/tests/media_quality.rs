@@ -80,7 +80,7 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
     let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
     let (offer, mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
     let announce = TrackAnnounce {
-        mid: mids[0].clone(),
+        mid: mids[0],
         kind: TrackKind::Audio,
         key_id: sender.key_id(),
         frame_ms: 20,
@@ -109,8 +109,8 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
         offer,
         vec![],
         vec![TrackSubscription {
-            mid: recv[0].clone(),
-            track_id: track.track_id.clone(),
+            mid: recv[0],
+            track_id: track.track_id,
         }],
     )
     .unwrap();
@@ -121,7 +121,7 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
     wait_connected(&mut subscriber);
 
     const FRAMES: u64 = 250;
-    let mid = mids[0].clone();
+    let mid = mids[0];
     let sending = std::thread::spawn(move || {
         let start = Instant::now();
         while sender.frames() < FRAMES {
@@ -130,7 +130,7 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
                 .unwrap();
             let frame = sender.next_frame(wall_us_now()).unwrap();
             publisher
-                .write_audio(&mid, Instant::now(), sender.rtp_time(), &frame)
+                .write_audio(mid, Instant::now(), sender.rtp_time(), &frame)
                 .unwrap();
         }
         publisher
@@ -309,7 +309,7 @@ fn only_members_with_the_right_publish_or_subscribe_and_removed_members_are_cut_
     let mut session = MediaSession::bind(LOOPBACK).unwrap();
     let (offer, mids, _) = session.offer(&[MediaKind::Audio], &[], &[]).unwrap();
     let announce = TrackAnnounce {
-        mid: mids[0].clone(),
+        mid: mids[0],
         kind: TrackKind::Audio,
         key_id: 1,
         frame_ms: 20,
@@ -344,8 +344,8 @@ fn only_members_with_the_right_publish_or_subscribe_and_removed_members_are_cut_
         offer,
         vec![],
         vec![TrackSubscription {
-            mid: recv[0].clone(),
-            track_id: streams[0].tracks[0].track_id.clone(),
+            mid: recv[0],
+            track_id: streams[0].tracks[0].track_id,
         }],
     )
     .unwrap();

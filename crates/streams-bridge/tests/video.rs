@@ -269,12 +269,22 @@ fn a_removed_member_cannot_open_video_of_the_new_epoch() {
         .iter()
         .find_map(|e| e.unwrap_secret(&carol).ok())
         .expect("Carol had an epoch");
-    let mut carols =
-        VideoReceiver::new(pair.alice.user_id().clone(), "x".into(), false, None).unwrap();
+    let mut carols = VideoReceiver::new(
+        pair.alice.user_id().clone(),
+        streams_proto::TrackId::parse("1:x").unwrap(),
+        false,
+        None,
+    )
+    .unwrap();
     carols.add_epoch(epoch, carols_old);
     // Bob, still a member, opens the same frames.
-    let mut bobs =
-        VideoReceiver::new(pair.alice.user_id().clone(), "x".into(), false, None).unwrap();
+    let mut bobs = VideoReceiver::new(
+        pair.alice.user_id().clone(),
+        streams_proto::TrackId::parse("1:x").unwrap(),
+        false,
+        None,
+    )
+    .unwrap();
     bobs.add_epoch(epoch, latest.unwrap_secret(&pair.bob).unwrap());
     for frame in &frames {
         carols.accept(wall_us_now(), &frame.data);

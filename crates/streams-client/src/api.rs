@@ -1,7 +1,7 @@
 //! The client's channel API: [`Operation`]s in, [`ClientEvent`]s out, and the decrypted [`Room`] view.
 use streams_proto::policy::{Policy, Role};
 use streams_proto::wire::{EventScope, Paging};
-use streams_proto::{ContextId, PrivateMeta, RoomId, RoomRecord, UserId};
+use streams_proto::{ContextId, PrivateMeta, RoomId, RoomRecord, StreamId, TrackId, UserId};
 
 use crate::error::ClientError;
 
@@ -221,7 +221,7 @@ pub enum Reply {
         /// The answer.
         answer: String,
         /// This client's stream id in the room.
-        stream_id: u64,
+        stream_id: StreamId,
     },
     /// The streams of a room.
     Streams(Vec<streams_proto::wire::StreamInfo>),
@@ -287,7 +287,7 @@ pub enum RoomEvent {
         /// Who.
         user_id: UserId,
         /// The tracks they receive now.
-        track_ids: Vec<String>,
+        track_ids: Vec<TrackId>,
     },
     /// A member stopped receiving every track.
     Unsubscribed {
@@ -301,7 +301,7 @@ pub enum RoomEvent {
         /// The room.
         room_id: RoomId,
         /// The stream.
-        stream_id: u64,
+        stream_id: StreamId,
     },
     /// A user joined.
     UserJoined {

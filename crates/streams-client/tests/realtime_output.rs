@@ -20,7 +20,7 @@ use streams_client::audio::spatial::{Hrtf, Pose, SourceParams, SpatialScene};
 use streams_client::clock::wall_us_now;
 use streams_client::media::voice::{VoiceReceiver, VoiceSender};
 use streams_proto::frame_crypto::DeviceSession;
-use streams_proto::{Identity, RoomSecret};
+use streams_proto::{Identity, MediaId, RoomSecret, StreamId, TrackId};
 
 /// Counts allocations, reallocations and frees made on threads that watch.
 struct Counting;
@@ -69,6 +69,15 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// A remote member: the sender of their voice, and the network halves receiving it for each output.
+/// The track ids of Alice's and Carol's voices.
+fn alice_voice() -> TrackId {
+    TrackId::new(StreamId(1), MediaId::parse("a").unwrap())
+}
+
+fn carol_voice() -> TrackId {
+    TrackId::new(StreamId(3), MediaId::parse("a").unwrap())
+}
+
 struct Remote {
     sender: VoiceSender,
     receivers: Vec<VoiceReceiver>,
@@ -77,7 +86,7 @@ struct Remote {
 
 impl Remote {
     /// A member sending a tone, received for both outputs (each gets its own playout).
-    fn new(tone: f64, secret: &RoomSecret, outputs: &[&VoiceOutput], name: &str) -> Remote {
+    fn new(tone: f64, secret: &RoomSecret, outputs: &[&VoiceOutput], name: TrackId) -> Remote {
         let member = Identity::generate();
         let encryptor = DeviceSession::random()
             .encryptor(secret, 0, member.user_id(), 0)
@@ -94,7 +103,7 @@ impl Remote {
                 let (mut receiver, playout) =
                     VoiceReceiver::new(member.user_id().clone(), FrameDuration::Ms20).unwrap();
                 receiver.add_epoch(0, secret.clone(), wall_us_now());
-                output.hand_over(name.to_string(), playout).unwrap();
+                output.hand_over(name, playout).unwrap();
                 receiver
             })
             .collect();
@@ -164,7 +173,7 @@ fn ten_seconds_of_remote_voices_render_without_one_allocation_on_the_output_thre
     // The network and game side.
     let secret = RoomSecret::random();
     let outputs = [&scene_output, &mono_output];
-    let mut alice = Some(Remote::new(440.0, &secret, &outputs, "alice"));
+    let mut alice = Some(Remote::new(440.0, &secret, &outputs, alice_voice()));
     let mut carol: Option<Remote> = None;
     let mut turned_down = false;
     let params = SourceParams {
@@ -183,7 +192,7 @@ fn ten_seconds_of_remote_voices_render_without_one_allocation_on_the_output_thre
         // At 4 s Alice's voice ends and Carol's begins; at 6 s Carol is turned down.
         if elapsed >= Duration::from_secs(4) && carol.is_none() {
             alice = None;
-            carol = Some(Remote::new(660.0, &secret, &outputs, "carol"));
+            carol = Some(Remote::new(660.0, &secret, &outputs, carol_voice()));
         }
         if elapsed >= Duration::from_secs(6)
             && !turned_down
@@ -221,6 +230,6 @@ fn ten_seconds_of_remote_voices_render_without_one_allocation_on_the_output_thre
     assert!(loudest_mono > 0.1, "the mono mix played: {loudest_mono}");
     // Alice's ended voices came back from the outputs and were freed on this side.
     let ids = scene.ids();
-    assert_eq!(ids, ["carol"], "{ids:?}");
+    assert_eq!(ids, [carol_voice()], "{ids:?}");
     assert_eq!(mono.track_ids().count(), 1);
 }

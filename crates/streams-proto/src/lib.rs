@@ -6,6 +6,7 @@
 //!   epoch wrapped for each member with HPKE (RFC 9180). A chain of them is verified by every client.
 //! - [`meta`]: signed public metadata and encrypted, signed private metadata.
 //! - [`frame_crypto`]: SFrame (RFC 9605) media frame protection with per-sender keys.
+//! - [`track`]: typed media ids (stream, m-line, track), checked when parsed.
 //! - [`wire`]: the signaling messages (JSON over WebSocket) shared by the bridge and the client.
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod meta;
 pub mod policy;
 pub mod recording;
 pub mod room;
+pub mod track;
 pub mod transcript;
 pub mod wire;
 
@@ -30,3 +32,4 @@ pub use ids::{ContextId, InvalidId, InvalidUserId, RoomId, UserId};
 pub use meta::{PrivateMeta, SignedMeta};
 pub use policy::{Access, Policy, Right};
 pub use room::RoomRecord;
+pub use track::{InvalidMediaId, MediaId, StreamId, TrackId};

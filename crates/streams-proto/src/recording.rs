@@ -53,7 +53,7 @@ pub struct Manifest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedTrack {
     /// The track id (as in the room's stream listing).
-    pub track_id: String,
+    pub track_id: crate::track::TrackId,
     /// Its publisher.
     pub user_id: UserId,
     /// What it carries.

@@ -13,6 +13,7 @@ use crate::epoch::EpochRecord;
 use crate::ids::{ContextId, RoomId, UserId};
 use crate::meta::SignedMeta;
 use crate::room::RoomRecord;
+use crate::track::{MediaId, StreamId, TrackId};
 use crate::transcript::Transcript;
 
 /// The protocol version spoken by this build. A mismatch is refused at the handshake.
@@ -111,7 +112,7 @@ pub enum TrackKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackAnnounce {
     /// The media id (SDP `a=mid`) in the client's offer.
-    pub mid: String,
+    pub mid: MediaId,
     /// What it carries.
     pub kind: TrackKind,
     /// The SFrame KID its frames are protected with (receivers derive the key from it).
@@ -129,7 +130,7 @@ fn default_frame_ms() -> u32 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackInfo {
     /// Identifies the track for subscriptions.
-    pub track_id: String,
+    pub track_id: TrackId,
     /// What it carries.
     pub kind: TrackKind,
     /// Its SFrame KID.
@@ -143,7 +144,7 @@ pub struct TrackInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamInfo {
     /// The stream id (the publisher's media session).
-    pub stream_id: u64,
+    pub stream_id: StreamId,
     /// Who publishes it.
     pub user_id: UserId,
     /// Its tracks.
@@ -154,9 +155,9 @@ pub struct StreamInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackSubscription {
     /// The media id (SDP `a=mid`) in the subscriber's offer.
-    pub mid: String,
+    pub mid: MediaId,
     /// The remote track.
-    pub track_id: String,
+    pub track_id: TrackId,
 }
 
 /// A request. Each gets one response.
@@ -322,7 +323,7 @@ pub enum ResponseBody {
         /// The SDP answer.
         answer: String,
         /// This connection's stream id in the room.
-        stream_id: u64,
+        stream_id: StreamId,
     },
     /// The streams of a room.
     Streams {
@@ -500,7 +501,7 @@ pub enum Event {
         /// The subscriber.
         user_id: UserId,
         /// The tracks it receives now.
-        track_ids: Vec<String>,
+        track_ids: Vec<TrackId>,
     },
     /// A member stopped receiving every track (PrivMX `streamsUnsubscribed`).
     Unsubscribed {
@@ -514,7 +515,7 @@ pub enum Event {
         /// The room.
         room_id: RoomId,
         /// The stream.
-        stream_id: u64,
+        stream_id: StreamId,
     },
     /// A user joined a room.
     UserJoined {

@@ -2,7 +2,10 @@
 //! (`streams_client::media::rtc`) and the bridge's SFU configure str0m from here, so the codecs and
 //! header extensions they negotiate cannot drift apart, and both reuse one DTLS certificate and
 //! one DTLS configuration per process ([`dtls`]) instead of making them for every connection.
+//! Both wait on the same [`socket::MediaSocket`], and convert media ids with [`mid`].
 pub mod dtls;
+pub mod mid;
+pub mod socket;
 
 use str0m::RtcConfig;
 use str0m::rtp::Extension;

@@ -5,9 +5,10 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use str0m::media::Mid;
 use streams_client::{NewRoom, Operation, Reply, StreamsClient};
-use streams_proto::Identity;
 use streams_proto::wire::{TrackAnnounce, TrackKind, TrackSubscription};
+use streams_proto::{Identity, MediaId, TrackId};
 
 use crate::common::client;
 use crate::fanout::netns::Namespace;
@@ -103,16 +104,16 @@ fn negotiate_all(
             let c = client(&url, identity)?;
             let mut peer = Peer::bind(host)?;
             let (offer, pending, _, _) = peer.offer(true, load.video_kbps, 0, 0);
-            let mid = peer.send_mid.map(|m| m.to_string()).unwrap_or_default();
+            let mid = peer.send_mid.ok_or("the publisher has no sending m-line")?;
             let mut publish = vec![TrackAnnounce {
-                mid,
+                mid: media_id(mid)?,
                 kind: TrackKind::Audio,
                 key_id: (room_index * 1000 + i) as u64,
                 frame_ms: 20,
             }];
             if let Some(video) = peer.send_video_mid {
                 publish.push(TrackAnnounce {
-                    mid: video.to_string(),
+                    mid: media_id(video)?,
                     kind: TrackKind::Video,
                     key_id: (room_index * 1000 + 500 + i) as u64,
                     frame_ms: 20,
@@ -133,23 +134,18 @@ fn negotiate_all(
             launcher.launch(peer)?;
             clients.push(c);
         }
-        let tracks: Vec<(String, TrackKind)> = match creator
+        let tracks: Vec<(TrackId, TrackKind)> = match creator
             .call(Operation::ListStreams(room.id.clone()))
             .map_err(|e| e.to_string())?
         {
             Reply::Streams(streams) => streams
                 .iter()
-                .flat_map(|s| s.tracks.iter().map(|t| (t.track_id.clone(), t.kind)))
+                .flat_map(|s| s.tracks.iter().map(|t| (t.track_id, t.kind)))
                 .collect(),
             other => return Err(format!("unexpected reply {other:?}")),
         };
-        let of_kind = |kind| -> Vec<String> {
-            tracks
-                .iter()
-                .filter(|t| t.1 == kind)
-                .map(|t| t.0.clone())
-                .collect()
-        };
+        let of_kind =
+            |kind| -> Vec<TrackId> { tracks.iter().filter(|t| t.1 == kind).map(|t| t.0).collect() };
         let (audio, video) = (of_kind(TrackKind::Audio), of_kind(TrackKind::Video));
         let expected_video = if load.video_kbps > 0 {
             load.publishers
@@ -172,11 +168,13 @@ fn negotiate_all(
                 .into_iter()
                 .zip(&audio)
                 .chain(video_mids.into_iter().zip(&video))
-                .map(|(mid, track_id)| TrackSubscription {
-                    mid,
-                    track_id: track_id.clone(),
+                .map(|(mid, track_id)| {
+                    Ok(TrackSubscription {
+                        mid: media_id(mid)?,
+                        track_id: *track_id,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, String>>()?;
             let reply = c
                 .call(Operation::Negotiate {
                     room_id: room.id.clone(),
@@ -195,4 +193,9 @@ fn negotiate_all(
         clients.push(creator);
     }
     Ok(())
+}
+
+/// The protocol's form of a str0m mid.
+fn media_id(mid: Mid) -> Result<MediaId, String> {
+    MediaId::parse(&mid).map_err(|e| e.to_string())
 }

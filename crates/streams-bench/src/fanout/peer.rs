@@ -96,7 +96,7 @@ impl Peer {
         video_kbps: u32,
         recv_audio: usize,
         recv_video: usize,
-    ) -> (String, SdpPendingOffer, Vec<String>, Vec<String>) {
+    ) -> (String, SdpPendingOffer, Vec<Mid>, Vec<Mid>) {
         let mut api = self.rtc.sdp_api();
         if send {
             self.send_mid =
@@ -110,17 +110,11 @@ impl Peer {
         }
         let mut audio_mids = Vec::new();
         for _ in 0..recv_audio {
-            audio_mids.push(
-                api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None)
-                    .to_string(),
-            );
+            audio_mids.push(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
         }
         let mut video_mids = Vec::new();
         for _ in 0..recv_video {
-            video_mids.push(
-                api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None)
-                    .to_string(),
-            );
+            video_mids.push(api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None));
         }
         let (offer, pending) = api.apply().expect("media were added");
         (offer.to_sdp_string(), pending, audio_mids, video_mids)

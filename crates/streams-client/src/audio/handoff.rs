@@ -10,6 +10,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::audio::playout::VoicePlayout;
 use crate::audio::source::AudioSource;
+use streams_proto::TrackId;
 
 /// Most voices one output plays at once; more wait their turn in the hand-off.
 pub const MAX_VOICES: usize = 64;
@@ -17,7 +18,7 @@ pub const MAX_VOICES: usize = 64;
 /// A voice as it is handed over: the track it plays and its playout.
 pub struct HandedVoice {
     /// The remote track it plays.
-    pub track_id: String,
+    pub track_id: TrackId,
     /// The playout to pull.
     pub playout: VoicePlayout,
 }
@@ -50,7 +51,7 @@ impl VoiceOutput {
     }
 
     /// Hands a voice to the output side.
-    pub fn hand_over(&self, track_id: String, playout: VoicePlayout) -> Result<(), OutputFull> {
+    pub fn hand_over(&self, track_id: TrackId, playout: VoicePlayout) -> Result<(), OutputFull> {
         self.collect_retired();
         let voice = Box::new(HandedVoice { track_id, playout });
         self.0.arriving.push(voice).map_err(|_| OutputFull)

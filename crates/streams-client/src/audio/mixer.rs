@@ -4,6 +4,7 @@
 use crate::audio::handoff::{HandedVoice, MAX_VOICES, VoiceInbox, exchange_voices};
 use crate::audio::source::AudioSource;
 use crate::clock::wall_us_now;
+use streams_proto::TrackId;
 
 /// The longest piece the mixer renders at once (longer pulls are done in pieces).
 const PIECE: usize = 960;
@@ -28,8 +29,8 @@ impl Mixer {
     }
 
     /// The tracks mixed now.
-    pub fn track_ids(&self) -> impl Iterator<Item = &str> {
-        self.voices.iter().map(|v| v.track_id.as_str())
+    pub fn track_ids(&self) -> impl Iterator<Item = TrackId> {
+        self.voices.iter().map(|v| v.track_id)
     }
 
     /// Takes voices handed over and lets ended ones go.

@@ -19,7 +19,7 @@ use streams_client::{
 };
 use streams_proto::policy::{Access, Policy};
 use streams_proto::wire::{EventScope, Paging, SortOrder, TrackKind};
-use streams_proto::{ContextId, Identity, RoomId, UserId};
+use streams_proto::{ContextId, Identity, RoomId, StreamId, TrackId, UserId};
 
 /// Command-line client for bevy_streams Stream Rooms.
 #[derive(Parser)]
@@ -541,23 +541,23 @@ enum EventLine {
     },
     StreamPublished {
         room_id: String,
-        stream_id: u64,
+        stream_id: StreamId,
         user_id: String,
         tracks: usize,
     },
     StreamUnpublished {
         room_id: String,
-        stream_id: u64,
+        stream_id: StreamId,
     },
     StreamUpdated {
         room_id: String,
-        stream_id: u64,
+        stream_id: StreamId,
         tracks: usize,
     },
     Subscribed {
         room_id: String,
         user_id: String,
-        track_ids: Vec<String>,
+        track_ids: Vec<TrackId>,
     },
     Unsubscribed {
         room_id: String,

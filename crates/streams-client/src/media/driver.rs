@@ -8,16 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use streams_proto::{Identity, RoomId};
+use streams_proto::{Identity, RoomId, TrackId};
 
 use crate::api::{Reply, RoomEvent};
 use crate::client::ClientHandle;
 use crate::error::ClientError;
 use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId, VideoSlots, Waker};
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
+use crate::media::local_addr::local_ip_towards;
 use crate::media::rtc::MediaError;
-use crate::media::socket::{MediaSocket, SocketWaker, local_ip_towards};
 use crate::video::receiver::VideoSlot;
+use streams_rtc::socket::{MediaSocket, SocketWaker};
 
 /// The longest a datagram can be (a UDP payload on any path this client uses).
 const DATAGRAM: usize = 2048;
@@ -139,8 +140,8 @@ impl RoomMedia {
     }
 
     /// The latest-picture slot of a remote video track being received.
-    pub fn video(&self, track_id: &str) -> Option<VideoSlot> {
-        self.videos.lock().ok()?.get(track_id).cloned()
+    pub fn video(&self, track_id: TrackId) -> Option<VideoSlot> {
+        self.videos.lock().ok()?.get(&track_id).cloned()
     }
 
     /// For tools: stops the engine and returns its last events (final statistics, then

@@ -1,8 +1,8 @@
 //! What the owner of a room's media says to it ([`MediaCommand`]) and hears from it ([`MediaEvent`],
 //! [`StopReason`]), and how it is set up ([`MediaOptions`]): the vocabulary shared by the sans-IO core
 //! ([`crate::media::core`]), its driver ([`crate::media::driver`]) and their owners.
-use streams_proto::UserId;
 use streams_proto::wire::TrackKind;
+use streams_proto::{TrackId, UserId};
 
 use crate::audio::codec::VoiceSettings;
 use crate::audio::handoff::VoiceOutput;
@@ -91,7 +91,7 @@ pub enum MediaCommand {
     /// Set a remote track's volume and mute state.
     SetVolume {
         /// The track.
-        track_id: String,
+        track_id: TrackId,
         /// Linear gain.
         gain: f32,
         /// Muted.
@@ -126,7 +126,7 @@ pub enum MediaEvent {
     /// A remote track is being received.
     RemoteTrackAdded {
         /// The track.
-        track_id: String,
+        track_id: TrackId,
         /// Its sender.
         user_id: UserId,
         /// What it carries.
@@ -135,21 +135,21 @@ pub enum MediaEvent {
     /// A remote track ended.
     RemoteTrackRemoved {
         /// The track.
-        track_id: String,
+        track_id: TrackId,
     },
     /// A remote sender started or stopped speaking.
     Speaking {
         /// The track.
-        track_id: String,
+        track_id: TrackId,
         /// Its sender.
         user_id: UserId,
         /// Speaking now.
         speaking: bool,
     },
     /// Statistics of every remote audio track (about once a second).
-    Stats(Vec<(String, TrackStats)>),
+    Stats(Vec<(TrackId, TrackStats)>),
     /// Statistics of every remote video track (about once a second).
-    VideoStats(Vec<(String, VideoStats)>),
+    VideoStats(Vec<(TrackId, VideoStats)>),
     /// What a local track has sent (about once a second, and when the engine stops).
     LocalStats {
         /// The track's index.

@@ -6,11 +6,13 @@
 pub mod core;
 pub mod driver;
 pub mod events;
+pub mod local_addr;
 pub mod rtc;
 pub mod session;
-pub mod socket;
 pub mod voice;
 pub mod voice_session;
 
 /// The process's DTLS certificate and configuration, shared with the bridge's side.
 pub use streams_rtc::dtls;
+/// The media socket, shared with the bridge's side.
+pub use streams_rtc::socket;

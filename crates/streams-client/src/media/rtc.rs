@@ -18,7 +18,9 @@ pub use str0m::media::MediaKind;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use streams_proto::MediaId;
 use streams_rtc::dtls::NoCertificate;
+use streams_rtc::mid::{to_media_id, to_mid};
 
 /// Media session failures.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +57,7 @@ pub const START_ESTIMATE_KBPS: u64 = 800;
 #[derive(Clone, Debug)]
 pub struct Received {
     /// The m-line it arrived on.
-    pub mid: String,
+    pub mid: MediaId,
     /// The (still SFrame-protected) frame.
     pub data: Vec<u8>,
     /// When its last packet arrived.
@@ -81,7 +83,7 @@ pub enum PeerEvent {
     /// A frame arrived.
     Media(Received),
     /// The subscribers of a sending m-line asked for a keyframe.
-    KeyframeRequest(String),
+    KeyframeRequest(MediaId),
     /// A new bandwidth estimate, bits/s.
     Estimate(u64),
 }
@@ -92,9 +94,9 @@ pub struct Offer {
     /// The SDP.
     pub sdp: String,
     /// Mids of the new sending m-lines.
-    pub send_mids: Vec<String>,
+    pub send_mids: Vec<MediaId>,
     /// Mids of the new receiving m-lines.
-    pub recv_mids: Vec<String>,
+    pub recv_mids: Vec<MediaId>,
 }
 
 /// One peer connection with the SFU.
@@ -203,10 +205,10 @@ impl RtcPeer {
     }
 
     /// Asks the sender of a receiving m-line for a keyframe (PLI).
-    pub fn request_keyframe(&mut self, now: Instant, mid: &str) -> Result<(), MediaError> {
+    pub fn request_keyframe(&mut self, now: Instant, mid: MediaId) -> Result<(), MediaError> {
         let mut writer = self
             .rtc
-            .writer(Mid::from(mid))
+            .writer(to_mid(mid))
             .ok_or(MediaError::State("no such m-line (yet)"))?;
         writer
             .request_keyframe(None, KeyframeRequestKind::Pli)
@@ -224,11 +226,11 @@ impl RtcPeer {
         now: Instant,
         send: &[MediaKind],
         recv: &[MediaKind],
-        deactivate: &[String],
+        deactivate: &[MediaId],
     ) -> Result<Offer, MediaError> {
         let mut api = self.rtc.sdp_api();
         for mid in deactivate {
-            api.set_direction(Mid::from(mid.as_str()), Direction::Inactive);
+            api.set_direction(to_mid(*mid), Direction::Inactive);
         }
         let send_mids: Vec<Mid> = send
             .iter()
@@ -241,10 +243,18 @@ impl RtcPeer {
         let (offer, pending) = api.apply().ok_or(MediaError::State("nothing to offer"))?;
         self.pending = Some(pending);
         self.drain(now);
+        // str0m makes its mids of letters and digits, which the protocol always carries.
+        let ids = |mids: Vec<Mid>| -> Result<Vec<MediaId>, MediaError> {
+            mids.into_iter()
+                .map(|mid| {
+                    to_media_id(mid).ok_or(MediaError::State("an m-line id too odd to send"))
+                })
+                .collect()
+        };
         Ok(Offer {
             sdp: offer.to_sdp_string(),
-            send_mids: send_mids.iter().map(ToString::to_string).collect(),
-            recv_mids: recv_mids.iter().map(ToString::to_string).collect(),
+            send_mids: ids(send_mids)?,
+            recv_mids: ids(recv_mids)?,
         })
     }
 
@@ -273,7 +283,7 @@ impl RtcPeer {
     pub fn write_audio(
         &mut self,
         now: Instant,
-        mid: &str,
+        mid: MediaId,
         rtp_time: u64,
         frame: &[u8],
     ) -> Result<(), MediaError> {
@@ -286,7 +296,7 @@ impl RtcPeer {
     pub fn write_video(
         &mut self,
         now: Instant,
-        mid: &str,
+        mid: MediaId,
         rtp_time: u64,
         frame: &[u8],
     ) -> Result<(), MediaError> {
@@ -297,13 +307,13 @@ impl RtcPeer {
     fn write(
         &mut self,
         now: Instant,
-        mid: &str,
+        mid: MediaId,
         time: MediaTime,
         frame: &[u8],
     ) -> Result<(), MediaError> {
         let writer = self
             .rtc
-            .writer(Mid::from(mid))
+            .writer(to_mid(mid))
             .ok_or(MediaError::State("no such sending m-line (yet)"))?;
         let pt = writer
             .payload_params()
@@ -354,14 +364,20 @@ impl RtcPeer {
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         self.fail(now, "ICE disconnected");
                     }
-                    Event::MediaData(data) => self.events.push_back(PeerEvent::Media(Received {
-                        mid: data.mid.to_string(),
-                        data: data.data.to_vec(),
-                        arrived: data.network_time,
-                    })),
-                    Event::KeyframeRequest(request) => self
-                        .events
-                        .push_back(PeerEvent::KeyframeRequest(request.mid.to_string())),
+                    Event::MediaData(data) => {
+                        if let Some(mid) = to_media_id(data.mid) {
+                            self.events.push_back(PeerEvent::Media(Received {
+                                mid,
+                                data: data.data.to_vec(),
+                                arrived: data.network_time,
+                            }));
+                        }
+                    }
+                    Event::KeyframeRequest(request) => {
+                        if let Some(mid) = to_media_id(request.mid) {
+                            self.events.push_back(PeerEvent::KeyframeRequest(mid));
+                        }
+                    }
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                         self.events
                             .push_back(PeerEvent::Estimate(estimate.as_u64()));

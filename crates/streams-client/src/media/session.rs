@@ -7,14 +7,15 @@ use std::time::Instant;
 
 pub use crate::media::rtc::{MediaError, MediaKind, Received, START_ESTIMATE_KBPS};
 use crate::media::rtc::{PeerEvent, RtcPeer};
-use crate::media::socket::MediaSocket;
+use streams_proto::MediaId;
+use streams_rtc::socket::MediaSocket;
 
 /// One peer connection with the SFU on its own socket.
 pub struct MediaSession {
     peer: RtcPeer,
     socket: MediaSocket,
     received: Vec<Received>,
-    keyframe_requests: Vec<String>,
+    keyframe_requests: Vec<MediaId>,
     bitrate_estimate: Option<u64>,
     buf: Vec<u8>,
 }
@@ -35,7 +36,7 @@ impl MediaSession {
     }
 
     /// The sending m-lines whose subscribers asked for a keyframe since the last call.
-    pub fn take_keyframe_requests(&mut self) -> Vec<String> {
+    pub fn take_keyframe_requests(&mut self) -> Vec<MediaId> {
         std::mem::take(&mut self.keyframe_requests)
     }
 
@@ -50,7 +51,7 @@ impl MediaSession {
     }
 
     /// Asks the sender of a receiving m-line for a keyframe (PLI).
-    pub fn request_keyframe(&mut self, mid: &str) -> Result<(), MediaError> {
+    pub fn request_keyframe(&mut self, mid: MediaId) -> Result<(), MediaError> {
         self.peer.request_keyframe(Instant::now(), mid)?;
         self.flush();
         Ok(())
@@ -76,8 +77,8 @@ impl MediaSession {
         &mut self,
         send: &[MediaKind],
         recv: &[MediaKind],
-        deactivate: &[String],
-    ) -> Result<(String, Vec<String>, Vec<String>), MediaError> {
+        deactivate: &[MediaId],
+    ) -> Result<(String, Vec<MediaId>, Vec<MediaId>), MediaError> {
         let offer = self.peer.offer(Instant::now(), send, recv, deactivate)?;
         self.flush();
         Ok((offer.sdp, offer.send_mids, offer.recv_mids))
@@ -93,7 +94,7 @@ impl MediaSession {
     /// Sends one protected audio frame on a sending m-line. `rtp_time` counts 48 kHz samples.
     pub fn write_audio(
         &mut self,
-        mid: &str,
+        mid: MediaId,
         now: Instant,
         rtp_time: u64,
         frame: &[u8],
@@ -107,7 +108,7 @@ impl MediaSession {
     /// `rtp_time` is on the 90 kHz video clock.
     pub fn write_video(
         &mut self,
-        mid: &str,
+        mid: MediaId,
         now: Instant,
         rtp_time: u64,
         frame: &[u8],

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use streams_proto::wire::TrackKind;
-use streams_proto::{Identity, RoomId, UserId};
+use streams_proto::{Identity, RoomId, TrackId, UserId};
 
 use crate::StreamsClient;
 use crate::audio::analysis::level_dbfs;
@@ -209,7 +209,7 @@ pub struct TrackReport {
     /// Who sent it.
     pub user_id: String,
     /// The track.
-    pub track_id: String,
+    pub track_id: TrackId,
     /// Frames really decoded (not concealment).
     pub frames: u64,
     /// Frames lost in transit.
@@ -248,7 +248,7 @@ pub struct VideoTrackReport {
     /// Who sent it.
     pub user_id: String,
     /// The track.
-    pub track_id: String,
+    pub track_id: TrackId,
     /// Pictures decoded.
     pub frames: u64,
     /// Average pictures per second, from the first picture to the end.
@@ -325,22 +325,19 @@ pub fn listen_media_while(
     room_id: &RoomId,
     keep_listening: &dyn Fn(Duration) -> bool,
 ) -> Result<Listened, VoiceError> {
-    let checks: Arc<Mutex<HashMap<String, PatternCheck>>> = Arc::default();
+    let checks: Arc<Mutex<HashMap<TrackId, PatternCheck>>> = Arc::default();
     // When each video track's first and latest pictures were decoded.
-    let pictures: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
+    let pictures: Arc<Mutex<HashMap<TrackId, (Instant, Instant)>>> = Arc::default();
     let observer: FrameObserver = {
         let checks = Arc::clone(&checks);
         let pictures = Arc::clone(&pictures);
         Arc::new(move |track, decoded| {
             if let Ok(mut pictures) = pictures.lock() {
                 let now = Instant::now();
-                pictures.entry(track.to_string()).or_insert((now, now)).1 = now;
+                pictures.entry(track).or_insert((now, now)).1 = now;
             }
             if let Ok(mut checks) = checks.lock() {
-                checks
-                    .entry(track.to_string())
-                    .or_default()
-                    .observe(decoded);
+                checks.entry(track).or_default().observe(decoded);
             }
         })
     };
@@ -358,8 +355,8 @@ pub fn listen_media_while(
         },
     )?;
     let mut tracks = Tracks::default();
-    let mut voices: HashMap<String, Box<HandedVoice>> = HashMap::new();
-    let mut pcm: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut voices: HashMap<TrackId, Box<HandedVoice>> = HashMap::new();
+    let mut pcm: HashMap<TrackId, Vec<f32>> = HashMap::new();
     let mut period_pcm = [0.0f32; OUTPUT_PERIOD_SAMPLES];
     let start = Instant::now();
     let mut period = 0u32;
@@ -371,14 +368,14 @@ pub fn listen_media_while(
             tracks.record(event);
         }
         while let Some(voice) = inbox.take() {
-            voices.insert(voice.track_id.clone(), voice);
+            voices.insert(voice.track_id, voice);
         }
         for (track_id, voice) in &mut voices {
             if voice.playout.is_closed() {
                 continue;
             }
             voice.playout.pull_at(wall_us_now(), &mut period_pcm);
-            pcm.entry(track_id.clone())
+            pcm.entry(*track_id)
                 .or_default()
                 .extend_from_slice(&period_pcm);
         }
@@ -419,7 +416,7 @@ pub fn listen_media_while(
     }
     let checks = checks.lock().map(|c| {
         c.iter()
-            .map(|(k, v)| (k.clone(), v.report()))
+            .map(|(k, v)| (*k, v.report()))
             .collect::<HashMap<_, _>>()
     });
     let checks = checks.unwrap_or_default();
@@ -472,9 +469,9 @@ pub fn listen_media_while(
 /// The remote tracks a listener has seen, and their latest statistics.
 #[derive(Default)]
 struct Tracks {
-    voices: HashMap<String, UserId>,
-    voice_stats: HashMap<String, TrackStats>,
-    videos: HashMap<String, (UserId, TrackKind, VideoStats)>,
+    voices: HashMap<TrackId, UserId>,
+    voice_stats: HashMap<TrackId, TrackStats>,
+    videos: HashMap<TrackId, (UserId, TrackKind, VideoStats)>,
 }
 
 impl Tracks {

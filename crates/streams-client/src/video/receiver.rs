@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
-use streams_proto::{RoomSecret, UserId};
+use streams_proto::{RoomSecret, TrackId, UserId};
 
 use crate::clock::wall_us_now;
 use crate::envelope::frame::OpenedFrame;
@@ -39,7 +39,7 @@ pub struct DecodedVideo {
 }
 
 /// Called on the decode thread with each decoded picture of a track (tests, the CLI's checks).
-pub type FrameObserver = Arc<dyn Fn(&str, &DecodedVideo) + Send + Sync>;
+pub type FrameObserver = Arc<dyn Fn(TrackId, &DecodedVideo) + Send + Sync>;
 
 /// The latest decoded picture of a track. Cheap to clone; readers never block the decoder for long.
 #[derive(Clone, Default)]
@@ -145,7 +145,7 @@ impl VideoReceiver {
     /// textures), `observer` sees every decoded picture.
     pub fn new(
         sender: UserId,
-        track_id: String,
+        track_id: TrackId,
         rgba: bool,
         observer: Option<FrameObserver>,
     ) -> Result<Self, crate::video::VideoError> {
@@ -273,7 +273,7 @@ impl Drop for VideoReceiver {
 
 struct DecodeWorker {
     decoder: VideoDecoder,
-    track_id: String,
+    track_id: TrackId,
     rgba: bool,
     observer: Option<FrameObserver>,
     shared: Arc<Shared>,
@@ -379,7 +379,7 @@ impl DecodeWorker {
         };
         self.decoded += 1;
         if let Some(observer) = &self.observer {
-            observer(&self.track_id, &decoded);
+            observer(self.track_id, &decoded);
         }
         self.slot.put(decoded);
         // Counted once the picture is in the slot: whoever sees the count finds the picture there.
@@ -438,8 +438,13 @@ mod tests {
             .unwrap();
         let mut source = PatternSource::new(160, 120, 30).unwrap();
         let mut encoder = VideoEncoder::new(VideoSettings::for_picture(160, 120, 30), 30).unwrap();
-        let mut receiver =
-            VideoReceiver::new(alice.user_id().clone(), "1:0".into(), false, None).unwrap();
+        let mut receiver = VideoReceiver::new(
+            alice.user_id().clone(),
+            TrackId::parse("1:a").unwrap(),
+            false,
+            None,
+        )
+        .unwrap();
         receiver.add_epoch(0, secret);
         let mut send = |receiver: &mut VideoReceiver, n: u64, deliver: bool| {
             if n == 9 {

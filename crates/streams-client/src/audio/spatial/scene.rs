@@ -14,6 +14,7 @@ use super::{Attenuation, Panning, Pose, Vec3, equal_power_gains};
 use crate::audio::handoff::VoiceInbox;
 use crate::audio::playout::VoiceLink;
 use crate::audio::source::AudioSource;
+use streams_proto::TrackId;
 
 /// A voice's place and loudness.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,7 +41,7 @@ impl Default for SourceParams {
 }
 
 struct SceneVoice {
-    id: String,
+    id: TrackId,
     params: SourceParams,
     placement: Arc<Placement>,
     publisher: Option<FilterPublisher>,
@@ -89,23 +90,18 @@ impl SpatialScene {
     }
 
     /// Adds (or replaces) a voice.
-    pub fn add(
-        &mut self,
-        id: impl Into<String>,
-        source: Box<dyn AudioSource>,
-        params: SourceParams,
-    ) {
-        self.add_voice(id.into(), source, params, None);
+    pub fn add(&mut self, id: TrackId, source: Box<dyn AudioSource>, params: SourceParams) {
+        self.add_voice(id, source, params, None);
     }
 
     fn add_voice(
         &mut self,
-        id: String,
+        id: TrackId,
         source: Box<dyn AudioSource>,
         params: SourceParams,
         link: Option<Arc<VoiceLink>>,
     ) {
-        self.remove(&id);
+        self.remove(id);
         let (publisher, renderer) = self.hrtf.as_ref().and_then(|h| h.renderer()).unzip();
         let placement = Placement::new();
         self.voices.push(SceneVoice {
@@ -130,7 +126,7 @@ impl SpatialScene {
     }
 
     /// Removes a voice (the mixer lets it go at its next block).
-    pub fn remove(&mut self, id: &str) {
+    pub fn remove(&mut self, id: TrackId) {
         self.voices.retain(|v| {
             let keep = v.id != id;
             if !keep {
@@ -141,7 +137,7 @@ impl SpatialScene {
     }
 
     /// Updates a voice's position and loudness; `false` if there is no such voice.
-    pub fn set_params(&mut self, id: &str, params: SourceParams) -> bool {
+    pub fn set_params(&mut self, id: TrackId, params: SourceParams) -> bool {
         match self.voices.iter_mut().find(|v| v.id == id) {
             Some(voice) => {
                 voice.params = params;
@@ -152,15 +148,15 @@ impl SpatialScene {
     }
 
     /// The voices' ids.
-    pub fn ids(&self) -> Vec<String> {
-        self.voices.iter().map(|v| v.id.clone()).collect()
+    pub fn ids(&self) -> Vec<TrackId> {
+        self.voices.iter().map(|v| v.id).collect()
     }
 
     /// Each voice's smoothed level in the output, dBFS (what a listener hears of it, after distance).
-    pub fn levels(&self) -> Vec<(String, f32)> {
+    pub fn levels(&self) -> Vec<(TrackId, f32)> {
         self.voices
             .iter()
-            .map(|v| (v.id.clone(), v.placement.level_dbfs()))
+            .map(|v| (v.id, v.placement.level_dbfs()))
             .collect()
     }
 
@@ -169,7 +165,7 @@ impl SpatialScene {
     pub fn adopt(&mut self, inbox: &VoiceInbox, params: SourceParams) {
         while let Some(voice) = inbox.take() {
             let link = Arc::clone(voice.playout.link());
-            let id = voice.track_id.clone();
+            let id = voice.track_id;
             self.add_voice(id, voice, params, Some(link));
         }
     }
@@ -177,14 +173,14 @@ impl SpatialScene {
     /// Publishes every voice's placement for the current poses (call once per game frame, after
     /// moving things), lets go of voices whose track ended and frees what the mixer gave back.
     pub fn update(&mut self) {
-        let ended: Vec<String> = self
+        let ended: Vec<TrackId> = self
             .voices
             .iter()
             .filter(|v| v.link.as_ref().is_some_and(|l| l.is_closed()))
-            .map(|v| v.id.clone())
+            .map(|v| v.id)
             .collect();
         for id in ended {
-            self.remove(&id);
+            self.remove(id);
         }
         for i in 0..self.voices.len() {
             let placing = self.place(i);

@@ -2,8 +2,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use streams_proto::{MediaId, StreamId, TrackId};
+
 use super::*;
 use crate::audio::source::{NoiseSource, ToneSource};
+
+/// The id of test voice `n`.
+fn voice(n: u64) -> TrackId {
+    TrackId::new(StreamId(n), MediaId::parse("a").unwrap())
+}
 
 /// The bundled MIT KEMAR set.
 fn kemar() -> Arc<Hrtf> {
@@ -84,7 +91,7 @@ fn a_source_to_the_right_is_louder_and_earlier_in_the_right_ear_with_hrtf() {
         ..SourceParams::default()
     };
     mixer.0.add(
-        "voice",
+        voice(0),
         Box::new(NoiseSource::new(0x9e37_79b9_7f4a_7c15, 0.25)),
         params,
     );
@@ -110,7 +117,7 @@ fn a_source_to_the_right_is_louder_and_earlier_in_the_right_ear_with_hrtf() {
 fn equal_power_fallback_and_distance_attenuation_in_the_mix() {
     let mut mixer = SpatialScene::new(None);
     mixer.0.add(
-        "near",
+        voice(1),
         Box::new(ToneSource::new(440.0, 0.5)),
         SourceParams {
             position: [-1.0, 0.0, 0.0],
@@ -121,7 +128,7 @@ fn equal_power_fallback_and_distance_attenuation_in_the_mix() {
     assert!(rms(&left) > 10.0 * rms(&right).max(1e-6), "to the left");
     let near = rms(&left);
     mixer.0.set_params(
-        "near",
+        voice(1),
         SourceParams {
             position: [-4.0, 0.0, 0.0],
             ..SourceParams::default()
@@ -141,7 +148,7 @@ fn the_limiter_keeps_many_loud_voices_under_full_scale() {
     let mut mixer = SpatialScene::new(None);
     for i in 0..8 {
         mixer.0.add(
-            format!("v{i}"),
+            voice(i as u64),
             Box::new(ToneSource::new(200.0 + 50.0 * i as f64, 0.9)),
             SourceParams::default(),
         );

@@ -17,6 +17,7 @@ use crate::media::voice::VoiceSender;
 use crate::video::VideoSource;
 use crate::video::codec::VideoSettings;
 use crate::video::sender::VideoSender;
+use streams_proto::MediaId;
 
 /// Most frames a local track sends at once to catch up; beyond that it skips ahead.
 const MAX_BURST_FRAMES: u64 = 5;
@@ -37,7 +38,7 @@ pub(super) struct LocalTrack {
     /// The inactive m-line has been negotiated.
     pub(super) retired: bool,
     epochs: Vec<u64>,
-    pub(super) mid: Option<String>,
+    pub(super) mid: Option<MediaId>,
     media: LocalMedia,
 }
 
@@ -284,7 +285,7 @@ impl RoomMediaCore {
         }
         let mut failed = Vec::new();
         for track in self.local.iter_mut().filter(|t| !t.removed) {
-            let Some(mid) = &track.mid else {
+            let Some(mid) = track.mid else {
                 continue;
             };
             let LocalMedia::Voice {
@@ -322,7 +323,7 @@ impl RoomMediaCore {
                     }
                 };
                 if let Err(e) = self.peer.write_audio(now, mid, rtp_time, &protected) {
-                    tracing::debug!(mid, "audio frame not sent: {e}");
+                    tracing::debug!(%mid, "audio frame not sent: {e}");
                 }
             }
         }
@@ -355,7 +356,7 @@ impl RoomMediaCore {
             else {
                 continue;
             };
-            let Some(mid) = track.mid.as_ref().filter(|_| ready) else {
+            let Some(mid) = track.mid.filter(|_| ready) else {
                 if let Err(e) = sender.pause() {
                     failed.push((track.index, e.to_string()));
                 }
@@ -371,7 +372,7 @@ impl RoomMediaCore {
                         *backlog += frame.data.len() as f64 * 1.08;
                         if let Err(e) = self.peer.write_video(now, mid, frame.rtp_time, &frame.data)
                         {
-                            tracing::debug!(mid, "video frame not sent: {e}");
+                            tracing::debug!(%mid, "video frame not sent: {e}");
                         }
                     }
                 }
@@ -385,9 +386,9 @@ impl RoomMediaCore {
     }
 
     /// A subscriber of the sending m-line `mid` asked for a keyframe.
-    pub(super) fn keyframe_requested(&mut self, mid: &str) {
+    pub(super) fn keyframe_requested(&mut self, mid: MediaId) {
         for track in &self.local {
-            if let (Some(m), LocalMedia::Video { sender, .. }) = (&track.mid, &track.media)
+            if let (Some(m), LocalMedia::Video { sender, .. }) = (track.mid, &track.media)
                 && m == mid
             {
                 sender.request_keyframe();

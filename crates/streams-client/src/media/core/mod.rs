@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use streams_proto::frame_crypto::DeviceSession;
 use streams_proto::wire::{EventScope, StreamInfo};
-use streams_proto::{Identity, RoomId, RoomSecret, UserId};
+use streams_proto::{Identity, MediaId, RoomId, RoomSecret, TrackId, UserId};
 
 use crate::api::{Operation, Reply, RoomEvent};
 use crate::error::ClientError;
@@ -78,7 +78,7 @@ pub struct CoreConfig {
 }
 
 /// The latest-picture slots of the remote video tracks being received, by track id.
-pub type VideoSlots = Arc<Mutex<HashMap<String, VideoSlot>>>;
+pub type VideoSlots = Arc<Mutex<HashMap<TrackId, VideoSlot>>>;
 
 /// How long to wait before a failed signaling request is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -131,7 +131,7 @@ pub struct RoomMediaCore {
     /// owner can number its tracks in the order it added them.
     next_local: u8,
     /// By receiving mid.
-    remote: HashMap<String, RemoteTrack>,
+    remote: HashMap<MediaId, RemoteTrack>,
     /// Announced streams whose tracks are not negotiated yet.
     pending_streams: Vec<StreamInfo>,
     /// Streams room events announced since the last listing was asked for: that listing's reply
@@ -143,11 +143,11 @@ pub struct RoomMediaCore {
     /// The bridge's subscriptions must be set to `remote` (tracks were dropped).
     resubscribe: bool,
     /// Volumes asked for by track id (applied to tracks received later too).
-    volumes: HashMap<String, (f32, bool)>,
+    volumes: HashMap<TrackId, (f32, bool)>,
     videos: VideoSlots,
     options: MediaOptions,
     wake: Waker,
-    speaking: HashMap<String, bool>,
+    speaking: HashMap<TrackId, bool>,
     speaking_config: Option<(f32, u64, u64)>,
     next_stats: Instant,
     /// No negotiation before this (after a failed one).
@@ -400,7 +400,7 @@ impl RoomMediaCore {
                 PeerEvent::Connected => self.emit(MediaEvent::Connected),
                 PeerEvent::Failed => self.stop(now, StopReason::ConnectionFailed),
                 PeerEvent::Media(received) => self.deliver(received),
-                PeerEvent::KeyframeRequest(mid) => self.keyframe_requested(&mid),
+                PeerEvent::KeyframeRequest(mid) => self.keyframe_requested(mid),
                 PeerEvent::Estimate(bps) => {
                     self.estimate = bps;
                     self.share_estimate();

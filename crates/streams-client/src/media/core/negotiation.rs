@@ -5,8 +5,8 @@
 //! failed offer only delays the new tracks: it is reported, and tried again from what is pending.
 use std::time::Instant;
 
-use streams_proto::UserId;
 use streams_proto::wire::{StreamInfo, TrackAnnounce, TrackInfo, TrackKind, TrackSubscription};
+use streams_proto::{MediaId, StreamId, TrackId, UserId};
 
 use super::remote::{RemoteMedia, RemoteTrack};
 use super::{Pending, RETRY_AFTER, RoomMediaCore, unexpected};
@@ -18,11 +18,11 @@ use crate::media::rtc::MediaKind;
 /// What an offer in flight changes once it is answered.
 pub(super) struct InFlightOffer {
     /// Local tracks (by index) and the sending m-lines the offer gives them.
-    assigned: Vec<(u8, String)>,
+    assigned: Vec<(u8, MediaId)>,
     /// Local tracks (by index) whose m-lines the offer makes inactive.
     retiring: Vec<u8>,
     /// Remote tracks, the receiving m-lines the offer adds for them, and their receivers.
-    added: Vec<(String, UserId, TrackInfo, RemoteMedia)>,
+    added: Vec<(MediaId, UserId, TrackInfo, RemoteMedia)>,
 }
 
 fn media_kind(kind: TrackKind) -> MediaKind {
@@ -47,11 +47,11 @@ impl RoomMediaCore {
             .filter(|t| t.mid.is_none() && !t.removed)
             .map(|t| (t.index, t.media_kind()))
             .collect();
-        let retiring: Vec<(u8, String)> = self
+        let retiring: Vec<(u8, MediaId)> = self
             .local
             .iter()
             .filter(|t| t.removed && !t.retired)
-            .filter_map(|t| t.mid.clone().map(|mid| (t.index, mid)))
+            .filter_map(|t| t.mid.map(|mid| (t.index, mid)))
             .collect();
         if fresh.is_empty() && unsent.is_empty() && retiring.is_empty() {
             return;
@@ -63,7 +63,7 @@ impl RoomMediaCore {
         }
         let send: Vec<MediaKind> = unsent.iter().map(|(_, kind)| *kind).collect();
         let receive: Vec<MediaKind> = fresh.iter().map(|(_, t)| media_kind(t.kind)).collect();
-        let deactivate: Vec<String> = retiring.iter().map(|(_, mid)| mid.clone()).collect();
+        let deactivate: Vec<MediaId> = retiring.iter().map(|(_, mid)| *mid).collect();
         let offer = match self.peer.offer(now, &send, &receive, &deactivate) {
             Ok(offer) => offer,
             Err(e) => {
@@ -73,7 +73,7 @@ impl RoomMediaCore {
                 return;
             }
         };
-        let assigned: Vec<(u8, String)> = unsent
+        let assigned: Vec<(u8, MediaId)> = unsent
             .iter()
             .map(|(index, _)| *index)
             .zip(offer.send_mids)
@@ -91,7 +91,7 @@ impl RoomMediaCore {
             .filter(|t| !t.removed)
             .filter_map(|t| {
                 let assigned = assigned.iter().find(|(i, _)| *i == t.index);
-                let mid = t.mid.clone().or_else(|| assigned.map(|(_, m)| m.clone()))?;
+                let mid = t.mid.or_else(|| assigned.map(|(_, m)| *m))?;
                 Some(TrackAnnounce {
                     mid,
                     kind: t.kind(),
@@ -103,12 +103,9 @@ impl RoomMediaCore {
         let subscribe: Vec<TrackSubscription> = self
             .remote
             .iter()
-            .map(|(mid, t)| (mid, &t.track_id))
-            .chain(added.iter().map(|(mid, _, info, _)| (mid, &info.track_id)))
-            .map(|(mid, track_id)| TrackSubscription {
-                mid: mid.clone(),
-                track_id: track_id.clone(),
-            })
+            .map(|(mid, t)| (*mid, t.track_id))
+            .chain(added.iter().map(|(mid, _, info, _)| (*mid, info.track_id)))
+            .map(|(mid, track_id)| TrackSubscription { mid, track_id })
             .collect();
         let op = Operation::Negotiate {
             room_id: self.room_id.clone(),
@@ -129,7 +126,7 @@ impl RoomMediaCore {
     /// announce one), without this member's own and the voices of members out of earshot.
     fn fresh_remote_tracks(&mut self) -> Vec<(UserId, TrackInfo)> {
         let me = self.identity.user_id().clone();
-        let mut known: Vec<String> = self.remote.values().map(|t| t.track_id.clone()).collect();
+        let mut known: Vec<TrackId> = self.remote.values().map(|t| t.track_id).collect();
         let mut fresh = Vec::new();
         for stream in std::mem::take(&mut self.pending_streams) {
             if stream.user_id == me {
@@ -140,7 +137,7 @@ impl RoomMediaCore {
                 if unheard && track.kind == TrackKind::Audio || known.contains(&track.track_id) {
                     continue;
                 }
-                known.push(track.track_id.clone());
+                known.push(track.track_id);
                 fresh.push((stream.user_id.clone(), track));
             }
         }
@@ -150,7 +147,7 @@ impl RoomMediaCore {
     fn keep_pending(&mut self, fresh: Vec<(UserId, TrackInfo)>) {
         self.pending_streams
             .extend(fresh.into_iter().map(|(user_id, track)| StreamInfo {
-                stream_id: 0,
+                stream_id: StreamId(0),
                 user_id,
                 tracks: vec![track],
             }));
@@ -188,11 +185,11 @@ impl RoomMediaCore {
         }
         // What the owner stopped wanting while the offer was out is dropped again.
         let all = self.subscribe_all;
-        let unheard: Vec<String> = self
+        let unheard: Vec<TrackId> = self
             .remote
             .values()
             .filter(|t| !all || (t.is_voice() && self.unheard.contains(&t.user)))
-            .map(|t| t.track_id.clone())
+            .map(|t| t.track_id)
             .collect();
         if self.drop_remote_where(|track| unheard.iter().any(|u| u == track)) > 0 {
             self.resubscribe = true;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use streams_proto::wire::{TrackInfo, TrackKind, TrackSubscription};
-use streams_proto::{RoomSecret, UserId};
+use streams_proto::{MediaId, RoomSecret, TrackId, UserId};
 
 use super::{Pending, RoomMediaCore};
 use crate::api::Operation;
@@ -23,7 +23,7 @@ use crate::video::receiver::VideoReceiver;
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 
 pub(super) struct RemoteTrack {
-    pub(super) track_id: String,
+    pub(super) track_id: TrackId,
     pub(super) user: UserId,
     media: RemoteMedia,
 }
@@ -41,7 +41,7 @@ pub(super) enum RemoteMedia {
 }
 
 impl RemoteTrack {
-    pub(super) fn new(track_id: String, user: UserId, media: RemoteMedia) -> Self {
+    pub(super) fn new(track_id: TrackId, user: UserId, media: RemoteMedia) -> Self {
         RemoteTrack {
             track_id,
             user,
@@ -82,7 +82,7 @@ impl RoomMediaCore {
         }
         let mut receiver = VideoReceiver::new(
             user.clone(),
-            info.track_id.clone(),
+            info.track_id,
             self.options.video_rgba,
             self.options.video_observer.clone(),
         )?;
@@ -96,23 +96,23 @@ impl RoomMediaCore {
     }
 
     /// Starts receiving a negotiated remote track on `mid`.
-    pub(super) fn add_remote(&mut self, mid: String, mut track: RemoteTrack, kind: TrackKind) {
+    pub(super) fn add_remote(&mut self, mid: MediaId, mut track: RemoteTrack, kind: TrackKind) {
         match &mut track.media {
             RemoteMedia::Voice { playout, .. } => {
                 if let (Some(output), Some(playout)) = (&self.options.voice_output, playout.take())
-                    && let Err(e) = output.hand_over(track.track_id.clone(), *playout)
+                    && let Err(e) = output.hand_over(track.track_id, *playout)
                 {
                     tracing::warn!(track = %track.track_id, "not played: {e}");
                 }
             }
             RemoteMedia::Video { receiver, .. } => {
                 if let Ok(mut videos) = self.videos.lock() {
-                    videos.insert(track.track_id.clone(), receiver.slot());
+                    videos.insert(track.track_id, receiver.slot());
                 }
             }
         }
         self.emit(MediaEvent::RemoteTrackAdded {
-            track_id: track.track_id.clone(),
+            track_id: track.track_id,
             user_id: track.user.clone(),
             kind,
         });
@@ -149,12 +149,12 @@ impl RoomMediaCore {
     }
 
     /// Stops receiving the remote tracks whose id matches; returns how many there were.
-    pub(super) fn drop_remote_where(&mut self, matches: impl Fn(&str) -> bool) -> usize {
-        let gone: Vec<String> = self
+    pub(super) fn drop_remote_where(&mut self, matches: impl Fn(&TrackId) -> bool) -> usize {
+        let gone: Vec<MediaId> = self
             .remote
             .iter()
             .filter(|(_, t)| matches(&t.track_id))
-            .map(|(mid, _)| mid.clone())
+            .map(|(mid, _)| *mid)
             .collect();
         for mid in &gone {
             let Some(track) = self.remote.remove(mid) else {
@@ -168,10 +168,10 @@ impl RoomMediaCore {
             // Dropping the receiver ends the voice at the output.
             let last = match track.media {
                 RemoteMedia::Voice { mut receiver, .. } => {
-                    MediaEvent::Stats(vec![(track.track_id.clone(), receiver.stats())])
+                    MediaEvent::Stats(vec![(track.track_id, receiver.stats())])
                 }
                 RemoteMedia::Video { receiver, .. } => {
-                    MediaEvent::VideoStats(vec![(track.track_id.clone(), receiver.finish())])
+                    MediaEvent::VideoStats(vec![(track.track_id, receiver.finish())])
                 }
             };
             self.emit(last);
@@ -195,8 +195,8 @@ impl RoomMediaCore {
             .remote
             .iter()
             .map(|(mid, t)| TrackSubscription {
-                mid: mid.clone(),
-                track_id: t.track_id.clone(),
+                mid: *mid,
+                track_id: t.track_id,
             })
             .collect();
         let op = Operation::SetSubscriptions {
@@ -221,7 +221,7 @@ impl RoomMediaCore {
     }
 
     /// A remote track's volume, now and for a track of that id received later.
-    pub(super) fn set_volume(&mut self, track_id: String, gain: f32, muted: bool) {
+    pub(super) fn set_volume(&mut self, track_id: TrackId, gain: f32, muted: bool) {
         for track in self.remote.values_mut() {
             if track.track_id == track_id
                 && let RemoteMedia::Voice { receiver, .. } = &mut track.media
@@ -246,11 +246,11 @@ impl RoomMediaCore {
             {
                 *last_keyframe_request = Some(now);
                 receiver.keyframe_requested();
-                requests.push(mid.clone());
+                requests.push(*mid);
             }
         }
         for mid in requests {
-            if let Err(e) = self.peer.request_keyframe(now, &mid) {
+            if let Err(e) = self.peer.request_keyframe(now, mid) {
                 tracing::debug!("keyframe request on {mid} failed: {e}");
             }
         }
@@ -264,10 +264,10 @@ impl RoomMediaCore {
                 continue;
             };
             let speaking = receiver.is_speaking();
-            let before = self.speaking.insert(track.track_id.clone(), speaking);
+            let before = self.speaking.insert(track.track_id, speaking);
             if before.unwrap_or(false) != speaking {
                 changes.push(MediaEvent::Speaking {
-                    track_id: track.track_id.clone(),
+                    track_id: track.track_id,
                     user_id: track.user.clone(),
                     speaking,
                 });
@@ -279,11 +279,11 @@ impl RoomMediaCore {
     }
 
     /// The statistics of every remote voice now.
-    pub fn voice_stats(&mut self) -> Vec<(String, TrackStats)> {
+    pub fn voice_stats(&mut self) -> Vec<(TrackId, TrackStats)> {
         self.remote
             .values_mut()
             .filter_map(|t| match &mut t.media {
-                RemoteMedia::Voice { receiver, .. } => Some((t.track_id.clone(), receiver.stats())),
+                RemoteMedia::Voice { receiver, .. } => Some((t.track_id, receiver.stats())),
                 RemoteMedia::Video { .. } => None,
             })
             .collect()
@@ -296,7 +296,7 @@ impl RoomMediaCore {
             .remote
             .values()
             .filter_map(|t| match &t.media {
-                RemoteMedia::Video { receiver, .. } => Some((t.track_id.clone(), receiver.stats())),
+                RemoteMedia::Video { receiver, .. } => Some((t.track_id, receiver.stats())),
                 RemoteMedia::Voice { .. } => None,
             })
             .collect();

@@ -3,8 +3,8 @@
 //! removal from the room.
 use std::time::Instant;
 
-use streams_proto::UserId;
 use streams_proto::wire::StreamInfo;
+use streams_proto::{TrackId, UserId};
 
 use super::{Keys, Pending, RoomMediaCore};
 use crate::api::{Operation, Room, RoomEvent};
@@ -15,9 +15,9 @@ impl RoomMediaCore {
         match event {
             RoomEvent::StreamUpdated { room_id, stream } if room_id == self.room_id => {
                 // Tracks the stream no longer has end here.
-                let prefix = format!("{}:", stream.stream_id);
                 self.drop_remote_where(|track| {
-                    track.starts_with(&prefix) && !stream.tracks.iter().any(|s| s.track_id == track)
+                    track.stream == stream.stream_id
+                        && !stream.tracks.iter().any(|s| s.track_id == *track)
                 });
                 self.announce(stream);
             }
@@ -27,8 +27,7 @@ impl RoomMediaCore {
             RoomEvent::StreamUnpublished { room_id, stream_id } if room_id == self.room_id => {
                 self.announced.retain(|s| s.stream_id != stream_id);
                 self.pending_streams.retain(|s| s.stream_id != stream_id);
-                let prefix = format!("{stream_id}:");
-                self.drop_remote_where(|track| track.starts_with(&prefix));
+                self.drop_remote_where(|track| track.stream == stream_id);
             }
             RoomEvent::Updated(room) if room.id == self.room_id => self.apply_room(now, &room),
             RoomEvent::RemovedFrom { room_id, .. } | RoomEvent::Deleted { room_id, .. }
@@ -102,11 +101,11 @@ impl RoomMediaCore {
                 streams.push(stream.clone());
             }
         }
-        let live: Vec<&str> = streams
+        let live: Vec<TrackId> = streams
             .iter()
-            .flat_map(|s| s.tracks.iter().map(|t| t.track_id.as_str()))
+            .flat_map(|s| s.tracks.iter().map(|t| t.track_id))
             .collect();
-        self.drop_remote_where(|track| !live.contains(&track));
+        self.drop_remote_where(|track| !live.contains(track));
         if self.subscribe_all {
             self.pending_streams = streams;
         }
@@ -120,11 +119,11 @@ impl RoomMediaCore {
                 self.list_streams();
             }
         } else if self.unheard.insert(user_id.clone()) {
-            let voices: Vec<String> = self
+            let voices: Vec<TrackId> = self
                 .remote
                 .values()
                 .filter(|t| t.user == user_id && t.is_voice())
-                .map(|t| t.track_id.clone())
+                .map(|t| t.track_id)
                 .collect();
             if self.drop_remote_where(|track| voices.iter().any(|v| v == track)) > 0 {
                 self.resubscribe = true;

@@ -6,6 +6,7 @@ mod sim;
 use std::time::{Duration, Instant};
 
 use streams_proto::wire::{ErrorCode, WireError};
+use streams_proto::{MediaId, TrackId};
 
 use crate::audio::analysis::tone_energy_share;
 use crate::error::ClientError;
@@ -31,24 +32,23 @@ fn alice_talking_to_bob() -> World {
 }
 
 /// Frames of Bob's remote voice `track` decoded so far.
-fn decoded(world: &mut World, track: &str) -> u64 {
+fn decoded(world: &mut World, track: TrackId) -> u64 {
     world
         .voice_stats(BOB)
         .into_iter()
-        .find(|(id, _)| id == track)
+        .find(|(id, _)| *id == track)
         .map_or(0, |(_, s)| s.frames)
 }
 
 /// The track Bob receives from Alice, and the mid it leaves Alice on.
-fn alices_track(world: &mut World) -> (String, String) {
-    let track = world.voice_stats(BOB)[0].0.clone();
-    let mid = track.split_once(':').unwrap().1.to_string();
-    (track, mid)
+fn alices_track(world: &mut World) -> (TrackId, MediaId) {
+    let track = world.voice_stats(BOB)[0].0;
+    (track, track.mid)
 }
 
 /// The longest gap between Alice's frames on `mid` reaching the SFU within `[from, to]`.
-fn longest_gap(world: &World, mid: &str, from: Instant, to: Instant) -> Duration {
-    let times = &world.arrivals_at_sfu[&(ALICE, mid.to_string())];
+fn longest_gap(world: &World, mid: MediaId, from: Instant, to: Instant) -> Duration {
+    let times = &world.arrivals_at_sfu[&(ALICE, mid)];
     let window: Vec<Instant> = times
         .iter()
         .copied()
@@ -71,7 +71,7 @@ fn a_held_renegotiation_stalls_neither_sending_nor_receiving() {
     world.members[ALICE].negotiation = NegotiationPolicy::Hold(hold);
     world.members[BOB].negotiation = NegotiationPolicy::Hold(hold);
     let start = world.now;
-    let decoded_before = decoded(&mut world, &track);
+    let decoded_before = decoded(&mut world, track);
     world.publish_tone(ALICE, 660.0);
     world.publish_tone(BOB, 880.0);
     // Until just before the replies are let through.
@@ -89,12 +89,12 @@ fn a_held_renegotiation_stalls_neither_sending_nor_receiving() {
         })
     };
     assert!(!alice_published(&world) && !bob_published(&world));
-    let gap = longest_gap(&world, &mid, start, held_until);
+    let gap = longest_gap(&world, mid, start, held_until);
     assert!(
         gap <= Duration::from_millis(25),
         "Alice's frames stalled {gap:?}"
     );
-    let during = decoded(&mut world, &track) - decoded_before;
+    let during = decoded(&mut world, track) - decoded_before;
     assert!(
         during >= 23,
         "Bob decoded {during} of Alice's 24 frames while his offer was out"
@@ -118,7 +118,7 @@ fn a_failed_renegotiation_leaves_established_media_running() {
         let (track, mid) = alices_track(&mut world);
         world.members[BOB].negotiation = NegotiationPolicy::FailOnce(error.clone());
         let start = world.now;
-        let before = decoded(&mut world, &track);
+        let before = decoded(&mut world, track);
         world.publish_tone(BOB, 880.0);
         world.run_for(Duration::from_secs(1));
         assert!(
@@ -129,9 +129,9 @@ fn a_failed_renegotiation_leaves_established_media_running() {
             !world.members[BOB].core.is_stopped(),
             "{error}: Bob's media stopped"
         );
-        let during = decoded(&mut world, &track) - before;
+        let during = decoded(&mut world, track) - before;
         assert!(during >= 48, "{error}: Bob decoded {during} of 50 frames");
-        let gap = longest_gap(&world, &mid, start, world.now);
+        let gap = longest_gap(&world, mid, start, world.now);
         assert!(
             gap <= Duration::from_millis(25),
             "{error}: Alice stalled {gap:?}"

@@ -1,19 +1,18 @@
-//! A simulated world for the core: two members' cores, an SFU made of str0m peers in ICE-lite answer
-//! mode (real ICE, DTLS-SRTP and RTP, forwarding each published track to its subscribers, never
-//! back to its sender), a bridge that answers signaling, and a network that carries datagrams with
-//! a fixed delay, all on simulated time. Tests hold or refuse signaling replies and rotate keys.
+//! A simulated world for the core: two members' cores, the bridge's own SFU core
+//! (`streams_bridge::sfu::SfuCore`: str0m sessions in ICE-lite answer mode with real ICE, DTLS-SRTP
+//! and RTP, and its routing of each published track to its subscribers), a bridge that answers
+//! signaling, and a network that carries datagrams with a fixed delay, all on simulated time. Tests
+//! hold or refuse signaling replies and rotate keys.
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::Extension;
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use streams_bridge::sfu::SfuCore;
 use streams_proto::epoch::Membership;
-use streams_proto::wire::{ErrorCode, StreamInfo, TrackInfo, WireError};
+use streams_proto::wire::StreamInfo;
 use streams_proto::{
-    ContextId, EpochRecord, Identity, Policy, PrivateMeta, RoomRecord, SignedMeta, UserId,
+    ContextId, EpochRecord, Identity, MediaId, Policy, PrivateMeta, RoomRecord, SignedMeta,
+    TrackId, UserId,
 };
 
 use crate::api::{Operation, Reply, Room, RoomEvent};
@@ -50,22 +49,11 @@ pub struct Member {
     pub negotiation: NegotiationPolicy,
     /// Added to the trip of this member's listing replies (a listing computed now, arriving late).
     pub listing_delay: Duration,
-    stream_id: u64,
     /// Samples pulled from each remote voice (by track id).
-    pub heard: HashMap<String, Vec<f32>>,
+    pub heard: HashMap<TrackId, Vec<f32>>,
     /// Where the core hands its remote voices, and the voices taken from there.
     inbox: VoiceInbox,
-    voices: HashMap<String, Box<HandedVoice>>,
-}
-
-struct SfuSession {
-    rtc: Rtc,
-    /// Published tracks: mid → track.
-    published: Vec<(String, TrackInfo)>,
-    /// Receiving m-lines: mid → track id.
-    subscribed: Vec<(String, String)>,
-    /// When its timers are next due.
-    timeout: Instant,
+    voices: HashMap<TrackId, Box<HandedVoice>>,
 }
 
 /// Something that reaches its target at a given time.
@@ -91,7 +79,7 @@ pub struct World {
     pub now: Instant,
     pub members: Vec<Member>,
     sfu_addr: SocketAddr,
-    sessions: HashMap<usize, SfuSession>,
+    sfu: SfuCore,
     /// Keyed by (time, sequence) so equal times keep their order.
     arrivals: BTreeMap<(Instant, u64), Arrival>,
     sequence: u64,
@@ -99,7 +87,7 @@ pub struct World {
     manager: Identity,
     room: Room,
     /// When each member's published frames reached the SFU, by (member, mid).
-    pub arrivals_at_sfu: HashMap<(usize, String), Vec<Instant>>,
+    pub arrivals_at_sfu: HashMap<(usize, MediaId), Vec<Instant>>,
 }
 
 fn room_of(record: RoomRecord, users: Vec<UserId>, manager: &Identity) -> Room {
@@ -182,18 +170,21 @@ impl World {
                     events: Vec::new(),
                     negotiation: NegotiationPolicy::Answer,
                     listing_delay: Duration::ZERO,
-                    stream_id: u64::from(host),
                     heard: HashMap::new(),
                     inbox,
                     voices: HashMap::new(),
                 }
             })
             .collect();
+        let sfu_addr = SocketAddr::from(([10, 0, 0, 100], 7000));
+        // Recorded, so that each frame the SFU forwards is seen with the time it arrived.
+        let mut sfu = SfuCore::new(now, sfu_addr);
+        sfu.set_recorded(room.id.clone(), true);
         World {
             now,
             members,
-            sfu_addr: SocketAddr::from(([10, 0, 0, 100], 7000)),
-            sessions: HashMap::new(),
+            sfu_addr,
+            sfu,
             arrivals: BTreeMap::new(),
             sequence: 0,
             next_pull: now,
@@ -258,7 +249,7 @@ impl World {
     }
 
     /// The statistics of every remote voice member `m` receives.
-    pub fn voice_stats(&mut self, m: usize) -> Vec<(String, TrackStats)> {
+    pub fn voice_stats(&mut self, m: usize) -> Vec<(TrackId, TrackStats)> {
         self.members[m].core.voice_stats()
     }
 
@@ -267,8 +258,8 @@ impl World {
         for member in &self.members {
             next = next.min(member.core.poll_timeout());
         }
-        for session in self.sessions.values() {
-            next = next.min(session.timeout);
+        if let Some(at) = self.sfu.poll_timeout() {
+            next = next.min(at);
         }
         if let Some(((at, _), _)) = self.arrivals.first_key_value() {
             next = next.min(*at);
@@ -293,7 +284,10 @@ impl World {
                     to_sfu: true,
                     member,
                     contents,
-                } => self.sfu_receive(member, &contents),
+                } => {
+                    let source = self.members[member].addr;
+                    self.sfu.handle_datagram(now, source, &contents);
+                }
                 Arrival::Datagram {
                     to_sfu: false,
                     member,
@@ -318,9 +312,6 @@ impl World {
         for m in 0..self.members.len() {
             self.members[m].core.handle_timeout(now);
         }
-        for session in self.sessions.values_mut() {
-            let _ = session.rtc.handle_input(Input::Timeout(now));
-        }
         if now >= self.next_pull {
             self.next_pull = now + OUTPUT_PERIOD;
             self.pull_voices();
@@ -334,7 +325,7 @@ impl World {
         let mut period = [0.0f32; 480];
         for member in &mut self.members {
             while let Some(voice) = member.inbox.take() {
-                member.voices.insert(voice.track_id.clone(), voice);
+                member.voices.insert(voice.track_id, voice);
             }
             for (id, voice) in &mut member.voices {
                 if voice.playout.is_closed() {
@@ -343,7 +334,7 @@ impl World {
                 voice.playout.pull_at(at, &mut period);
                 member
                     .heard
-                    .entry(id.clone())
+                    .entry(*id)
                     .or_default()
                     .extend_from_slice(&period);
             }
@@ -370,105 +361,52 @@ impl World {
                 }
             }
         }
-        let mut forwards = Vec::new();
-        for (&m, session) in &mut self.sessions {
-            loop {
-                match session.rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => {
-                        let member = self
-                            .members
-                            .iter()
-                            .position(|x| x.addr == t.destination)
-                            .expect("the SFU only answers members");
-                        let arrival = Arrival::Datagram {
-                            to_sfu: false,
-                            member,
-                            contents: t.contents.into(),
-                        };
-                        self.sequence += 1;
-                        self.arrivals
-                            .insert((now + WIRE_DELAY, self.sequence), arrival);
-                    }
-                    Ok(Output::Event(Event::MediaData(data))) => forwards.push((m, data)),
-                    Ok(Output::Event(_)) => {}
-                    Ok(Output::Timeout(t)) => {
-                        session.timeout = t;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
+        self.sfu.handle_timeout(now);
+        while let Some(t) = self.sfu.poll_transmit() {
+            let member = self
+                .members
+                .iter()
+                .position(|x| x.addr == t.destination)
+                .expect("the SFU only answers members");
+            let arrival = Arrival::Datagram {
+                to_sfu: false,
+                member,
+                contents: t.contents,
+            };
+            self.schedule(now + WIRE_DELAY, arrival);
         }
-        let again = !forwards.is_empty();
-        for (m, data) in forwards {
-            self.forward(m, data);
-        }
-        if again {
-            self.drain();
-        }
-    }
-
-    fn sfu_receive(&mut self, member: usize, contents: &[u8]) {
-        let source = self.members[member].addr;
-        let Some(session) = self.sessions.get_mut(&member) else {
-            return;
-        };
-        let input = Input::Receive(
-            self.now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: self.sfu_addr,
-                contents: contents.try_into().unwrap(),
-            },
-        );
-        session.rtc.handle_input(input).unwrap();
-    }
-
-    /// A published frame reaches every subscriber of its track.
-    fn forward(&mut self, from: usize, data: str0m::media::MediaData) {
-        let mid = data.mid.to_string();
-        self.arrivals_at_sfu
-            .entry((from, mid.clone()))
-            .or_default()
-            .push(data.network_time);
-        let track = format!("{}:{mid}", self.members[from].stream_id);
-        for (_, session) in self.sessions.iter_mut().filter(|(m, _)| **m != from) {
-            for (sub_mid, _) in session.subscribed.iter().filter(|(_, t)| *t == track) {
-                let Some(writer) = session.rtc.writer(sub_mid.as_str().into()) else {
-                    continue;
-                };
-                let Some(pt) = writer
-                    .payload_params()
-                    .find(|p| p.spec().codec == data.params.spec().codec)
-                    .map(|p| p.pt())
-                else {
-                    continue;
-                };
-                writer
-                    .write(pt, data.network_time, data.time, data.data.clone())
-                    .unwrap();
+        while let Some(frame) = self.sfu.poll_recorded() {
+            if let Some(member) = self.member_of(&frame.user) {
+                self.arrivals_at_sfu
+                    .entry((member, frame.track.mid))
+                    .or_default()
+                    .push(frame.arrived);
             }
         }
     }
 
-    /// The bridge's side of signaling.
+    fn member_of(&self, user: &UserId) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|x| x.identity.user_id() == user)
+    }
+
+    /// The bridge's side of signaling: the SFU core applies negotiations and subscriptions.
     fn bridge(&mut self, m: usize, id: SignalId, op: Operation) {
         let mut delay = WIRE_DELAY * 2;
+        let conn = m as u64;
         let result = match op {
             Operation::Subscribe(_) | Operation::CloseMedia(_) => Ok(Reply::Done),
             Operation::GetRoom(_) => Ok(Reply::Room(Box::new(self.room.clone()))),
             Operation::ListStreams(_) => {
                 delay += self.members[m].listing_delay;
-                Ok(Reply::Streams(self.streams()))
+                Ok(Reply::Streams(self.sfu.streams(&self.room.id)))
             }
-            Operation::SetSubscriptions { subscribe, .. } => {
-                if let Some(session) = self.sessions.get_mut(&m) {
-                    session.subscribed =
-                        subscribe.into_iter().map(|s| (s.mid, s.track_id)).collect();
-                }
-                Ok(Reply::Done)
-            }
+            Operation::SetSubscriptions { subscribe, .. } => self
+                .sfu
+                .set_subscriptions(conn, &self.room.id, subscribe)
+                .map(|()| Reply::Done)
+                .map_err(ClientError::Bridge),
             Operation::Negotiate {
                 offer,
                 publish,
@@ -482,26 +420,22 @@ impl World {
                         if let NegotiationPolicy::Hold(hold) = policy {
                             delay = hold;
                         }
-                        let stream_id = self.members[m].stream_id;
-                        let tracks: Vec<(String, TrackInfo)> = publish
-                            .into_iter()
-                            .map(|t| {
-                                let info = TrackInfo {
-                                    track_id: format!("{stream_id}:{}", t.mid),
-                                    kind: t.kind,
-                                    key_id: t.key_id,
-                                    frame_ms: t.frame_ms,
-                                };
-                                (t.mid, info)
-                            })
-                            .collect();
-                        let subscribed =
-                            subscribe.into_iter().map(|s| (s.mid, s.track_id)).collect();
-                        let answer = self.answer(m, &offer, tracks.clone(), subscribed);
-                        if !tracks.is_empty() {
-                            self.announce(m, tracks);
-                        }
-                        answer.map(|answer| Reply::Answer { answer, stream_id })
+                        let user = self.members[m].identity.user_id().clone();
+                        let room = self.room.id.clone();
+                        let negotiated = self
+                            .sfu
+                            .negotiate(self.now, conn, room, user, &offer, publish, subscribe)
+                            .map_err(ClientError::Bridge);
+                        negotiated.map(|negotiated| {
+                            let stream_id = negotiated.stream.stream_id;
+                            if !negotiated.stream.tracks.is_empty() {
+                                self.announce(m, negotiated.stream);
+                            }
+                            Reply::Answer {
+                                answer: negotiated.answer,
+                                stream_id,
+                            }
+                        })
                     }
                 }
             }
@@ -517,54 +451,8 @@ impl World {
         self.schedule(self.now + delay, arrival);
     }
 
-    fn answer(
-        &mut self,
-        m: usize,
-        offer: &str,
-        published: Vec<(String, TrackInfo)>,
-        subscribed: Vec<(String, String)>,
-    ) -> Result<String, ClientError> {
-        let sfu = self.sfu_addr;
-        let now = self.now;
-        let session = self.sessions.entry(m).or_insert_with(|| {
-            let mut rtc = Rtc::builder()
-                .set_ice_lite(true)
-                .clear_codecs()
-                .enable_opus(true, false)
-                .enable_h264(true)
-                .clear_extension_map()
-                .set_extension(3, Extension::TransportSequenceNumber)
-                .set_extension(4, Extension::RtpMid)
-                .build(now);
-            rtc.add_local_candidate(Candidate::host(sfu, "udp").unwrap());
-            SfuSession {
-                rtc,
-                published: Vec::new(),
-                subscribed: Vec::new(),
-                timeout: now,
-            }
-        });
-        let refused = |e: &dyn std::fmt::Display| {
-            ClientError::Bridge(WireError::new(ErrorCode::Invalid, e.to_string()))
-        };
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| refused(&e))?;
-        let answer = session
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| refused(&e))?;
-        session.published = published;
-        session.subscribed = subscribed;
-        Ok(answer.to_sdp_string())
-    }
-
-    /// Tells the other members about member `m`'s tracks.
-    fn announce(&mut self, m: usize, tracks: Vec<(String, TrackInfo)>) {
-        let stream = StreamInfo {
-            stream_id: self.members[m].stream_id,
-            user_id: self.members[m].identity.user_id().clone(),
-            tracks: tracks.into_iter().map(|(_, t)| t).collect(),
-        };
+    /// Tells the other members about member `m`'s stream.
+    fn announce(&mut self, m: usize, stream: StreamInfo) {
         for other in (0..self.members.len()).filter(|o| *o != m) {
             let event = RoomEvent::StreamUpdated {
                 room_id: self.room.id.clone(),
@@ -578,17 +466,5 @@ impl World {
                 },
             );
         }
-    }
-
-    fn streams(&self) -> Vec<StreamInfo> {
-        self.sessions
-            .iter()
-            .filter(|(_, s)| !s.published.is_empty())
-            .map(|(m, s)| StreamInfo {
-                stream_id: self.members[*m].stream_id,
-                user_id: self.members[*m].identity.user_id().clone(),
-                tracks: s.published.iter().map(|(_, t)| t.clone()).collect(),
-            })
-            .collect()
     }
 }

@@ -1,14 +1,13 @@
 //! [`MediaSocket`]: the UDP socket of a media connection, waited on with precise deadlines. The
-//! room media driver and the blocking [`crate::media::session`] share it: which local address faces
-//! the bridge, a receive buffer big enough for video bursts, non-blocking reads, and a
-//! [`SocketWaker`] that makes a wait return from another thread.
+//! client's media drivers and the bridge's SFU share it: a receive buffer big enough for video
+//! bursts, non-blocking reads, and a [`SocketWaker`] that makes a wait return from another thread.
 //!
 //! Waiting uses the `polling` crate (epoll with a timerfd on Linux, kqueue, IOCP), not the
 //! socket's read timeout: Linux rounds `SO_RCVTIMEO` up to the scheduler's tick, so a 1 ms wait
 //! took 6–8 ms, and str0m's pacer, which releases one packet per timeout, sent one packet per
 //! wait — a 720p frame took longer to leave than the next one to arrive.
 use std::io::{self, ErrorKind};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,6 +47,12 @@ impl MediaSocket {
             poller,
             events: Events::new(),
         })
+    }
+
+    /// Asks the kernel for a receive buffer of `bytes` (more than [`RECEIVE_BUFFER`], for a
+    /// socket that many connections share); Linux caps it at `net.core.rmem_max`.
+    pub fn set_receive_buffer(&self, bytes: usize) -> io::Result<()> {
+        socket2::SockRef::from(&self.socket).set_recv_buffer_size(bytes)
     }
 
     /// The local address.
@@ -124,28 +129,11 @@ fn enlarge_receive_buffer(socket: &UdpSocket) {
     }
 }
 
-/// The local address to use for media towards `bridge_url`'s host (the route's source address).
-pub fn local_ip_towards(bridge_url: &str) -> IpAddr {
-    let host = bridge_url
-        .split("://")
-        .nth(1)
-        .unwrap_or(bridge_url)
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:7800");
-    let probe = UdpSocket::bind("0.0.0.0:0").and_then(|s| {
-        s.connect(host)?;
-        s.local_addr()
-    });
-    match probe {
-        Ok(SocketAddr::V4(a)) if !a.ip().is_unspecified() => IpAddr::V4(*a.ip()),
-        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
 

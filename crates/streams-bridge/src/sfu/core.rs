@@ -1,0 +1,375 @@
+//! [`SfuCore`]: the SFU as a sans-IO state machine. It owns every media session, the routing table
+//! and the keyframe-request throttle; signaling calls it directly (negotiate, subscribe, close,
+//! list), the network through [`SfuCore::handle_datagram`] and [`SfuCore::handle_timeout`] (in
+//! `media.rs`), and what it sends is polled with [`SfuCore::poll_transmit`]. Time is passed in; no
+//! socket, thread, lock or clock is inside, so tests drive it with simulated time and networks.
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use slotmap::SlotMap;
+use str0m::Candidate;
+use str0m::change::SdpOffer;
+use str0m::media::{KeyframeRequestKind, MediaData, Mid};
+use streams_proto::wire::{
+    ErrorCode, StreamInfo, TrackAnnounce, TrackKind, TrackSubscription, WireError,
+};
+use streams_proto::{RoomId, StreamId, TrackId, UserId};
+
+use super::MAX_SUBSCRIPTIONS;
+use super::routes::{Leg, Routes};
+use super::session::{Session, SessionKey};
+use crate::hub::ConnId;
+
+/// The outcome of a negotiation.
+#[derive(Debug)]
+pub struct Negotiated {
+    /// The SDP answer.
+    pub answer: String,
+    /// The session's stream as published now.
+    pub stream: StreamInfo,
+    /// Whether the session had published tracks before this negotiation.
+    pub was_published: bool,
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: Vec<u8>,
+}
+
+/// A frame forwarded in a room being recorded (see [`SfuCore::set_recorded`]).
+#[derive(Debug)]
+pub struct RecordedFrame {
+    /// The room being recorded.
+    pub room: RoomId,
+    /// The track it belongs to.
+    pub track: TrackId,
+    /// Its publisher.
+    pub user: UserId,
+    /// What the track carries.
+    pub kind: TrackKind,
+    /// `opus` or `h264`.
+    pub codec: &'static str,
+    /// When it reached the SFU.
+    pub arrived: Instant,
+    /// Its RTP timestamp.
+    pub rtp_time: u64,
+    /// Whether the clear keyframe hint says it is one (video).
+    pub keyframe: bool,
+    /// As forwarded: SFrame ciphertext.
+    pub payload: Vec<u8>,
+}
+
+/// Every media session of one SFU, and how frames flow between them.
+pub struct SfuCore {
+    /// The local address datagrams arrive at (the sessions' host candidate).
+    pub(super) addr: SocketAddr,
+    pub(super) sessions: SlotMap<SessionKey, Session>,
+    pub(super) by_stream: HashMap<StreamId, SessionKey>,
+    /// Which session each remote address belongs to: a datagram finds its session in one lookup.
+    pub(super) by_source: HashMap<SocketAddr, SessionKey>,
+    pub(super) routes: Routes,
+    next_stream: u64,
+    /// When a keyframe was last requested of each published track.
+    pub(super) last_keyframe_request: HashMap<TrackId, Instant>,
+    pub(super) keyframe_requests: u64,
+    pub(super) recorded_rooms: HashSet<RoomId>,
+    /// Sessions written to since their last timeout: each is advanced and drained once per
+    /// [`SfuCore::handle_timeout`], not once per forwarded frame.
+    pub(super) dirty: Vec<SessionKey>,
+    pub(super) transmits: VecDeque<Transmit>,
+    pub(super) recorded: VecDeque<RecordedFrame>,
+    /// Reused by each drain: the frames and keyframe requests a session produced.
+    pub(super) scratch_media: Vec<MediaData>,
+    pub(super) scratch_keyframes: Vec<(Mid, KeyframeRequestKind)>,
+    pub(super) scratch_due: Vec<SessionKey>,
+    /// The latest time passed in.
+    pub(super) last_now: Instant,
+}
+
+fn invalid(message: String) -> WireError {
+    WireError::new(ErrorCode::Invalid, message)
+}
+
+impl SfuCore {
+    /// An SFU receiving at `addr`, the address announced in every session's candidate.
+    pub fn new(now: Instant, addr: SocketAddr) -> Self {
+        SfuCore {
+            addr,
+            sessions: SlotMap::with_key(),
+            by_stream: HashMap::new(),
+            by_source: HashMap::new(),
+            routes: Routes::default(),
+            next_stream: 0,
+            last_keyframe_request: HashMap::new(),
+            keyframe_requests: 0,
+            recorded_rooms: HashSet::new(),
+            dirty: Vec::new(),
+            transmits: VecDeque::new(),
+            recorded: VecDeque::new(),
+            scratch_media: Vec::new(),
+            scratch_keyframes: Vec::new(),
+            scratch_due: Vec::new(),
+            last_now: now,
+        }
+    }
+
+    /// Applies `conn`'s offer for its media session in `room` (made on its first offer): what it
+    /// publishes and which remote tracks its receiving m-lines carry. Returns the answer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn negotiate(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        room: RoomId,
+        user: UserId,
+        offer: &str,
+        publish: Vec<TrackAnnounce>,
+        subscribe: Vec<TrackSubscription>,
+    ) -> Result<Negotiated, WireError> {
+        self.last_now = now;
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| invalid(format!("unreadable SDP offer: {e}")))?;
+        self.check_tracks(&room, &subscribe)?;
+        let existing = self.session_of(conn, &room);
+        let key = match existing {
+            Some(key) => key,
+            None => self.open_session(now, conn, room, user)?,
+        };
+        let session = &mut self.sessions[key];
+        let answer = match session.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                if existing.is_none() {
+                    self.remove_session(key);
+                }
+                return Err(invalid(format!("offer rejected: {e}")));
+            }
+        };
+        let was_published = !session.published.is_empty();
+        let unpublished: Vec<TrackId> = session
+            .published
+            .iter()
+            .filter(|old| !publish.iter().any(|new| new.mid == old.mid))
+            .map(|old| TrackId::new(session.id, old.mid))
+            .collect();
+        session.published = publish;
+        for track in unpublished {
+            self.unroute_track(&track);
+        }
+        self.apply_subscriptions(key, subscribe);
+        let stream = self.sessions[key].stream();
+        self.drain(key);
+        Ok(Negotiated {
+            answer: answer.to_sdp_string(),
+            stream,
+            was_published,
+        })
+    }
+
+    /// Replaces which tracks `conn`'s media session in `room` receives.
+    pub fn set_subscriptions(
+        &mut self,
+        conn: ConnId,
+        room: &RoomId,
+        subscribe: Vec<TrackSubscription>,
+    ) -> Result<(), WireError> {
+        self.check_tracks(room, &subscribe)?;
+        let key = self
+            .session_of(conn, room)
+            .ok_or_else(|| invalid("no media session in this room yet".into()))?;
+        self.apply_subscriptions(key, subscribe);
+        Ok(())
+    }
+
+    /// Ends `conn`'s media sessions (in `room`, or in every room); returns the streams that were
+    /// published.
+    pub fn close_conn(&mut self, conn: ConnId, room: Option<&RoomId>) -> Vec<(RoomId, StreamId)> {
+        self.close(|s| s.conn == conn && room.is_none_or(|r| *r == s.room))
+    }
+
+    /// Ends every media session of `user` in `room`.
+    pub fn close_user(&mut self, room: &RoomId, user: &UserId) -> Vec<(RoomId, StreamId)> {
+        self.close(|s| s.room == *room && s.user == *user)
+    }
+
+    /// Ends every media session in `room` (and stops recording it).
+    pub fn close_room(&mut self, room: &RoomId) -> Vec<(RoomId, StreamId)> {
+        self.recorded_rooms.remove(room);
+        self.close(|s| s.room == *room)
+    }
+
+    /// The streams published in `room`.
+    pub fn streams(&self, room: &RoomId) -> Vec<StreamInfo> {
+        self.sessions
+            .values()
+            .filter(|s| s.room == *room && !s.published.is_empty())
+            .map(Session::stream)
+            .collect()
+    }
+
+    /// How many media sessions exist.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Keyframe requests passed on to publishers so far.
+    pub fn keyframe_requests_forwarded(&self) -> u64 {
+        self.keyframe_requests
+    }
+
+    /// Whether frames forwarded in `room` are also handed out by [`SfuCore::poll_recorded`].
+    pub fn set_recorded(&mut self, room: RoomId, recorded: bool) {
+        if recorded {
+            self.recorded_rooms.insert(room);
+        } else {
+            self.recorded_rooms.remove(&room);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next frame forwarded in a recorded room.
+    pub fn poll_recorded(&mut self) -> Option<RecordedFrame> {
+        self.recorded.pop_front()
+    }
+
+    fn session_of(&self, conn: ConnId, room: &RoomId) -> Option<SessionKey> {
+        self.sessions
+            .iter()
+            .find(|(_, s)| s.conn == conn && s.room == *room)
+            .map(|(key, _)| key)
+    }
+
+    fn open_session(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        room: RoomId,
+        user: UserId,
+    ) -> Result<SessionKey, WireError> {
+        let internal =
+            |e: &dyn std::fmt::Display| WireError::new(ErrorCode::Internal, e.to_string());
+        // The profile the clients use, with the process's DTLS certificate and configuration.
+        let mut rtc = streams_rtc::profile()
+            .map_err(|e| internal(&e))?
+            .set_ice_lite(true)
+            .build(now);
+        let candidate = Candidate::host(self.addr, "udp").map_err(|e| internal(&e))?;
+        rtc.add_local_candidate(candidate);
+        self.next_stream += 1;
+        let id = StreamId(self.next_stream);
+        let key = self.sessions.insert(Session {
+            id,
+            conn,
+            room,
+            user,
+            rtc,
+            timeout: now,
+            published: Vec::new(),
+            subscribed: HashMap::new(),
+            dirty: false,
+        });
+        self.by_stream.insert(id, key);
+        Ok(key)
+    }
+
+    /// Every subscribed track must be published in the room; at most [`MAX_SUBSCRIPTIONS`].
+    fn check_tracks(
+        &self,
+        room: &RoomId,
+        subscribe: &[TrackSubscription],
+    ) -> Result<(), WireError> {
+        if subscribe.len() > MAX_SUBSCRIPTIONS {
+            return Err(invalid(format!(
+                "at most {MAX_SUBSCRIPTIONS} subscriptions per media session"
+            )));
+        }
+        for sub in subscribe {
+            let known = self
+                .by_stream
+                .get(&sub.track_id.stream)
+                .and_then(|key| self.sessions.get(*key))
+                .is_some_and(|s| s.room == *room && s.publication(sub.track_id.mid).is_some());
+            if !known {
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("no track {} in this room", sub.track_id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Session `key` receives exactly `subscribe` from now on.
+    fn apply_subscriptions(&mut self, key: SessionKey, subscribe: Vec<TrackSubscription>) {
+        let session = &mut self.sessions[key];
+        for (mid, track) in session.subscribed.drain() {
+            self.routes.remove(&track, Leg { session: key, mid });
+        }
+        for sub in subscribe {
+            let mid = streams_rtc::mid::to_mid(sub.mid);
+            session.subscribed.insert(mid, sub.track_id);
+            self.routes.add(sub.track_id, Leg { session: key, mid });
+        }
+    }
+
+    /// `track` is no longer published: its legs and its subscribers' m-lines forget it.
+    fn unroute_track(&mut self, track: &TrackId) {
+        for leg in self.routes.remove_track(track) {
+            if let Some(subscriber) = self.sessions.get_mut(leg.session) {
+                subscriber.subscribed.remove(&leg.mid);
+            }
+        }
+        self.last_keyframe_request.remove(track);
+    }
+
+    /// Ends the sessions matching `which`; returns the streams they published.
+    fn close(&mut self, which: impl Fn(&Session) -> bool) -> Vec<(RoomId, StreamId)> {
+        let keys: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| which(s))
+            .map(|(key, _)| key)
+            .collect();
+        let mut closed = Vec::new();
+        for key in keys {
+            let session = &mut self.sessions[key];
+            session.rtc.disconnect();
+            if !session.published.is_empty() {
+                closed.push((session.room.clone(), session.id));
+            }
+            self.remove_session(key);
+        }
+        closed
+    }
+
+    /// Removes session `key` and every route to and from it.
+    pub(super) fn remove_session(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.remove(key) else {
+            return;
+        };
+        for (mid, track) in &session.subscribed {
+            self.routes.remove(
+                track,
+                Leg {
+                    session: key,
+                    mid: *mid,
+                },
+            );
+        }
+        for published in &session.published {
+            self.unroute_track(&TrackId::new(session.id, published.mid));
+        }
+        self.by_stream.remove(&session.id);
+        self.by_source.retain(|_, k| *k != key);
+        tracing::info!(session = %session.id, "media session ended");
+    }
+}

@@ -1,0 +1,161 @@
+//! The SFU thread: owns the UDP socket and the recordings, and runs the [`SfuCore`]. Each turn it
+//! takes the commands queued (it is woken for them), runs the core's timers, sends what the core
+//! has to send, writes recorded frames, then waits on the socket until the core's next deadline
+//! and reads every datagram that has arrived.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use streams_proto::RoomId;
+use streams_proto::recording::FrameRecord;
+use streams_proto::wire::{ErrorCode, WireError};
+use streams_rtc::socket::MediaSocket;
+
+use super::core::{RecordedFrame, SfuCore};
+use super::handle::Command;
+use crate::recorder::Recorder;
+
+/// Datagrams read in one go before the core's timers run again (which sends what they made).
+const RECEIVE_BATCH: usize = 64;
+
+/// The longest wait with no session: commands wake the thread, so this only bounds how long a
+/// wake-up lost by the OS could go unnoticed.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs until every [`super::SfuHandle`] is gone.
+pub(super) fn run(
+    mut core: SfuCore,
+    mut socket: MediaSocket,
+    commands: Receiver<Command>,
+    keyframe_requests: &AtomicU64,
+) {
+    // The DTLS certificate and configuration every session shares, made before the first.
+    streams_rtc::dtls::prepare();
+    let mut recordings: HashMap<RoomId, Recorder> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(command) => handle(&mut core, &mut recordings, command),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        core.handle_timeout(now);
+        while let Some(transmit) = core.poll_transmit() {
+            // A full send buffer loses the datagram, as the network would.
+            if let Err(e) = socket.send_to(&transmit.contents, transmit.destination) {
+                tracing::debug!(to = %transmit.destination, "SFU send: {e}");
+            }
+        }
+        while let Some(frame) = core.poll_recorded() {
+            record(&mut recordings, frame);
+        }
+        keyframe_requests.store(core.keyframe_requests_forwarded(), Ordering::Relaxed);
+        let deadline = core
+            .poll_timeout()
+            .unwrap_or(now + IDLE_WAIT)
+            .min(now + IDLE_WAIT);
+        if let Err(e) = socket.wait(deadline) {
+            tracing::warn!("SFU socket wait: {e}");
+        }
+        for _ in 0..RECEIVE_BATCH {
+            match socket.try_recv(&mut buf) {
+                Ok(Some((n, source))) => core.handle_datagram(Instant::now(), source, &buf[..n]),
+                Ok(None) => break,
+                Err(e) => tracing::debug!("SFU socket: {e}"),
+            }
+        }
+    }
+}
+
+/// Appends a forwarded frame to its room's recording.
+fn record(recordings: &mut HashMap<RoomId, Recorder>, frame: RecordedFrame) {
+    let Some(recorder) = recordings.get_mut(&frame.room) else {
+        return;
+    };
+    let record = FrameRecord {
+        arrival_us: crate::recorder::wall_us(frame.arrived),
+        rtp_time: frame.rtp_time,
+        keyframe: frame.keyframe,
+        payload: frame.payload,
+    };
+    recorder.frame(frame.track, &frame.user, frame.kind, frame.codec, record);
+}
+
+fn handle(core: &mut SfuCore, recordings: &mut HashMap<RoomId, Recorder>, command: Command) {
+    let now = Instant::now();
+    match command {
+        Command::StartRecording {
+            room,
+            root,
+            id,
+            reply,
+        } => {
+            let result = match recordings.entry(room) {
+                std::collections::hash_map::Entry::Occupied(_) => Err(WireError::new(
+                    ErrorCode::Conflict,
+                    "the room is being recorded already",
+                )),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    Recorder::start(&root, slot.key(), &id, crate::recorder::now_us()).map(
+                        |recorder| {
+                            core.set_recorded(slot.key().clone(), true);
+                            slot.insert(recorder);
+                        },
+                    )
+                }
+            };
+            let _ = reply.send(result);
+        }
+        Command::StopRecording { room, reply } => {
+            core.set_recorded(room.clone(), false);
+            let stopped = recordings.remove(&room).map(|r| {
+                let id = r.id().to_string();
+                r.stop(crate::recorder::now_us());
+                id
+            });
+            let _ = reply.send(stopped);
+        }
+        Command::Negotiate {
+            conn,
+            room,
+            user,
+            offer,
+            publish,
+            subscribe,
+            reply,
+        } => {
+            let _ = reply.send(core.negotiate(now, conn, room, user, &offer, publish, subscribe));
+        }
+        Command::SetSubscriptions {
+            conn,
+            room,
+            subscribe,
+            reply,
+        } => {
+            let _ = reply.send(core.set_subscriptions(conn, &room, subscribe));
+        }
+        Command::Close { conn, room, reply } => {
+            let _ = reply.send(core.close_conn(conn, room.as_ref()));
+        }
+        Command::CloseRoom { room, reply } => {
+            // A deleted room's recording ends with it.
+            if let Some(recorder) = recordings.remove(&room) {
+                recorder.stop(crate::recorder::now_us());
+            }
+            let _ = reply.send(core.close_room(&room));
+        }
+        Command::CloseUser { room, user, reply } => {
+            let _ = reply.send(core.close_user(&room, &user));
+        }
+        Command::List { room, reply } => {
+            let _ = reply.send(core.streams(&room));
+        }
+        Command::Count { reply } => {
+            let _ = reply.send(core.session_count());
+        }
+    }
+}

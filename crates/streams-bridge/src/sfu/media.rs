@@ -1,0 +1,277 @@
+//! The media path of [`SfuCore`]: datagrams in, timers, what each session says (datagrams out,
+//! frames to forward, keyframe requests), and forwarding a frame along its track's legs.
+use std::time::Instant;
+
+use str0m::media::{KeyframeRequestKind, MediaData, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input, Output};
+use streams_proto::TrackId;
+use streams_proto::wire::TrackKind;
+
+use super::KEYFRAME_REQUEST_GAP;
+use super::core::{RecordedFrame, SfuCore, Transmit};
+use super::session::SessionKey;
+
+/// Whether a datagram is STUN (RFC 7983: its first byte is 0 to 3). Only STUN, which carries the
+/// session's ICE credentials, may introduce a new remote address.
+fn is_stun(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| *b < 4)
+}
+
+/// The type of the first NAL unit of an Annex-B frame (the carriage's clear keyframe hint).
+fn nal_type(frame: &[u8]) -> Option<u8> {
+    let zeros = frame.iter().take_while(|b| **b == 0).count();
+    (zeros >= 2 && frame.get(zeros) == Some(&1))
+        .then(|| frame.get(zeros + 1).map(|b| b & 0x1F))
+        .flatten()
+}
+
+impl SfuCore {
+    /// A datagram from `source`. It goes to the session that address belongs to; a STUN request
+    /// from a new address goes to the session whose credentials it carries. Anything else is
+    /// dropped.
+    pub fn handle_datagram(&mut self, now: Instant, source: std::net::SocketAddr, datagram: &[u8]) {
+        self.last_now = now;
+        let Ok(contents) = datagram.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.addr,
+                contents,
+            },
+        );
+        let known = self.by_source.get(&source).copied();
+        let key = if !is_stun(datagram) {
+            known
+        } else {
+            known
+                .filter(|key| {
+                    self.sessions
+                        .get(*key)
+                        .is_some_and(|s| s.rtc.accepts(&input))
+                })
+                .or_else(|| {
+                    let key = self
+                        .sessions
+                        .iter()
+                        .find(|(_, s)| s.rtc.accepts(&input))
+                        .map(|(key, _)| key)?;
+                    self.by_source.insert(source, key);
+                    Some(key)
+                })
+        };
+        let Some(key) = key else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if let Err(e) = session.rtc.handle_input(input) {
+            tracing::debug!(session = %session.id, "bad input: {e}");
+        }
+        self.drain(key);
+    }
+
+    /// Runs the timers that are due and sends what was forwarded since the last call; removes the
+    /// sessions that ended.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
+        let mut due = std::mem::take(&mut self.scratch_due);
+        due.extend(
+            self.sessions
+                .iter()
+                .filter(|(_, s)| s.timeout <= now)
+                .map(|(key, _)| key),
+        );
+        for key in due.drain(..) {
+            self.advance(key, now);
+        }
+        // Forwarding while draining may write to more sessions.
+        while let Some(key) = self.dirty.pop() {
+            self.advance(key, now);
+        }
+        due.extend(
+            self.sessions
+                .iter()
+                .filter(|(_, s)| !s.rtc.is_alive())
+                .map(|(key, _)| key),
+        );
+        for key in due.drain(..) {
+            self.remove_session(key);
+        }
+        self.scratch_due = due;
+    }
+
+    /// When [`SfuCore::handle_timeout`] is next needed (`None`: no session, nothing to do).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.dirty.is_empty() {
+            return Some(self.last_now);
+        }
+        self.sessions.values().map(|s| s.timeout).min()
+    }
+
+    fn advance(&mut self, key: SessionKey, now: Instant) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        session.dirty = false;
+        if let Err(e) = session.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(session = %session.id, "timeout: {e}");
+        }
+        self.drain(key);
+    }
+
+    /// Polls session `key` until it has nothing more to say; forwards the media it received and
+    /// passes on its keyframe requests.
+    pub(super) fn drain(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut media = std::mem::take(&mut self.scratch_media);
+        let mut keyframes = std::mem::take(&mut self.scratch_keyframes);
+        loop {
+            match session.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    session.timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(Event::MediaData(data))) => media.push(data),
+                Ok(Output::Event(Event::KeyframeRequest(request))) => {
+                    keyframes.push((request.mid, request.kind));
+                }
+                Ok(Output::Event(Event::IceConnectionStateChange(state))) => {
+                    tracing::debug!(session = %session.id, ?state, "ICE state");
+                    if state == IceConnectionState::Disconnected {
+                        // The peer is gone: the session ends (removed at the next timeout).
+                        session.rtc.disconnect();
+                    }
+                }
+                Ok(Output::Event(_)) => {}
+                Err(e) => {
+                    tracing::warn!(session = %session.id, "media session failed: {e}");
+                    session.rtc.disconnect();
+                    session.timeout = self.last_now;
+                    break;
+                }
+            }
+        }
+        for data in media.drain(..) {
+            self.forward(key, &data);
+        }
+        for (mid, kind) in keyframes.drain(..) {
+            self.request_keyframe(key, mid, kind);
+        }
+        self.scratch_media = media;
+        self.scratch_keyframes = keyframes;
+    }
+
+    /// Writes a frame published by session `from` to every leg of its track.
+    fn forward(&mut self, from: SessionKey, data: &MediaData) {
+        let Some(publisher) = self.sessions.get(from) else {
+            return;
+        };
+        // Only what the publisher announces is forwarded (an unpublished m-line may still send).
+        let Some(mid) = streams_rtc::mid::to_media_id(data.mid) else {
+            return;
+        };
+        let Some(publication) = publisher.publication(mid) else {
+            return;
+        };
+        let track = TrackId::new(publisher.id, mid);
+        if self.recorded_rooms.contains(&publisher.room) {
+            let kind = publication.kind;
+            let frame = RecordedFrame {
+                room: publisher.room.clone(),
+                track,
+                user: publisher.user.clone(),
+                kind,
+                codec: match data.params.spec().codec {
+                    str0m::format::Codec::Opus => "opus",
+                    str0m::format::Codec::H264 => "h264",
+                    _ => "unknown",
+                },
+                arrived: data.network_time,
+                rtp_time: data.time.numer(),
+                keyframe: kind != TrackKind::Audio && nal_type(&data.data) == Some(5),
+                payload: data.data.to_vec(),
+            };
+            self.recorded.push_back(frame);
+        }
+        let codec = data.params.spec().codec;
+        for leg in self.routes.legs(&track) {
+            let Some(subscriber) = self.sessions.get_mut(leg.session) else {
+                continue;
+            };
+            let Some(writer) = subscriber.rtc.writer(leg.mid) else {
+                continue;
+            };
+            let Some(pt) = writer
+                .payload_params()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+            else {
+                continue;
+            };
+            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                tracing::debug!(%track, "forwarding failed: {e}");
+            }
+            // Sent at the next timeout (at the latest once the datagrams read in this batch are
+            // handled), not at the subscriber's next timer.
+            if !subscriber.dirty {
+                subscriber.dirty = true;
+                self.dirty.push(leg.session);
+            }
+        }
+    }
+
+    /// Passes a subscriber's keyframe request on to the publisher of the track it receives on
+    /// `mid`, at most once per [`KEYFRAME_REQUEST_GAP`] per track.
+    fn request_keyframe(&mut self, subscriber: SessionKey, mid: Mid, kind: KeyframeRequestKind) {
+        let Some(track) = self
+            .sessions
+            .get(subscriber)
+            .and_then(|s| s.subscribed.get(&mid))
+            .copied()
+        else {
+            return;
+        };
+        let now = self.last_now;
+        if self
+            .last_keyframe_request
+            .get(&track)
+            .is_some_and(|last| now.saturating_duration_since(*last) < KEYFRAME_REQUEST_GAP)
+        {
+            return;
+        }
+        let Some(&publisher_key) = self.by_stream.get(&track.stream) else {
+            return;
+        };
+        let Some(publisher) = self.sessions.get_mut(publisher_key) else {
+            return;
+        };
+        let Some(mut writer) = publisher.rtc.writer(streams_rtc::mid::to_mid(track.mid)) else {
+            return;
+        };
+        match writer.request_keyframe(None, kind) {
+            Ok(()) => {
+                self.last_keyframe_request.insert(track, now);
+                self.keyframe_requests += 1;
+                tracing::info!(%track, ?kind, "keyframe request passed on to the publisher");
+                // Sent at the next timeout with whatever else the publisher has to say.
+                if !publisher.dirty {
+                    publisher.dirty = true;
+                    self.dirty.push(publisher_key);
+                }
+            }
+            Err(e) => tracing::debug!(%track, "keyframe request not possible: {e}"),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The SFU: every media session of the bridge on one UDP socket, driven on a thread of its own.
+//! It forwards SFrame-encrypted frames from publishers to subscribers without decoding them, and
+//! never negotiates the audio-level header extension (it would tell the bridge who is speaking).
+//! Audio is Opus; video is H.264 carrying one opaque NAL unit of ciphertext per frame (see the
+//! client's `video::carriage`), which str0m packetizes, buffers for NACK and resends per leg. A
+//! subscriber's keyframe request (PLI/FIR) is passed on to the publisher of that track, at most
+//! once per [`KEYFRAME_REQUEST_GAP`] per track.
+//!
+//! - [`core::SfuCore`]: the sans-IO state machine (sessions in a slot map, the routing table of
+//!   [`routes`], demultiplexing by source address); `media.rs` is its media path.
+//! - [`handle::SfuHandle`]: the signaling side's commands; `driver.rs`: the thread and its socket.
+use std::time::Duration;
+
+pub mod core;
+mod driver;
+pub mod handle;
+mod media;
+pub mod routes;
+pub mod session;
+
+pub use self::core::{Negotiated, SfuCore};
+pub use self::handle::SfuHandle;
+
+/// Most tracks one media session may receive.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+
+/// Keyframe requests for one published track closer together than this are merged.
+pub const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests;
