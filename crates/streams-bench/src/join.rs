@@ -7,8 +7,9 @@
 //! (the worst main-thread stall, with the request in it when a frame joins or leaves) and the 99th
 //! percentile. On a 2-core machine the bridge, the bot and the app's engine threads share the cores
 //! with the main thread, so a frame's wall time includes waiting for a core: the worst frame is
-//! split, from the kernel's `/proc/thread-self/schedstat`, into the main thread's time on a core and
-//! its time runnable but waiting for one.
+//! split, from the kernel's `/proc/thread-self/schedstat`, into the main thread's time on a core,
+//! its time runnable but waiting for one, and the rest, blocked (mostly Bevy's executor waiting for
+//! systems on its task-pool threads, which wait for a core in turn).
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
@@ -246,5 +247,7 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         "stall_during": format!("{} (frame {})", game.worst.1, game.worst.2),
         "stall_on_cpu_ms": game.worst_sched.on_cpu_ms,
         "stall_waiting_for_a_core_ms": game.worst_sched.waiting_ms,
+        "stall_blocked_ms": (game.worst.0 - game.worst_sched.on_cpu_ms - game.worst_sched.waiting_ms)
+            .max(0.0),
     }))
 }
