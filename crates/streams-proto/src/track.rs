@@ -17,7 +17,7 @@ impl std::fmt::Display for StreamId {
 
 /// A media id (SDP `a=mid`): 1 to [`MediaId::MAX_LEN`] characters of `[A-Za-z0-9_]`, kept inline
 /// (what str0m keeps of a mid: it turns any other character into `_`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MediaId {
     len: u8,
@@ -61,6 +61,19 @@ impl MediaId {
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever stored (see `parse`).
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+/// Ordered as text (`"aa" < "b"`).
+impl Ord for MediaId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for MediaId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -119,8 +132,12 @@ impl TrackId {
             text: text.to_string(),
         };
         let (stream, mid) = text.split_once(':').ok_or_else(invalid)?;
-        // Digits only: `u64::from_str` would also take a leading '+'.
-        if stream.is_empty() || !stream.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only (`u64::from_str` would also take a leading '+'), and no leading zero: one
+        // track has one printed form.
+        if stream.is_empty()
+            || !stream.bytes().all(|b| b.is_ascii_digit())
+            || (stream.len() > 1 && stream.starts_with('0'))
+        {
             return Err(invalid());
         }
         let stream = stream.parse().map_err(|_| invalid())?;
@@ -184,10 +201,13 @@ mod tests {
             "99999999999999999999:a",
             "1:abcdefghijklmnopq",
             "1:a-1",
+            "007:a",
         ] {
             assert!(TrackId::parse(text).is_err(), "{text:?} was accepted");
         }
         assert!(MediaId::parse("abcdefghijklmnop").is_ok());
+        assert!(TrackId::parse("0:a").is_ok());
+        assert!(MediaId::parse("aa").unwrap() < MediaId::parse("b").unwrap());
         assert!(MediaId::parse("é").is_err());
         assert!(serde_json::from_str::<MediaId>("\"a/b\"").is_err());
     }

@@ -14,7 +14,7 @@ use str0m::media::{KeyframeRequestKind, MediaData, Mid};
 use streams_proto::wire::{
     ErrorCode, StreamInfo, TrackAnnounce, TrackKind, TrackSubscription, WireError,
 };
-use streams_proto::{RoomId, StreamId, TrackId, UserId};
+use streams_proto::{MediaId, RoomId, StreamId, TrackId, UserId};
 
 use super::MAX_SUBSCRIPTIONS;
 use super::routes::{Leg, Routes};
@@ -95,6 +95,12 @@ fn invalid(message: String) -> WireError {
     WireError::new(ErrorCode::Invalid, message)
 }
 
+/// Whether an m-line appears twice (lists are at most [`MAX_SUBSCRIPTIONS`] long).
+fn has_duplicates(mids: impl Iterator<Item = MediaId>) -> bool {
+    let mut seen = HashSet::new();
+    mids.into_iter().any(|mid| !seen.insert(mid))
+}
+
 impl SfuCore {
     /// An SFU receiving at `addr`, the address announced in every session's candidate.
     pub fn new(now: Instant, addr: SocketAddr) -> Self {
@@ -134,6 +140,9 @@ impl SfuCore {
         self.last_now = now;
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| invalid(format!("unreadable SDP offer: {e}")))?;
+        if has_duplicates(publish.iter().map(|t| t.mid)) {
+            return Err(invalid("two published tracks on one m-line".into()));
+        }
         self.check_tracks(&room, &subscribe)?;
         let existing = self.session_of(conn, &room);
         let key = match existing {
@@ -291,6 +300,10 @@ impl SfuCore {
             return Err(invalid(format!(
                 "at most {MAX_SUBSCRIPTIONS} subscriptions per media session"
             )));
+        }
+        // One m-line carries one track.
+        if has_duplicates(subscribe.iter().map(|s| s.mid)) {
+            return Err(invalid("two subscriptions on one m-line".into()));
         }
         for sub in subscribe {
             let known = self

@@ -19,8 +19,8 @@ use crate::recorder::Recorder;
 /// Datagrams read in one go before the core's timers run again (which sends what they made).
 const RECEIVE_BATCH: usize = 64;
 
-/// The longest wait with no session: commands wake the thread, so this only bounds how long a
-/// wake-up lost by the OS could go unnoticed.
+/// The longest wait: commands wake the thread and the core's deadlines end a wait, so this only
+/// bounds how long a wake-up lost by the OS could go unnoticed.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs until every [`super::SfuHandle`] is gone.
@@ -60,6 +60,8 @@ pub(super) fn run(
             .min(now + IDLE_WAIT);
         if let Err(e) = socket.wait(deadline) {
             tracing::warn!("SFU socket wait: {e}");
+            // Not a busy loop if the poller keeps failing.
+            std::thread::sleep(Duration::from_millis(1));
         }
         for _ in 0..RECEIVE_BATCH {
             match socket.try_recv(&mut buf) {

@@ -154,7 +154,13 @@ impl SfuHandle {
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, WireError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.try_send(make(tx)).map_err(|_| gone())?;
+        self.commands.try_send(make(tx)).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => WireError::new(
+                ErrorCode::Internal,
+                "the media engine is busy; nothing was changed, try again",
+            ),
+            crossbeam_channel::TrySendError::Disconnected(_) => gone(),
+        })?;
         self.waker.0.wake();
         rx.await.map_err(|_| gone())
     }

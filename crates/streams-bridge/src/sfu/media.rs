@@ -76,8 +76,8 @@ impl SfuCore {
         self.drain(key);
     }
 
-    /// Runs the timers that are due and sends what was forwarded since the last call; removes the
-    /// sessions that ended.
+    /// Runs the timers that are due and packetizes what was forwarded since the last call (for
+    /// [`SfuCore::poll_transmit`]); removes the sessions that ended (nobody is told yet).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         let mut due = std::mem::take(&mut self.scratch_due);

@@ -331,13 +331,32 @@ fn only_tracks_published_in_the_room_can_be_subscribed() {
         .set_subscriptions(bob_conn, &world.room, too_many)
         .unwrap_err();
     assert_eq!(refused.code, ErrorCode::Invalid);
+    // One m-line cannot carry two tracks.
+    let other = world.join(&[MediaKind::Audio], &[], &[]);
+    let second = world.track(other, 0);
+    let twice = vec![
+        TrackSubscription {
+            mid: line,
+            track_id: voice,
+        },
+        TrackSubscription {
+            mid: line,
+            track_id: second,
+        },
+    ];
+    let refused = world
+        .sfu
+        .set_subscriptions(bob_conn, &world.room, twice)
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Invalid);
+    assert_eq!(world.sfu.routes.leg_count(), 0);
     // A session that does not exist yet is an error, not a new session.
     let refused = world
         .sfu
         .set_subscriptions(77, &world.room, vec![])
         .unwrap_err();
     assert_eq!(refused.code, ErrorCode::Invalid);
-    assert_eq!(world.sfu.session_count(), 2);
+    assert_eq!(world.sfu.session_count(), 3);
 }
 
 #[test]
