@@ -167,8 +167,21 @@ fn a_new_epoch_switches_senders_at_once_and_receivers_lose_no_frame() {
         })
         .unwrap();
     assert_eq!(epochs, vec![0, 1], "Alice switched keys at once");
-    let stats = world.voice_stats(BOB);
-    let (_, bob) = stats.iter().find(|(id, _)| *id == track).unwrap();
+    // Her session closed, Bob's core dropped her track and reported its final figures.
+    let bob = world.members[BOB]
+        .events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            MediaEvent::Stats(stats) => stats.iter().find(|(id, _)| *id == track).cloned(),
+            _ => None,
+        })
+        .map(|(_, stats)| stats)
+        .expect("Bob's statistics of Alice's voice");
+    assert!(world.saw(BOB, |e| matches!(
+        e,
+        MediaEvent::RemoteTrackRemoved { track_id } if *track_id == track
+    )));
     assert_eq!(
         (bob.lost, bob.late, bob.decrypt_failures),
         (0, 0, 0),

@@ -396,7 +396,24 @@ impl World {
         let mut delay = WIRE_DELAY * 2;
         let conn = m as u64;
         let result = match op {
-            Operation::Subscribe(_) | Operation::CloseMedia(_) => Ok(Reply::Done),
+            Operation::Subscribe(_) => Ok(Reply::Done),
+            Operation::CloseMedia(_) => {
+                // As the bridge does: the session ends and the others hear its stream is gone.
+                for (room_id, stream_id) in self.sfu.close_conn(conn, Some(&self.room.id)) {
+                    for other in (0..self.members.len()).filter(|o| *o != m) {
+                        let event = RoomEvent::StreamUnpublished {
+                            room_id: room_id.clone(),
+                            stream_id,
+                        };
+                        let arrival = Arrival::Room {
+                            member: other,
+                            event,
+                        };
+                        self.schedule(self.now + WIRE_DELAY, arrival);
+                    }
+                }
+                Ok(Reply::Done)
+            }
             Operation::GetRoom(_) => Ok(Reply::Room(Box::new(self.room.clone()))),
             Operation::ListStreams(_) => {
                 delay += self.members[m].listing_delay;
