@@ -132,12 +132,6 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The wall-clock time (microseconds since the Unix epoch) of a monotonic instant in the recent
-/// past: where the SFU's `Instant`s cross into a recording.
-pub fn wall_us(at: std::time::Instant) -> u64 {
-    now_us().saturating_sub(at.elapsed().as_micros() as u64)
-}
-
 fn not_found(what: &str) -> WireError {
     WireError::new(ErrorCode::NotFound, format!("no such {what}"))
 }

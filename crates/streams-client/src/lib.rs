@@ -10,7 +10,8 @@ pub mod api;
 pub mod audio;
 pub mod backoff;
 pub mod client;
-pub mod clock;
+/// The monotonic clock and its wall-clock anchor, shared with the bridge's side.
+pub use streams_rtc::clock;
 pub mod envelope;
 pub mod error;
 pub mod export;

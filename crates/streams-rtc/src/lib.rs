@@ -2,7 +2,9 @@
 //! (`streams_client::media::rtc`) and the bridge's SFU configure str0m from here, so the codecs and
 //! header extensions they negotiate cannot drift apart, and both reuse one DTLS certificate and
 //! one DTLS configuration per process ([`dtls`]) instead of making them for every connection.
-//! Both wait on the same [`socket::MediaSocket`], and convert media ids with [`mid`].
+//! Both wait on the same [`socket::MediaSocket`], convert media ids with [`mid`] and monotonic
+//! time to wall-clock time with [`clock`].
+pub mod clock;
 pub mod dtls;
 pub mod mid;
 pub mod socket;

@@ -79,7 +79,7 @@ fn record(recordings: &mut HashMap<RoomId, Recorder>, frame: RecordedFrame) {
         return;
     };
     let record = FrameRecord {
-        arrival_us: crate::recorder::wall_us(frame.arrived),
+        arrival_us: streams_rtc::clock::wall_us(frame.arrived),
         rtp_time: frame.rtp_time,
         keyframe: frame.keyframe,
         payload: frame.payload,
