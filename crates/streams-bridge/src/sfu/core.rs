@@ -10,13 +10,15 @@ use std::time::Instant;
 use slotmap::SlotMap;
 use str0m::Candidate;
 use str0m::change::SdpOffer;
-use str0m::media::{KeyframeRequestKind, MediaData, Mid};
+use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::rtp::RtpPacket;
 use streams_proto::wire::{
     ErrorCode, StreamInfo, TrackAnnounce, TrackKind, TrackSubscription, WireError,
 };
 use streams_proto::{MediaId, RoomId, StreamId, TrackId, UserId};
 
 use super::MAX_SUBSCRIPTIONS;
+use super::reassembly::VideoFrames;
 use super::routes::{Leg, Routes};
 use super::session::{Session, SessionKey};
 use crate::hub::ConnId;
@@ -78,13 +80,15 @@ pub struct SfuCore {
     pub(super) last_keyframe_request: HashMap<TrackId, Instant>,
     pub(super) keyframe_requests: u64,
     pub(super) recorded_rooms: HashSet<RoomId>,
+    /// The video frame being rebuilt for each recorded track.
+    pub(super) reassembly: HashMap<TrackId, VideoFrames>,
     /// Sessions written to since their last timeout: each is advanced and drained once per
     /// [`SfuCore::handle_timeout`], not once per forwarded frame.
     pub(super) dirty: Vec<SessionKey>,
     pub(super) transmits: VecDeque<Transmit>,
     pub(super) recorded: VecDeque<RecordedFrame>,
-    /// Reused by each drain: the frames and keyframe requests a session produced.
-    pub(super) scratch_media: Vec<MediaData>,
+    /// Reused by each drain: the packets and keyframe requests a session produced.
+    pub(super) scratch_media: Vec<RtpPacket>,
     pub(super) scratch_keyframes: Vec<(Mid, KeyframeRequestKind)>,
     pub(super) scratch_due: Vec<SessionKey>,
     /// The latest time passed in.
@@ -114,6 +118,7 @@ impl SfuCore {
             last_keyframe_request: HashMap::new(),
             keyframe_requests: 0,
             recorded_rooms: HashSet::new(),
+            reassembly: HashMap::new(),
             dirty: Vec::new(),
             transmits: VecDeque::new(),
             recorded: VecDeque::new(),
@@ -159,6 +164,10 @@ impl SfuCore {
                 return Err(invalid(format!("offer rejected: {e}")));
             }
         };
+        session
+            .sending
+            .values_mut()
+            .for_each(|outgoing| outgoing.renegotiated());
         let was_published = !session.published.is_empty();
         let unpublished: Vec<TrackId> = session
             .published
@@ -208,7 +217,7 @@ impl SfuCore {
 
     /// Ends every media session in `room` (and stops recording it).
     pub fn close_room(&mut self, room: &RoomId) -> Vec<(RoomId, StreamId)> {
-        self.recorded_rooms.remove(room);
+        self.set_recorded(room.clone(), false);
         self.close(|s| s.room == *room)
     }
 
@@ -236,6 +245,13 @@ impl SfuCore {
         if recorded {
             self.recorded_rooms.insert(room);
         } else {
+            let (sessions, by_stream) = (&self.sessions, &self.by_stream);
+            self.reassembly.retain(|track, _| {
+                by_stream
+                    .get(&track.stream)
+                    .and_then(|key| sessions.get(*key))
+                    .is_some_and(|s| s.room != room)
+            });
             self.recorded_rooms.remove(&room);
         }
     }
@@ -270,6 +286,7 @@ impl SfuCore {
         let mut rtc = streams_rtc::profile()
             .map_err(|e| internal(&e))?
             .set_ice_lite(true)
+            .set_rtp_mode(true)
             .build(now);
         let candidate = Candidate::host(self.addr, "udp").map_err(|e| internal(&e))?;
         rtc.add_local_candidate(candidate);
@@ -284,6 +301,7 @@ impl SfuCore {
             timeout: now,
             published: Vec::new(),
             subscribed: HashMap::new(),
+            sending: HashMap::new(),
             dirty: false,
         });
         self.by_stream.insert(id, key);
@@ -342,6 +360,7 @@ impl SfuCore {
             }
         }
         self.last_keyframe_request.remove(track);
+        self.reassembly.remove(track);
     }
 
     /// Ends the sessions matching `which`; returns the streams they published.

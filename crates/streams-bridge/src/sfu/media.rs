@@ -1,15 +1,20 @@
 //! The media path of [`SfuCore`]: datagrams in, timers, what each session says (datagrams out,
-//! frames to forward, keyframe requests), and forwarding a frame along its track's legs.
+//! RTP packets to forward, keyframe requests), and forwarding a packet along its track's legs.
+//! Sessions run in str0m's RTP mode: a publisher's packets are written, renumbered, on each
+//! subscriber's stream as they are, never depacketized and packetized again per leg.
 use std::time::Instant;
 
-use str0m::media::{KeyframeRequestKind, MediaData, Mid};
+use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState, Input, Output};
 use streams_proto::TrackId;
 use streams_proto::wire::TrackKind;
 
 use super::KEYFRAME_REQUEST_GAP;
 use super::core::{RecordedFrame, SfuCore, Transmit};
+use super::outgoing::Forwarded;
+use super::renumber::SourcePosition;
 use super::session::SessionKey;
 
 /// Whether a datagram is STUN (RFC 7983: its first byte is 0 to 3). Only STUN, which carries the
@@ -143,7 +148,7 @@ impl SfuCore {
                     destination: t.destination,
                     contents: t.contents.into(),
                 }),
-                Ok(Output::Event(Event::MediaData(data))) => media.push(data),
+                Ok(Output::Event(Event::RtpPacket(packet))) => media.push(packet),
                 Ok(Output::Event(Event::KeyframeRequest(request))) => {
                     keyframes.push((request.mid, request.kind));
                 }
@@ -163,8 +168,8 @@ impl SfuCore {
                 }
             }
         }
-        for data in media.drain(..) {
-            self.forward(key, &data);
+        for packet in media.drain(..) {
+            self.forward(key, packet);
         }
         for (mid, kind) in keyframes.drain(..) {
             self.request_keyframe(key, mid, kind);
@@ -173,55 +178,62 @@ impl SfuCore {
         self.scratch_keyframes = keyframes;
     }
 
-    /// Writes a frame published by session `from` to every leg of its track.
-    fn forward(&mut self, from: SessionKey, data: &MediaData) {
-        let Some(publisher) = self.sessions.get(from) else {
+    /// Writes a packet published by session `from` on every leg of its track.
+    fn forward(&mut self, from: SessionKey, packet: RtpPacket) {
+        let Some(publisher) = self.sessions.get_mut(from) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let Some(mid) = publisher
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .and_then(|s| streams_rtc::mid::to_media_id(s.mid()))
+        else {
             return;
         };
         // Only what the publisher announces is forwarded (an unpublished m-line may still send).
-        let Some(mid) = streams_rtc::mid::to_media_id(data.mid) else {
+        let Some(kind) = publisher.publication(mid).map(|p| p.kind) else {
             return;
         };
-        let Some(publication) = publisher.publication(mid) else {
+        let pt = packet.header.payload_type;
+        let Some(codec) = publisher
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.pt() == pt)
+            .map(|p| p.spec().codec)
+        else {
             return;
         };
         let track = TrackId::new(publisher.id, mid);
-        if self.recorded_rooms.contains(&publisher.room) {
-            let kind = publication.kind;
-            let frame = RecordedFrame {
-                room: publisher.room.clone(),
+        let forwarded = Forwarded {
+            position: SourcePosition {
                 track,
-                user: publisher.user.clone(),
-                kind,
-                codec: match data.params.spec().codec {
-                    str0m::format::Codec::Opus => "opus",
-                    str0m::format::Codec::H264 => "h264",
-                    _ => "unknown",
-                },
-                arrived: data.network_time,
-                rtp_time: data.time.numer(),
-                keyframe: kind != TrackKind::Audio && nal_type(&data.data) == Some(5),
-                payload: data.data.to_vec(),
-            };
-            self.recorded.push_back(frame);
+                ssrc,
+                seq: packet.seq_no,
+                time: packet.header.timestamp,
+                clock_rate: packet.time.frequency().get(),
+                arrived: packet.timestamp,
+            },
+            codec,
+            marker: packet.header.marker,
+            nackable: kind != TrackKind::Audio,
+            payload: packet.payload,
+        };
+        if self.recorded_rooms.contains(&publisher.room) {
+            let (room, user) = (publisher.room.clone(), publisher.user.clone());
+            self.record(room, user, kind, &forwarded, packet.time.numer());
         }
-        let codec = data.params.spec().codec;
         for leg in self.routes.legs(&track) {
             let Some(subscriber) = self.sessions.get_mut(leg.session) else {
                 continue;
             };
-            let Some(writer) = subscriber.rtc.writer(leg.mid) else {
+            let outgoing = subscriber.sending.entry(leg.mid).or_default();
+            if let Err(e) = outgoing.send(&mut subscriber.rtc, leg.mid, &forwarded) {
+                tracing::trace!(%track, "not forwarded: {e}");
                 continue;
-            };
-            let Some(pt) = writer
-                .payload_params()
-                .find(|p| p.spec().codec == codec)
-                .map(|p| p.pt())
-            else {
-                continue;
-            };
-            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
-                tracing::debug!(%track, "forwarding failed: {e}");
             }
             // Sent at the next timeout (at the latest once the datagrams read in this batch are
             // handled), not at the subscriber's next timer.
@@ -230,6 +242,46 @@ impl SfuCore {
                 self.dirty.push(leg.session);
             }
         }
+    }
+
+    /// Hands a forwarded packet of a recorded room to the recording, as a frame: an Opus packet
+    /// is one, video packets are put back together first.
+    fn record(
+        &mut self,
+        room: streams_proto::RoomId,
+        user: streams_proto::UserId,
+        kind: TrackKind,
+        packet: &Forwarded,
+        rtp_time: u64,
+    ) {
+        let track = packet.position.track;
+        let (codec, payload) = match packet.codec {
+            str0m::format::Codec::Opus => ("opus", packet.payload.to_vec()),
+            str0m::format::Codec::H264 => {
+                let frames = self.reassembly.entry(track).or_default();
+                let Some(frame) = frames.push(
+                    *packet.position.seq,
+                    packet.position.time,
+                    packet.marker,
+                    &packet.payload,
+                ) else {
+                    return;
+                };
+                ("h264", frame)
+            }
+            _ => return,
+        };
+        self.recorded.push_back(RecordedFrame {
+            room,
+            track,
+            user,
+            kind,
+            codec,
+            arrived: packet.position.arrived,
+            rtp_time,
+            keyframe: kind != TrackKind::Audio && nal_type(&payload) == Some(5),
+            payload,
+        });
     }
 
     /// Passes a subscriber's keyframe request on to the publisher of the track it receives on
@@ -257,11 +309,10 @@ impl SfuCore {
         let Some(publisher) = self.sessions.get_mut(publisher_key) else {
             return;
         };
-        let Some(mut writer) = publisher.rtc.writer(streams_rtc::mid::to_mid(track.mid)) else {
-            return;
-        };
-        match writer.request_keyframe(None, kind) {
-            Ok(()) => {
+        let mid = streams_rtc::mid::to_mid(track.mid);
+        match publisher.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            Some(stream) => {
+                stream.request_keyframe(kind);
                 self.last_keyframe_request.insert(track, now);
                 self.keyframe_requests += 1;
                 tracing::info!(%track, ?kind, "keyframe request passed on to the publisher");
@@ -271,7 +322,7 @@ impl SfuCore {
                     self.dirty.push(publisher_key);
                 }
             }
-            Err(e) => tracing::debug!(%track, "keyframe request not possible: {e}"),
+            None => tracing::debug!(%track, "keyframe request: the publisher sends nothing yet"),
         }
     }
 }

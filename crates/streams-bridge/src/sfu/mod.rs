@@ -2,12 +2,14 @@
 //! It forwards SFrame-encrypted frames from publishers to subscribers without decoding them, and
 //! never negotiates the audio-level header extension (it would tell the bridge who is speaking).
 //! Audio is Opus; video is H.264 carrying one opaque NAL unit of ciphertext per frame (see the
-//! client's `video::carriage`), which str0m packetizes, buffers for NACK and resends per leg. A
-//! subscriber's keyframe request (PLI/FIR) is passed on to the publisher of that track, at most
-//! once per [`KEYFRAME_REQUEST_GAP`] per track.
+//! client's `video::carriage`). Forwarding is at the RTP level: each packet is written as it came
+//! on every leg, renumbered for that leg's stream; str0m encrypts it and, for video, keeps it to
+//! answer the subscriber's NACKs. A subscriber's keyframe request (PLI/FIR) is passed on to the
+//! publisher of that track, at most once per [`KEYFRAME_REQUEST_GAP`] per track.
 //!
 //! - [`core::SfuCore`]: the sans-IO state machine (sessions in a slot map, the routing table of
-//!   [`routes`], demultiplexing by source address); `media.rs` is its media path.
+//!   [`routes`], demultiplexing by source address); `media.rs` is its media path, [`outgoing`]
+//!   and [`renumber`] write one leg, [`reassembly`] rebuilds recorded video frames.
 //! - [`handle::SfuHandle`]: the signaling side's commands; `driver.rs`: the thread and its socket.
 use std::time::Duration;
 
@@ -15,6 +17,9 @@ pub mod core;
 mod driver;
 pub mod handle;
 mod media;
+pub mod outgoing;
+pub mod reassembly;
+pub mod renumber;
 pub mod routes;
 pub mod session;
 

@@ -1,5 +1,5 @@
-//! One media session on the SFU: a member's str0m connection in a room, the tracks it publishes
-//! and which of its sending m-lines carries which remote track.
+//! One media session on the SFU: a member's str0m connection in a room, the tracks it publishes,
+//! which of its sending m-lines carries which remote track, and how each numbers what it sends.
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -8,6 +8,7 @@ use str0m::media::Mid;
 use streams_proto::wire::{StreamInfo, TrackAnnounce, TrackInfo};
 use streams_proto::{MediaId, RoomId, StreamId, TrackId, UserId};
 
+use super::outgoing::Outgoing;
 use crate::hub::ConnId;
 
 slotmap::new_key_type! {
@@ -33,6 +34,9 @@ pub struct Session {
     pub published: Vec<TrackAnnounce>,
     /// Sending m-line → the remote track it carries.
     pub subscribed: HashMap<Mid, TrackId>,
+    /// Sending m-line → its stream and numbering (kept while the session lives, so an m-line
+    /// that changes track goes on numbering where it stopped).
+    pub sending: HashMap<Mid, Outgoing>,
     /// Written to since its last timeout (queued in the core's dirty list).
     pub dirty: bool,
 }

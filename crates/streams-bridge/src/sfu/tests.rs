@@ -39,6 +39,15 @@ struct World {
     sfu: SfuCore,
     members: Vec<Member>,
     room: RoomId,
+    /// Every Nth RTP packet the SFU sends to this address is lost (none when `None`).
+    lossy_downlink: Option<(SocketAddr, u64)>,
+    /// RTP packets sent to the lossy address so far.
+    downlink_packets: u64,
+}
+
+/// Whether an SRTP datagram carries RTP (not RTCP, RFC 5761: RTCP types 192 to 223).
+fn is_rtp(datagram: &[u8]) -> bool {
+    matches!(datagram, [128..=191, second, ..] if !(192..=223).contains(second))
 }
 
 fn media_id(mid: Mid) -> MediaId {
@@ -55,6 +64,8 @@ impl World {
             sfu: SfuCore::new(now, SFU),
             members: Vec::new(),
             room: RoomId::random(),
+            lossy_downlink: None,
+            downlink_packets: 0,
         }
     }
 
@@ -169,6 +180,15 @@ impl World {
             self.sfu.handle_timeout(now);
             while let Some(t) = self.sfu.poll_transmit() {
                 moved = true;
+                if let Some((addr, every)) = self.lossy_downlink
+                    && addr == t.destination
+                    && is_rtp(&t.contents)
+                {
+                    self.downlink_packets += 1;
+                    if self.downlink_packets.is_multiple_of(every) {
+                        continue;
+                    }
+                }
                 let Some(m) = self.members.iter_mut().find(|m| m.addr == t.destination) else {
                     continue;
                 };
@@ -428,4 +448,83 @@ fn keyframe_requests_reach_the_publisher_at_most_once_per_gap() {
     ask(&mut world);
     send_video(&mut world, Duration::from_millis(50));
     assert_eq!(world.sfu.keyframe_requests_forwarded(), 2);
+}
+
+#[test]
+fn video_lost_on_the_way_to_a_subscriber_is_resent_by_the_sfu() {
+    let mut world = World::new();
+    let alice = world.join(&[MediaKind::Audio, MediaKind::Video], &[], &[]);
+    let camera = world.track(alice, 1);
+    let bob = world.join(&[], &[MediaKind::Video], &[camera]);
+    world.connect();
+    // Every 9th packet to Bob is lost; each frame spans several packets, so most frames lose one.
+    world.lossy_downlink = Some((world.members[bob].addr, 9));
+    let frames: Vec<Vec<u8>> = (0..30u8)
+        .map(|n| {
+            let mut frame = vec![0, 0, 0, 1, 0x65];
+            frame.extend((0..4000).map(|i| (i as u8) ^ n | 1));
+            frame
+        })
+        .collect();
+    let mut n = 0;
+    world.run(Duration::from_secs(1), |world| {
+        if world.tick % 33 == 0 && n < frames.len() {
+            world.send(alice, 1, n as u64 + 1, &frames[n]);
+            n += 1;
+        }
+    });
+    world.lossy_downlink = None;
+    world.run(Duration::from_millis(500), |_| {});
+    assert!(
+        world.downlink_packets > 90,
+        "{} packets",
+        world.downlink_packets
+    );
+    let received: Vec<&Vec<u8>> = world.members[bob].received.iter().map(|(_, f)| f).collect();
+    assert_eq!(
+        received,
+        frames.iter().collect::<Vec<_>>(),
+        "every frame arrives whole, in order"
+    );
+}
+
+#[test]
+fn an_m_line_moved_to_another_publisher_carries_it_at_once() {
+    let mut world = World::new();
+    let alice = world.join(&[MediaKind::Audio], &[], &[]);
+    let carol = world.join(&[MediaKind::Audio], &[], &[]);
+    let (alices, carols) = (world.track(alice, 0), world.track(carol, 0));
+    let bob = world.join(&[], &[MediaKind::Audio], &[alices]);
+    world.connect();
+    let both_talk = |world: &mut World, span: Duration| {
+        let mut n = 0;
+        world.run(span, |world| {
+            if world.tick % 20 == 0 {
+                n += 1;
+                world.send(alice, 0, n, &[0xA1; 80]);
+                world.send(carol, 0, n, &[0xC0; 80]);
+            }
+        });
+    };
+    both_talk(&mut world, Duration::from_millis(400));
+    let from_alice = world.members[bob].received.len();
+    assert!(from_alice >= 15, "{from_alice} frames from Alice");
+    let line = media_id(world.members[bob].receiving[0]);
+    let subscribe = vec![TrackSubscription {
+        mid: line,
+        track_id: carols,
+    }];
+    let bob_conn = world.members[bob].conn;
+    world
+        .sfu
+        .set_subscriptions(bob_conn, &world.room, subscribe)
+        .unwrap();
+    both_talk(&mut world, Duration::from_millis(400));
+    let after: Vec<&[u8]> = world.members[bob].received[from_alice..]
+        .iter()
+        .map(|(_, f)| f.as_slice())
+        .collect();
+    // Bob's stream goes on without a gap: Carol's frames from the first one sent after the move.
+    assert!(after.len() >= 18, "{} frames after the move", after.len());
+    assert!(after.iter().all(|f| *f == [0xC0; 80]), "only Carol now");
 }

@@ -1,0 +1,102 @@
+//! Writing a forwarded RTP packet on one subscriber's sending m-line: the payload type that
+//! m-line negotiated for the packet's codec, the stream (SSRC) str0m made for it, and the
+//! renumbering of [`super::renumber`]. str0m then encrypts it, answers the subscriber's NACKs from
+//! its resend cache (video) and paces it; the payload itself is shared, never copied, between legs.
+use std::sync::Arc;
+
+use str0m::Rtc;
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt};
+use str0m::rtp::{RtpWrite, Ssrc};
+
+use super::renumber::{Renumber, SourcePosition};
+
+/// A packet from a publisher, as every leg of its track forwards it.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// Its place in the source stream.
+    pub position: SourcePosition,
+    /// Its codec (payload types differ between sessions).
+    pub codec: Codec,
+    /// The RTP marker bit (the last packet of a video frame).
+    pub marker: bool,
+    /// Whether a subscriber's NACK may ask for it again (video: yes; audio: Opus conceals).
+    pub nackable: bool,
+    /// The payload (SFrame ciphertext, packetized by the publisher).
+    pub payload: Arc<[u8]>,
+}
+
+/// Why a leg did not send a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    /// The m-line did not negotiate the codec, or has no sending stream.
+    #[error("the m-line cannot carry this codec")]
+    NoStream,
+    /// The packet is older than this m-line's current source.
+    #[error("stale packet")]
+    Stale,
+}
+
+/// The state of one sending m-line of a subscriber.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    renumber: Renumber,
+    /// The m-line's sending stream, found on its first packet.
+    ssrc: Option<Ssrc>,
+    /// The payload type last used and the codec it carries.
+    pt: Option<(Codec, Pt)>,
+}
+
+impl Outgoing {
+    /// Forgets the stream and payload type found: a new negotiation may have changed them (the
+    /// numbering goes on, so the subscriber still sees one stream).
+    pub fn renegotiated(&mut self) {
+        self.ssrc = None;
+        self.pt = None;
+    }
+
+    /// Queues `packet` on `rtc`'s m-line `mid`.
+    pub fn send(&mut self, rtc: &mut Rtc, mid: Mid, packet: &Forwarded) -> Result<(), NotSent> {
+        let pt = match self.pt {
+            Some((codec, pt)) if codec == packet.codec => pt,
+            _ => {
+                let pt = negotiated_pt(rtc, mid, packet.codec).ok_or(NotSent::NoStream)?;
+                self.pt = Some((packet.codec, pt));
+                pt
+            }
+        };
+        let mut api = rtc.direct_api();
+        let stream = match self.ssrc {
+            Some(ssrc) => api.stream_tx(&ssrc),
+            None => {
+                let stream = api.stream_tx_by_mid(mid, None);
+                self.ssrc = stream.as_ref().map(|s| s.ssrc());
+                stream
+            }
+        }
+        .ok_or(NotSent::NoStream)?;
+        let (seq, time) = self.renumber.map(&packet.position).ok_or(NotSent::Stale)?;
+        stream.write_rtp(
+            RtpWrite::new(
+                pt,
+                seq,
+                time,
+                packet.position.arrived,
+                packet.payload.clone(),
+            )
+            .marker(packet.marker)
+            .nackable(packet.nackable),
+        );
+        Ok(())
+    }
+}
+
+/// The payload type m-line `mid` of `rtc` negotiated for `codec`.
+fn negotiated_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
+    let accepted = rtc.media(mid)?.remote_pts();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == codec && accepted.contains(&p.pt()))
+        .map(|p| p.pt())
+}
