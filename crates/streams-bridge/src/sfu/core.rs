@@ -18,6 +18,7 @@ use streams_proto::wire::{
 use streams_proto::{MediaId, RoomId, StreamId, TrackId, UserId};
 
 use super::MAX_SUBSCRIPTIONS;
+use super::offer::without_audio_congestion_feedback;
 use super::reassembly::VideoFrames;
 use super::routes::{Leg, Routes};
 use super::session::{Session, SessionKey};
@@ -143,7 +144,7 @@ impl SfuCore {
         subscribe: Vec<TrackSubscription>,
     ) -> Result<Negotiated, WireError> {
         self.last_now = now;
-        let offer = SdpOffer::from_sdp_string(offer)
+        let offer = SdpOffer::from_sdp_string(&without_audio_congestion_feedback(offer))
             .map_err(|e| invalid(format!("unreadable SDP offer: {e}")))?;
         if has_duplicates(publish.iter().map(|t| t.mid)) {
             return Err(invalid("two published tracks on one m-line".into()));

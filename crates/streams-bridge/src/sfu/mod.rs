@@ -9,7 +9,8 @@
 //!
 //! - [`core::SfuCore`]: the sans-IO state machine (sessions in a slot map, the routing table of
 //!   [`routes`], demultiplexing by source address); `media.rs` is its media path, [`outgoing`]
-//!   and [`renumber`] write one leg, [`reassembly`] rebuilds recorded video frames.
+//!   and [`renumber`] write one leg, [`reassembly`] rebuilds recorded video frames, [`offer`]
+//!   keeps congestion feedback off audio m-lines.
 //! - [`handle::SfuHandle`]: the signaling side's commands; `driver.rs`: the thread and its socket.
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub mod core;
 mod driver;
 pub mod handle;
 mod media;
+pub mod offer;
 pub mod outgoing;
 pub mod reassembly;
 pub mod renumber;

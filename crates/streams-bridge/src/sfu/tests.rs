@@ -428,6 +428,21 @@ fn keyframe_requests_reach_the_publisher_at_most_once_per_gap() {
     };
     send_video(&mut world, Duration::from_millis(300));
     assert!(!world.members[bob].received.is_empty(), "the video flows");
+    // Congestion feedback runs on video m-lines only, on both ends.
+    let twcc = |rtc: &str0m::Rtc, mid: Mid| {
+        let extmap = rtc.media(mid).unwrap().remote_extmap();
+        extmap
+            .id_of(str0m::rtp::Extension::TransportSequenceNumber)
+            .is_some()
+    };
+    let (voice, video) = (
+        world.members[alice].sending[0],
+        world.members[alice].sending[1],
+    );
+    assert!(!twcc(&world.members[alice].rtc, voice) && twcc(&world.members[alice].rtc, video));
+    let alice_session = world.sfu.by_stream[&world.members[alice].stream];
+    let sfu_rtc = &world.sfu.sessions[alice_session].rtc;
+    assert!(!twcc(sfu_rtc, voice) && twcc(sfu_rtc, video));
     let ask = |world: &mut World| {
         let mid = world.members[bob].receiving[0];
         let mut writer = world.members[bob].rtc.writer(mid).unwrap();
