@@ -1,17 +1,22 @@
 //! [`MediaSocket`]: the UDP socket of a media connection, waited on with precise deadlines. The
 //! client's media drivers and the bridge's SFU share it: a receive buffer big enough for video
-//! bursts, non-blocking reads, and a [`SocketWaker`] that makes a wait return from another thread.
+//! bursts, non-blocking reads and sends of many datagrams per system call ([`batch`]), and a
+//! [`SocketWaker`] that makes a wait return from another thread.
 //!
 //! Waiting uses the `polling` crate (epoll with a timerfd on Linux, kqueue, IOCP), not the
 //! socket's read timeout: Linux rounds `SO_RCVTIMEO` up to the scheduler's tick, so a 1 ms wait
 //! took 6–8 ms, and str0m's pacer, which releases one packet per timeout, sent one packet per
 //! wait — a 720p frame took longer to leave than the next one to arrive.
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Instant;
 
 use polling::{Event, Events, Poller};
+
+pub mod batch;
+
+pub use self::batch::{Outbox, ReceiveBatch, Received, Sent};
 
 /// Receive buffer asked of the kernel for a media socket (Linux caps it at `net.core.rmem_max`).
 pub const RECEIVE_BUFFER: usize = 4 << 20;
@@ -22,6 +27,8 @@ const SOCKET_KEY: usize = 0;
 /// A non-blocking UDP socket and the poller that waits on it.
 pub struct MediaSocket {
     socket: UdpSocket,
+    /// What quinn-udp found the platform can do (batches, coalescing) and set on the socket.
+    state: quinn_udp::UdpSocketState,
     poller: Arc<Poller>,
     events: Events,
 }
@@ -38,12 +45,14 @@ impl MediaSocket {
         let socket = UdpSocket::bind(addr)?;
         enlarge_receive_buffer(&socket);
         socket.set_nonblocking(true)?;
+        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
         let poller = Arc::clone(&waker.poller);
         // SAFETY: the socket is removed from the poller before it is closed (`Drop` below), and
         // it is never closed otherwise: `MediaSocket` owns it and hands out no ownership.
         unsafe { poller.add(&socket, Event::readable(SOCKET_KEY))? };
         Ok(MediaSocket {
             socket,
+            state,
             poller,
             events: Events::new(),
         })
@@ -74,22 +83,6 @@ impl MediaSocket {
                 .modify(&self.socket, Event::readable(SOCKET_KEY))?;
         }
         Ok(())
-    }
-
-    /// The next datagram already received, if any (never blocks). An error left by an earlier
-    /// send (ICMP port unreachable) is returned once, like any read error.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
-        match self.socket.recv_from(buf) {
-            Ok(got) => Ok(Some(got)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Sends a datagram. The socket does not block: a full send buffer is an error (`WouldBlock`)
-    /// that a caller may treat as the network's loss.
-    pub fn send_to(&self, contents: &[u8], destination: SocketAddr) -> io::Result<()> {
-        self.socket.send_to(contents, destination).map(|_| ())
     }
 }
 
@@ -135,6 +128,7 @@ mod tests {
 
     use std::net::{IpAddr, Ipv4Addr};
 
+    use super::batch::MAX_RECEIVE_SLOTS;
     use super::*;
 
     const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -153,22 +147,39 @@ mod tests {
         socket.wait(deadline).unwrap();
     }
 
+    /// The next `n` datagrams `socket` receives (waiting up to 5 s for them), with their sources.
+    fn read(
+        socket: &mut MediaSocket,
+        batch: &mut ReceiveBatch,
+        n: usize,
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut all = Vec::new();
+        while all.len() < n && Instant::now() < deadline {
+            if socket.try_recv_batch(batch).unwrap() == 0 {
+                socket.wait(deadline).unwrap();
+            }
+            all.extend(batch.datagrams().map(|d| (d.source, d.contents.to_vec())));
+        }
+        all
+    }
+
     #[test]
     fn a_datagram_or_a_waker_ends_a_wait_and_reads_never_block() {
         let waker = SocketWaker::new().unwrap();
         let mut socket = MediaSocket::bind_with(LOOPBACK, &waker).unwrap();
-        let mut buf = [0; 64];
-        assert!(socket.try_recv(&mut buf).unwrap().is_none());
+        let mut batch = ReceiveBatch::new(&socket, 4);
+        assert_eq!(socket.try_recv_batch(&mut batch).unwrap(), 0);
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = peer.local_addr().unwrap();
         peer.send_to(b"hello", socket.local_addr().unwrap())
             .unwrap();
         let started = Instant::now();
         socket.wait(started + Duration::from_secs(5)).unwrap();
         assert!(started.elapsed() < Duration::from_secs(4));
-        let (n, from) = socket.try_recv(&mut buf).unwrap().unwrap();
         assert_eq!(
-            (&buf[..n], from),
-            (&b"hello"[..], peer.local_addr().unwrap())
+            read(&mut socket, &mut batch, 1),
+            vec![(from, b"hello".to_vec())]
         );
         // Re-armed: the next datagram ends the next wait too.
         peer.send_to(b"again", socket.local_addr().unwrap())
@@ -176,7 +187,8 @@ mod tests {
         socket
             .wait(Instant::now() + Duration::from_secs(5))
             .unwrap();
-        assert!(socket.try_recv(&mut buf).unwrap().is_some());
+        assert_eq!(read(&mut socket, &mut batch, 1).len(), 1);
+        assert_eq!(socket.try_recv_batch(&mut batch).unwrap(), 0);
 
         let started = Instant::now();
         let thread = std::thread::spawn(move || {
@@ -186,5 +198,49 @@ mod tests {
         socket.wait(started + Duration::from_secs(5)).unwrap();
         assert!(started.elapsed() < Duration::from_secs(4));
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn runs_to_one_destination_leave_in_one_send_and_arrive_as_they_were() {
+        let sender = loopback();
+        let (mut a, mut b) = (loopback(), loopback());
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let datagram = |n: u8, len: usize| vec![n; len];
+        // Five of 300 bytes and a shorter one to A (one run), one to B, two more to A.
+        let plan = [
+            (to_a, datagram(1, 300)),
+            (to_a, datagram(2, 300)),
+            (to_a, datagram(3, 300)),
+            (to_a, datagram(4, 300)),
+            (to_a, datagram(5, 300)),
+            (to_a, datagram(6, 120)),
+            (to_b, datagram(7, 80)),
+            (to_a, datagram(8, 500)),
+            (to_a, datagram(9, 90)),
+        ];
+        let mut outbox = Outbox::default();
+        let mut sent = Sent::default();
+        for (to, contents) in &plan {
+            let s = outbox.push(&sender, *to, contents);
+            sent.datagrams += s.datagrams;
+            sent.sends += s.sends;
+        }
+        let s = outbox.flush(&sender);
+        sent.datagrams += s.datagrams;
+        sent.sends += s.sends;
+        assert_eq!(sent.datagrams, plan.len());
+        let segmented = sender.state.max_gso_segments() > 1;
+        assert_eq!(sent.sends, if segmented { 3 } else { plan.len() });
+
+        let from = sender.local_addr().unwrap();
+        let expected_a: Vec<_> = plan
+            .iter()
+            .filter(|(to, _)| *to == to_a)
+            .map(|(_, d)| (from, d.clone()))
+            .collect();
+        let mut batch = ReceiveBatch::new(&a, MAX_RECEIVE_SLOTS);
+        assert_eq!(read(&mut a, &mut batch, expected_a.len()), expected_a);
+        let mut batch = ReceiveBatch::new(&b, 1);
+        assert_eq!(read(&mut b, &mut batch, 1), vec![(from, datagram(7, 80))]);
     }
 }

@@ -1,7 +1,8 @@
 //! The SFU thread: owns the UDP socket and the recordings, and runs the [`SfuCore`]. Each turn it
 //! takes the commands queued (it is woken for them), runs the core's timers, sends what the core
-//! has to send, writes recorded frames, then waits on the socket until the core's next deadline
-//! and reads every datagram that has arrived.
+//! has to send (a run of packets to one subscriber in one system call), writes recorded frames,
+//! then waits on the socket until the core's next deadline and reads what has arrived, many
+//! datagrams per system call.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,14 +11,15 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use streams_proto::RoomId;
 use streams_proto::recording::FrameRecord;
 use streams_proto::wire::{ErrorCode, WireError};
-use streams_rtc::socket::MediaSocket;
+use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch};
 
 use super::core::{RecordedFrame, SfuCore};
 use super::handle::Command;
 use crate::recorder::Recorder;
 
-/// Datagrams read in one go before the core's timers run again (which sends what they made).
-const RECEIVE_BATCH: usize = 64;
+/// Reads (system calls) made in one go before the core's timers run again, which sends what the
+/// datagrams read made; each fills up to 32 datagrams.
+const READS_PER_TURN: usize = 2;
 
 /// The longest wait: commands wake the thread and the core's deadlines end a wait, so this only
 /// bounds how long a wake-up lost by the OS could go unnoticed.
@@ -33,7 +35,8 @@ pub(super) fn run(
     // The DTLS certificate and configuration every session shares, made before the first.
     streams_rtc::dtls::prepare();
     let mut recordings: HashMap<RoomId, Recorder> = HashMap::new();
-    let mut buf = vec![0u8; 2048];
+    let mut batch = ReceiveBatch::new(&socket, 32);
+    let mut outbox = Outbox::default();
     loop {
         loop {
             match commands.try_recv() {
@@ -44,12 +47,11 @@ pub(super) fn run(
         }
         let now = Instant::now();
         core.handle_timeout(now);
+        // A full send buffer loses the datagrams, as the network would.
         while let Some(transmit) = core.poll_transmit() {
-            // A full send buffer loses the datagram, as the network would.
-            if let Err(e) = socket.send_to(&transmit.contents, transmit.destination) {
-                tracing::debug!(to = %transmit.destination, "SFU send: {e}");
-            }
+            outbox.push(&socket, transmit.destination, &transmit.contents);
         }
+        outbox.flush(&socket);
         while let Some(frame) = core.poll_recorded() {
             record(&mut recordings, frame);
         }
@@ -63,10 +65,15 @@ pub(super) fn run(
             // Not a busy loop if the poller keeps failing.
             std::thread::sleep(Duration::from_millis(1));
         }
-        for _ in 0..RECEIVE_BATCH {
-            match socket.try_recv(&mut buf) {
-                Ok(Some((n, source))) => core.handle_datagram(Instant::now(), source, &buf[..n]),
-                Ok(None) => break,
+        for _ in 0..READS_PER_TURN {
+            match socket.try_recv_batch(&mut batch) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let now = Instant::now();
+                    for datagram in batch.datagrams() {
+                        core.handle_datagram(now, datagram.source, datagram.contents);
+                    }
+                }
                 Err(e) => tracing::debug!("SFU socket: {e}"),
             }
         }

@@ -18,12 +18,12 @@ use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::local_addr::local_ip_towards;
 use crate::media::rtc::MediaError;
 use crate::video::receiver::VideoSlot;
-use streams_rtc::socket::{MediaSocket, SocketWaker};
+use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch, SocketWaker};
 
-/// The longest a datagram can be (a UDP payload on any path this client uses).
-const DATAGRAM: usize = 2048;
-/// The most datagrams read between two runs of the core's timers (a 720p keyframe is ~100).
-const READ_BATCH: usize = 64;
+/// Datagrams one read system call may fill.
+const READ_SLOTS: usize = 16;
+/// The most reads between two runs of the core's timers (a 720p keyframe is ~100 datagrams).
+const READS_PER_TURN: usize = 8;
 
 type SignalReply = (SignalId, Result<Reply, ClientError>);
 
@@ -256,6 +256,7 @@ impl MediaLaunch {
         Driver {
             core,
             socket,
+            outbox: Outbox::default(),
             client,
             commands,
             room_events,
@@ -271,6 +272,8 @@ impl MediaLaunch {
 struct Driver {
     core: RoomMediaCore,
     socket: MediaSocket,
+    /// The packets of a video frame to the bridge leave in one send.
+    outbox: Outbox,
     client: ClientHandle,
     commands: Receiver<MediaCommand>,
     room_events: Receiver<RoomEvent>,
@@ -282,9 +285,9 @@ struct Driver {
 impl Driver {
     /// Runs the core until it stops: inputs and timers, what they produced carried out, then a
     /// wait for a datagram, a wake-up or the core's next deadline, then every datagram already
-    /// received (up to [`READ_BATCH`]) before the timers run again.
+    /// received (up to [`READS_PER_TURN`] reads) before the timers run again.
     fn run(mut self) {
-        let mut buf = vec![0; DATAGRAM];
+        let mut batch = ReceiveBatch::new(&self.socket, READ_SLOTS);
         loop {
             let now = Instant::now();
             self.take_inputs(now);
@@ -296,17 +299,21 @@ impl Driver {
             if let Err(e) = self.socket.wait(self.core.poll_timeout()) {
                 tracing::warn!("media socket wait: {e}");
             }
-            self.read_datagrams(&mut buf);
+            self.read_datagrams(&mut batch);
         }
     }
 
-    fn read_datagrams(&mut self, buf: &mut [u8]) {
-        for _ in 0..READ_BATCH {
-            match self.socket.try_recv(buf) {
-                Ok(Some((n, source))) => {
-                    self.core.handle_datagram(Instant::now(), source, &buf[..n]);
+    fn read_datagrams(&mut self, batch: &mut ReceiveBatch) {
+        for _ in 0..READS_PER_TURN {
+            match self.socket.try_recv_batch(batch) {
+                Ok(0) => return,
+                Ok(_) => {
+                    let now = Instant::now();
+                    for datagram in batch.datagrams() {
+                        self.core
+                            .handle_datagram(now, datagram.source, datagram.contents);
+                    }
                 }
-                Ok(None) => return,
                 // An ICMP error from an earlier send (the bridge's port closed for a moment):
                 // the connection's own timers decide whether it is lost.
                 Err(e) => tracing::debug!("media socket: {e}"),
@@ -339,10 +346,9 @@ impl Driver {
         let mut refused = Vec::new();
         while let Some(output) = self.core.poll_output() {
             match output {
+                // A failed send loses its datagrams, as the network would (logged).
                 CoreOutput::Transmit(t) => {
-                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
-                        tracing::debug!("media datagram not sent: {e}");
-                    }
+                    self.outbox.push(&self.socket, t.destination, &t.contents);
                 }
                 CoreOutput::Signal { id, op } => {
                     let replies = self.replies.0.clone();
@@ -362,6 +368,7 @@ impl Driver {
                 }
             }
         }
+        self.outbox.flush(&self.socket);
         // Requests the client could not even start fail now (and are retried by the core).
         for (id, error) in refused {
             self.core.handle_signal_reply(now, id, Err(error));

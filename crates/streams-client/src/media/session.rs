@@ -8,7 +8,7 @@ use std::time::Instant;
 pub use crate::media::rtc::{MediaError, MediaKind, Received, START_ESTIMATE_KBPS};
 use crate::media::rtc::{PeerEvent, RtcPeer};
 use streams_proto::MediaId;
-use streams_rtc::socket::MediaSocket;
+use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch};
 
 /// One peer connection with the SFU on its own socket.
 pub struct MediaSession {
@@ -17,7 +17,8 @@ pub struct MediaSession {
     received: Vec<Received>,
     keyframe_requests: Vec<MediaId>,
     bitrate_estimate: Option<u64>,
-    buf: Vec<u8>,
+    batch: ReceiveBatch,
+    outbox: Outbox,
 }
 
 impl MediaSession {
@@ -27,11 +28,12 @@ impl MediaSession {
         let local = socket.local_addr()?;
         Ok(MediaSession {
             peer: RtcPeer::new(Instant::now(), local)?,
+            batch: ReceiveBatch::new(&socket, 16),
             socket,
             received: Vec::new(),
             keyframe_requests: Vec::new(),
             bitrate_estimate: None,
-            buf: vec![0; 2048],
+            outbox: Outbox::default(),
         })
     }
 
@@ -144,9 +146,12 @@ impl MediaSession {
             }
             let deadline = self.peer.poll_timeout().min(until);
             self.socket.wait(deadline)?;
-            while let Some((n, source)) = self.socket.try_recv(&mut self.buf)? {
-                self.peer
-                    .handle_datagram(Instant::now(), source, &self.buf[..n]);
+            while self.socket.try_recv_batch(&mut self.batch)? > 0 {
+                let now = Instant::now();
+                for datagram in self.batch.datagrams() {
+                    self.peer
+                        .handle_datagram(now, datagram.source, datagram.contents);
+                }
                 self.flush();
             }
         }
@@ -161,8 +166,9 @@ impl MediaSession {
     /// Sends what the connection has to send and takes in what it reported.
     fn flush(&mut self) {
         while let Some(t) = self.peer.poll_transmit() {
-            let _ = self.socket.send_to(&t.contents, t.destination);
+            self.outbox.push(&self.socket, t.destination, &t.contents);
         }
+        self.outbox.flush(&self.socket);
         while let Some(event) = self.peer.poll_event() {
             match event {
                 PeerEvent::Media(received) => self.received.push(received),
