@@ -9,6 +9,8 @@
 //! - `join` ([`join`]): from `JoinMedia` to the first remote voice played, and the worst frame.
 //! - `sfu-fanout` ([`fanout`]): SFU forwarding capacity, our bridge and (with `--compare janus`)
 //!   Janus side by side, in a network namespace, servers pinned to their own core.
+//! - `sfu-scale` ([`fanout::scale`]): the same at growing load (`wide` or `rooms`) until a server
+//!   loses more than 1 % or the load side runs out of core.
 //!
 //! - `all`: every scenario above with its defaults, one after the other (a few minutes).
 //!
@@ -89,10 +91,10 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         rooms: usize,
         /// Publishers per room.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         publishers: usize,
         /// Subscribers per room.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 40)]
         subscribers: usize,
         /// Seconds measured.
         #[arg(long, default_value_t = 10)]
@@ -106,6 +108,32 @@ enum Scenario {
         /// The video variant: each publisher also sends H.264 at this many kbit/s (30 fps).
         #[arg(long, default_value_t = 0)]
         video_kbps: u32,
+        /// The bridge's forwarding workers (all on the server's core).
+        #[arg(long, default_value_t = 1)]
+        media_workers: usize,
+    },
+    /// SFU fan-out at growing load until a server loses more than 1 % or the load side runs
+    /// out of core: `wide` (1 room × 10 publishers × 10, 20, 40… subscribers) or `rooms` (2, 4,
+    /// 8… rooms × 4 × 4).
+    SfuScale {
+        /// `wide` or `rooms`.
+        #[arg(long, default_value = "wide")]
+        shape: String,
+        /// Seconds measured per step.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Which server: `bridge` or `janus`.
+        #[arg(long, default_value = "bridge")]
+        target: String,
+        /// Also step this target (`janus`), interleaved with the first.
+        #[arg(long)]
+        compare: Option<String>,
+        /// The bridge's forwarding workers.
+        #[arg(long, default_value_t = 1)]
+        media_workers: usize,
+        /// Most steps.
+        #[arg(long, default_value_t = 7)]
+        max_steps: u32,
     },
     /// Video through the SFU: one publisher of the test pattern, one subscriber.
     Video {
@@ -191,6 +219,7 @@ fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
             target,
             compare,
             video_kbps,
+            media_workers,
         } => {
             let load = fanout::Load {
                 rooms,
@@ -198,17 +227,21 @@ fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
                 subscribers,
                 seconds,
                 video_kbps,
+                media_workers,
             };
-            let targets: Result<Vec<fanout::Target>, String> = std::iter::once(target)
-                .chain(compare)
-                .map(|t| match t.as_str() {
-                    "bridge" => Ok(fanout::Target::Bridge),
-                    "janus" => Ok(fanout::Target::Janus),
-                    other => Err(format!("unknown target {other} (bridge or janus)")),
-                })
-                .collect();
-            targets.and_then(|t| fanout::sfu_fanout(load, &t))
+            fanout::Target::parse_all(target, compare).and_then(|t| fanout::sfu_fanout(load, &t))
         }
+        Scenario::SfuScale {
+            shape,
+            seconds,
+            target,
+            compare,
+            media_workers,
+            max_steps,
+        } => fanout::scale::Shape::parse(&shape).and_then(|shape| {
+            let targets = fanout::Target::parse_all(target, compare)?;
+            fanout::scale::sfu_scale(shape, &targets, seconds, media_workers, max_steps)
+        }),
     }
 }
 

@@ -17,9 +17,14 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7800", global = true)]
     listen: SocketAddr,
-    /// UDP address for media (one port shared by all media sessions).
+    /// UDP address for media: media worker `i` listens on this port + `i` (each worker's port is
+    /// shared by the sessions of the rooms it forwards).
     #[arg(long, default_value = "127.0.0.1:7801", global = true)]
     media_listen: SocketAddr,
+    /// Media forwarding workers (one thread and UDP port each; a room lives on one). Default: one
+    /// per core.
+    #[arg(long, global = true)]
+    media_workers: Option<usize>,
     /// Directory for the store (created owner-only if missing). Default: $XDG_DATA_HOME/streams-bridge
     /// or ~/.local/share/streams-bridge.
     #[arg(long, global = true)]
@@ -154,6 +159,9 @@ fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
         let config = BridgeConfig {
             listen: cli.listen,
             media_listen: cli.media_listen,
+            media_workers: cli.media_workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
             db: db.clone(),
             open: cli.open,
             recordings: Some(recordings_dir(cli)?),

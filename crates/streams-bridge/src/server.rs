@@ -17,8 +17,12 @@ use crate::store::{SqliteStore, StoreError};
 pub struct BridgeConfig {
     /// Address to listen on for signaling (port 0 picks a free one).
     pub listen: SocketAddr,
-    /// UDP address for media (port 0 picks a free one).
+    /// UDP address for media (port 0 picks a free one). With several media workers, worker `i`
+    /// listens on this port + `i` (or each on a free port).
     pub media_listen: SocketAddr,
+    /// Forwarding workers (threads, one UDP socket each); rooms are spread over them, a room on
+    /// one worker. At least 1.
+    pub media_workers: usize,
     /// SQLite database file, or `:memory:`.
     pub db: PathBuf,
     /// Development mode: any key may connect, no registration needed.
@@ -33,6 +37,7 @@ impl BridgeConfig {
         BridgeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            media_workers: 1,
             db: PathBuf::from(":memory:"),
             open: true,
             recordings: None,
@@ -77,10 +82,13 @@ impl Bridge {
                     addr: config.listen,
                     source,
                 })?;
-        let sfu = SfuHandle::start(config.media_listen).map_err(|source| BridgeError::Bind {
-            addr: config.media_listen,
-            source,
-        })?;
+        let sfu =
+            SfuHandle::start(config.media_listen, config.media_workers).map_err(|source| {
+                BridgeError::Bind {
+                    addr: config.media_listen,
+                    source,
+                }
+            })?;
         Ok(Bridge {
             listener,
             state: Arc::new({
@@ -190,9 +198,14 @@ impl BridgeHandle {
         self.state.hub().connection_count()
     }
 
-    /// The SFU's UDP address.
+    /// The SFU's UDP address (its first worker's).
     pub fn media_addr(&self) -> SocketAddr {
         self.state.sfu.addr()
+    }
+
+    /// Every media worker's UDP address, in order.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.state.sfu.addrs()
     }
 
     /// How many media sessions the SFU holds.

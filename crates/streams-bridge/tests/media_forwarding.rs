@@ -279,3 +279,118 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     };
     assert!(streams.is_empty());
 }
+
+/// The port of the first candidate in an SDP answer.
+fn candidate_port(sdp: &str) -> u16 {
+    let line = sdp
+        .lines()
+        .find(|l| l.starts_with("a=candidate:"))
+        .expect("the answer has a candidate");
+    line.split_whitespace().nth(5).unwrap().parse().unwrap()
+}
+
+#[test]
+fn rooms_on_two_media_workers_each_forward_on_their_own_port() {
+    let ids: Vec<Identity> = (0..4).map(|_| Identity::generate()).collect();
+    let bridge = bridge_with_media_workers(&ids.iter().collect::<Vec<_>>(), 2);
+    let addrs = bridge.handle.media_addrs();
+    assert_eq!(addrs.len(), 2);
+    assert_ne!(addrs[0].port(), addrs[1].port());
+    let url = bridge.handle.url();
+    let mut clients = Vec::new();
+    let mut rooms = Vec::new();
+    for r in 0..2u8 {
+        let (publishing, subscribing) = (&ids[2 * r as usize], &ids[2 * r as usize + 1]);
+        let (p, s) = (connect(&url, publishing), connect(&url, subscribing));
+        let room = create_room(&p, &format!("room {r}"), &[subscribing.user_id()]);
+        let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
+        let (offer, send_mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
+        let publish = vec![TrackAnnounce {
+            mid: send_mids[0],
+            kind: TrackKind::Audio,
+            key_id: u64::from(r),
+            frame_ms: 20,
+        }];
+        let answer = negotiate(&p, &room.id, offer, publish, vec![]).unwrap();
+        let port = candidate_port(&answer);
+        publisher.accept_answer(&answer).unwrap();
+        let Reply::Streams(streams) = s.call(Operation::ListStreams(room.id.clone())).unwrap()
+        else {
+            panic!("no streams reply")
+        };
+        let track_id = streams[0].tracks[0].track_id;
+        let mut subscriber = MediaSession::bind(LOOPBACK).unwrap();
+        let (offer, _, recv_mids) = subscriber.offer(&[], &[MediaKind::Audio], &[]).unwrap();
+        let subscribe = vec![TrackSubscription {
+            mid: recv_mids[0],
+            track_id,
+        }];
+        let answer = negotiate(&s, &room.id, offer, vec![], subscribe).unwrap();
+        assert_eq!(
+            candidate_port(&answer),
+            port,
+            "a room's sessions share one worker"
+        );
+        subscriber.accept_answer(&answer).unwrap();
+        clients.extend([p, s]);
+        rooms.push((publisher, send_mids[0], subscriber, port, Vec::new()));
+    }
+    // One room on each worker.
+    let mut ports: Vec<u16> = rooms.iter().map(|r| r.3).collect();
+    ports.sort_unstable();
+    let mut worker_ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
+    worker_ports.sort_unstable();
+    assert_eq!(ports, worker_ports);
+    for (publisher, _, subscriber, _, _) in &mut rooms {
+        wait_connected(publisher);
+        wait_connected(subscriber);
+    }
+
+    // Each publisher sends 50 frames marked with its room; each subscriber gets its room's only.
+    const FRAMES: u64 = 50;
+    for i in 0..FRAMES {
+        for (r, (publisher, mid, _, _, _)) in rooms.iter_mut().enumerate() {
+            let frame = [r as u8; 40];
+            publisher
+                .write_audio(*mid, Instant::now(), i * 960, &frame)
+                .unwrap();
+            publisher
+                .run_until(Instant::now() + Duration::from_millis(5))
+                .unwrap();
+        }
+        for (_, _, subscriber, _, received) in &mut rooms {
+            let got = subscriber
+                .run_until(Instant::now() + Duration::from_millis(5))
+                .unwrap();
+            received.extend(got.into_iter().map(|g| g.data));
+        }
+    }
+    let settle = Instant::now() + Duration::from_secs(1);
+    for (_, _, subscriber, _, received) in &mut rooms {
+        let got = subscriber.run_until(settle).unwrap();
+        received.extend(got.into_iter().map(|g| g.data));
+    }
+    for (r, (_, _, _, _, received)) in rooms.iter().enumerate() {
+        assert!(
+            received.len() as u64 >= FRAMES * 9 / 10,
+            "room {r}: {} of {FRAMES} frames",
+            received.len()
+        );
+        assert!(
+            received.iter().all(|f| f == &[r as u8; 40]),
+            "room {r} received another room's frames"
+        );
+    }
+    assert_eq!(bridge.handle.media_session_count(), 4);
+
+    // A connection that drops ends its sessions on whichever worker holds them.
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bridge.handle.media_session_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "media sessions outlived their connections"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -34,16 +34,21 @@ pub struct MediaSocket {
 }
 
 impl MediaSocket {
-    /// Binds `addr` (port 0 for an ephemeral one) with an enlarged receive buffer.
+    /// Binds `addr` (port 0 for an ephemeral one) with a receive buffer of [`RECEIVE_BUFFER`].
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        Self::bind_with(addr, &SocketWaker::new()?)
+        Self::bind_with(addr, &SocketWaker::new()?, RECEIVE_BUFFER)
     }
 
     /// Like [`MediaSocket::bind`], woken by `waker` (made before the socket, e.g. on another
-    /// thread).
-    pub fn bind_with(addr: SocketAddr, waker: &SocketWaker) -> io::Result<Self> {
+    /// thread), asking for a receive buffer of `receive_buffer` bytes (more than
+    /// [`RECEIVE_BUFFER`] for a socket many connections share).
+    pub fn bind_with(
+        addr: SocketAddr,
+        waker: &SocketWaker,
+        receive_buffer: usize,
+    ) -> io::Result<Self> {
         let socket = UdpSocket::bind(addr)?;
-        enlarge_receive_buffer(&socket);
+        enlarge_receive_buffer(&socket, receive_buffer);
         socket.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
         let poller = Arc::clone(&waker.poller);
@@ -56,12 +61,6 @@ impl MediaSocket {
             poller,
             events: Events::new(),
         })
-    }
-
-    /// Asks the kernel for a receive buffer of `bytes` (more than [`RECEIVE_BUFFER`], for a
-    /// socket that many connections share); Linux caps it at `net.core.rmem_max`.
-    pub fn set_receive_buffer(&self, bytes: usize) -> io::Result<()> {
-        socket2::SockRef::from(&self.socket).set_recv_buffer_size(bytes)
     }
 
     /// The local address.
@@ -116,8 +115,9 @@ impl SocketWaker {
 
 /// Asks for a receive buffer that holds a burst of video packets (a 720p keyframe is ~100 packets);
 /// the kernel's default (about 200 KB) drops such bursts when the reader is busy for a moment.
-fn enlarge_receive_buffer(socket: &UdpSocket) {
-    if let Err(e) = socket2::SockRef::from(socket).set_recv_buffer_size(RECEIVE_BUFFER) {
+/// Linux caps it at `net.core.rmem_max`.
+fn enlarge_receive_buffer(socket: &UdpSocket, bytes: usize) {
+    if let Err(e) = socket2::SockRef::from(socket).set_recv_buffer_size(bytes) {
         tracing::debug!("could not enlarge the UDP receive buffer: {e}");
     }
 }
@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn a_datagram_or_a_waker_ends_a_wait_and_reads_never_block() {
         let waker = SocketWaker::new().unwrap();
-        let mut socket = MediaSocket::bind_with(LOOPBACK, &waker).unwrap();
+        let mut socket = MediaSocket::bind_with(LOOPBACK, &waker, RECEIVE_BUFFER).unwrap();
         let mut batch = ReceiveBatch::new(&socket, 4);
         assert_eq!(socket.try_recv_batch(&mut batch).unwrap(), 0);
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -1,6 +1,8 @@
 //! The `bridge` target: our `streams-bridge` binary (open mode, in-memory store) inside the
 //! namespace; each load peer signs in with its own key and negotiates through our signaling
-//! (`Negotiate` with the tracks it publishes or subscribes to).
+//! (`Negotiate` with the tracks it publishes or subscribes to). With several media workers, worker
+//! `i` listens on [`MEDIA_PORT`] + `i`; each subscriber learns its worker from the port in its
+//! answer's candidate, so what it receives is counted for that worker.
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,6 +16,20 @@ use crate::common::client;
 use crate::fanout::netns::Namespace;
 use crate::fanout::peer::Peer;
 use crate::fanout::{Launcher, Load, Server};
+
+/// The media port of the bridge's first worker.
+const MEDIA_PORT: u16 = 7801;
+
+/// Which worker an answer's candidate names (its port's offset from [`MEDIA_PORT`]).
+fn worker_of_answer(answer: &str) -> Result<usize, String> {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=candidate:"))
+        .and_then(|c| c.split_whitespace().nth(5)?.parse::<u16>().ok())
+        .and_then(|port| port.checked_sub(MEDIA_PORT))
+        .map(usize::from)
+        .ok_or_else(|| "the bridge's answer names no media worker's port".to_string())
+}
 
 /// Waits until something listens on `addr`.
 pub fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
@@ -51,7 +67,9 @@ pub fn start(
         .arg("--listen")
         .arg(signaling.to_string())
         .arg("--media-listen")
-        .arg(SocketAddr::new(IpAddr::V4(ns.inner_ip), 7801).to_string())
+        .arg(SocketAddr::new(IpAddr::V4(ns.inner_ip), MEDIA_PORT).to_string())
+        .arg("--media-workers")
+        .arg(load.media_workers.to_string())
         .arg("--recordings")
         .arg(recordings.path())
         .env("RUST_LOG", "warn")
@@ -186,6 +204,7 @@ fn negotiate_all(
             let Reply::Answer { answer, .. } = reply else {
                 return Err(format!("unexpected reply {reply:?}"));
             };
+            peer.worker = worker_of_answer(&answer)?;
             peer.accept_answer(pending, &answer)?;
             launcher.launch(peer)?;
             clients.push(c);

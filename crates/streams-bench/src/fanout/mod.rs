@@ -13,11 +13,18 @@
 //! forward at this load); `loss_pct` — frames sent × subscribers not received; `p95_ms` — one-way
 //! latency from the send time inside each frame; `server_rss_mb` and the growth per subscribed
 //! track. A run whose load side used more than 90% of its core is marked `"valid": false`.
+//!
+//! `--media-workers N` runs the bridge with N forwarding workers (every one pinned to the server's
+//! core, so they share it as they would share a loaded machine); `workers` then gives each one's
+//! egress (counted by the subscribers it serves), its thread's CPU and the two divided, and
+//! `workers_cpu_spread_pct` how far apart their CPU is ((max - min) / max). [`scale`] steps the
+//! load until the server loses packets or the load side runs out of core.
 pub mod bridge;
 pub mod janus;
 pub mod netns;
 pub mod peer;
 pub mod procstat;
+pub mod scale;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,8 +33,8 @@ use std::time::{Duration, Instant};
 use streams_client::media::voice::percentile;
 
 use crate::fanout::netns::Namespace;
-use crate::fanout::peer::{Counters, Peer};
-use crate::fanout::procstat::{CpuMeter, rss_mb};
+use crate::fanout::peer::{Counters, MAX_WORKERS, Peer};
+use crate::fanout::procstat::{CpuMeter, numbered_threads, rss_mb};
 
 /// The core the server is pinned to, and the load's.
 const SERVER_CPU: usize = 1;
@@ -46,6 +53,8 @@ pub struct Load {
     pub seconds: u64,
     /// With more than 0, each publisher also sends an H.264 track at this rate (30 fps).
     pub video_kbps: u32,
+    /// The bridge's forwarding workers (`--media-workers`; Janus ignores it).
+    pub media_workers: usize,
 }
 
 /// Which server.
@@ -58,6 +67,18 @@ pub enum Target {
 }
 
 impl Target {
+    /// The target named first, then the one to compare with (`bridge` or `janus`).
+    pub fn parse_all(first: String, compare: Option<String>) -> Result<Vec<Target>, String> {
+        std::iter::once(first)
+            .chain(compare)
+            .map(|t| match t.as_str() {
+                "bridge" => Ok(Target::Bridge),
+                "janus" => Ok(Target::Janus),
+                other => Err(format!("unknown target {other} (bridge or janus)")),
+            })
+            .collect()
+    }
+
     fn name(self) -> &'static str {
         match self {
             Target::Bridge => "bridge",
@@ -159,7 +180,8 @@ fn quantile_ms(latencies: &[u64], q: f64) -> f64 {
     percentile(latencies, q).unwrap_or(0) as f64 / 1000.0
 }
 
-fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
+/// One run of `target` under `load`: its JSON line.
+pub fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
     let ns = Namespace::create()?;
     let counters = Arc::new(Counters::default());
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -225,7 +247,34 @@ fn run(target: Target, load: Load) -> Result<serde_json::Value, String> {
         "server_rss_kb_per_subscribed_track": (m.rss - idle_rss).max(0.0) * 1024.0 / tracks.max(1.0),
         "load_cpu_pct": m.load_cpu,
         "valid": m.load_cpu < 90.0,
+        "media_workers": if target == Target::Bridge { load.media_workers } else { 1 },
+        "workers": m.workers.iter().map(|w| serde_json::json!({
+            "worker": w.index,
+            "egress_pps": w.egress_pps,
+            "cpu_pct": w.cpu,
+            "egress_pps_per_core": w.egress_pps / (w.cpu / 100.0).max(1e-9),
+        })).collect::<Vec<_>>(),
+        "workers_cpu_spread_pct": spread_pct(m.workers.iter().map(|w| w.cpu)),
     }))
+}
+
+/// How far apart the largest and smallest are, as a share of the largest (0 for fewer than 2).
+fn spread_pct(values: impl Iterator<Item = f64>) -> f64 {
+    let values: Vec<f64> = values.collect();
+    let max = values.iter().copied().fold(f64::MIN, f64::max);
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    if values.len() < 2 || max <= 0.0 {
+        0.0
+    } else {
+        100.0 * (max - min) / max
+    }
+}
+
+/// One media worker's share of a run.
+struct WorkerMeasured {
+    index: usize,
+    egress_pps: f64,
+    cpu: f64,
 }
 
 struct Measured {
@@ -239,6 +288,7 @@ struct Measured {
     p50_ms: f64,
     p95_ms: f64,
     rss: f64,
+    workers: Vec<WorkerMeasured>,
 }
 
 fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, String> {
@@ -246,6 +296,14 @@ fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, Strin
     std::thread::sleep(Duration::from_secs(1)); // warm-up
     let server = CpuMeter::start(pid).ok_or("the server process is gone")?;
     let me = CpuMeter::start(std::process::id()).ok_or("no /proc")?;
+    // Our bridge's forwarding threads (Janus has none by that name).
+    let worker_meters: Vec<(usize, CpuMeter)> = numbered_threads(pid, "streams-sfu-")
+        .into_iter()
+        .filter(|(index, _)| *index < MAX_WORKERS)
+        .filter_map(|(index, tid)| Some((index, CpuMeter::thread(pid, tid)?)))
+        .collect();
+    let egress_of = |index: usize| counters.egress_by_worker[index].load(Ordering::Relaxed);
+    let worker_egress_before: Vec<u64> = worker_meters.iter().map(|(i, _)| egress_of(*i)).collect();
     let received_before = counters.received.load(Ordering::Relaxed);
     let video_packets_before = counters.video_packets.load(Ordering::Relaxed);
     let video_frames_before = counters.video_frames.load(Ordering::Relaxed);
@@ -257,6 +315,15 @@ fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, Strin
     let elapsed = window.elapsed().as_secs_f64();
     let server_cpu = server.percent().unwrap_or(0.0);
     let load_cpu = me.percent().unwrap_or(0.0);
+    let workers = worker_meters
+        .iter()
+        .zip(worker_egress_before)
+        .map(|((index, meter), before)| WorkerMeasured {
+            index: *index,
+            egress_pps: (egress_of(*index) - before) as f64 / elapsed,
+            cpu: meter.percent().unwrap_or(0.0),
+        })
+        .collect();
     let rss = rss_mb(pid).unwrap_or(0.0);
     counters.sending.store(false, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(500)); // what is in flight arrives
@@ -283,5 +350,6 @@ fn measure(counters: &Counters, pid: u32, load: &Load) -> Result<Measured, Strin
         p50_ms: quantile_ms(&latencies, 0.5),
         p95_ms: quantile_ms(&latencies, 0.95),
         rss,
+        workers,
     })
 }

@@ -23,6 +23,8 @@ pub const FRAME_BYTES: usize = 80;
 pub const FRAMES_PER_SECOND: u64 = 50;
 /// Video frames per second per publisher (video variant).
 pub const VIDEO_FPS: u64 = 30;
+/// Media workers whose egress is counted apart.
+pub const MAX_WORKERS: usize = 16;
 
 /// What the peers share with the scenario: start/stop, and what they counted.
 #[derive(Default)]
@@ -43,6 +45,8 @@ pub struct Counters {
     pub video_frames: AtomicU64,
     /// Video packets received by all subscribers (from ingress statistics).
     pub video_packets: AtomicU64,
+    /// Voice frames and video packets received, by the server's worker that forwarded them.
+    pub egress_by_worker: [AtomicU64; MAX_WORKERS],
 }
 
 fn now_us() -> u64 {
@@ -62,6 +66,8 @@ pub struct Peer {
     pub send_video_mid: Option<Mid>,
     /// Bytes of each video frame.
     video_frame_bytes: usize,
+    /// Which of the server's media workers forwards to it (below [`MAX_WORKERS`]; 0 with one).
+    pub worker: usize,
 }
 
 impl Peer {
@@ -85,6 +91,7 @@ impl Peer {
             send_mid: None,
             send_video_mid: None,
             video_frame_bytes: 0,
+            worker: 0,
         })
     }
 
@@ -167,6 +174,7 @@ impl Peer {
         let mut connected = false;
         let mut video_mids: std::collections::HashSet<Mid> = std::collections::HashSet::new();
         let mut ingress: std::collections::HashMap<Mid, u64> = std::collections::HashMap::new();
+        let by_worker = &counters.egress_by_worker[self.worker.min(MAX_WORKERS - 1)];
         let video_period = Duration::from_micros(1_000_000 / VIDEO_FPS);
         let mut next_video = Instant::now();
         let mut video_index = 0u64;
@@ -197,14 +205,14 @@ impl Peer {
                         Event::MediaIngressStats(stats) => {
                             let last = ingress.insert(stats.mid, stats.packets).unwrap_or(0);
                             if video_mids.contains(&stats.mid) {
-                                counters.video_packets.fetch_add(
-                                    stats.packets.saturating_sub(last),
-                                    Ordering::Relaxed,
-                                );
+                                let packets = stats.packets.saturating_sub(last);
+                                counters.video_packets.fetch_add(packets, Ordering::Relaxed);
+                                by_worker.fetch_add(packets, Ordering::Relaxed);
                             }
                         }
                         Event::MediaData(data) => {
                             counters.received.fetch_add(1, Ordering::Relaxed);
+                            by_worker.fetch_add(1, Ordering::Relaxed);
                             sampled += 1;
                             if sampled.is_multiple_of(8) && data.data.len() >= 8 {
                                 let mut sent = [0u8; 8];

@@ -3,7 +3,8 @@
 //! list), the network through [`SfuCore::handle_datagram`] and [`SfuCore::handle_timeout`] (in
 //! `media.rs`), and what it sends is polled with [`SfuCore::poll_transmit`]. Time is passed in; no
 //! socket, thread, lock or clock is inside, so tests drive it with simulated time and networks.
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -75,6 +76,9 @@ pub struct SfuCore {
     pub(super) by_stream: HashMap<StreamId, SessionKey>,
     /// Which session each remote address belongs to: a datagram finds its session in one lookup.
     pub(super) by_source: HashMap<SocketAddr, SessionKey>,
+    /// Which session each local ICE ufrag belongs to: a STUN check from a new address finds its
+    /// session in one lookup.
+    pub(super) by_ufrag: HashMap<String, SessionKey>,
     pub(super) routes: Routes,
     next_stream: u64,
     /// When a keyframe was last requested of each published track.
@@ -86,6 +90,11 @@ pub struct SfuCore {
     /// Sessions written to since their last timeout: each is advanced and drained once per
     /// [`SfuCore::handle_timeout`], not once per forwarded frame.
     pub(super) dirty: Vec<SessionKey>,
+    /// When each session's timers are due, earliest first: a session's entry is the one its
+    /// `scheduled` names; others are left over from earlier deadlines and skipped.
+    pub(super) timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    /// Sessions that ended on their own (ICE lost, a failure), removed at the next timeout.
+    pub(super) ended: Vec<SessionKey>,
     pub(super) transmits: VecDeque<Transmit>,
     pub(super) recorded: VecDeque<RecordedFrame>,
     /// Reused by each drain: the packets and keyframe requests a session produced.
@@ -114,6 +123,7 @@ impl SfuCore {
             sessions: SlotMap::with_key(),
             by_stream: HashMap::new(),
             by_source: HashMap::new(),
+            by_ufrag: HashMap::new(),
             routes: Routes::default(),
             next_stream: 0,
             last_keyframe_request: HashMap::new(),
@@ -121,6 +131,8 @@ impl SfuCore {
             recorded_rooms: HashSet::new(),
             reassembly: HashMap::new(),
             dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            ended: Vec::new(),
             transmits: VecDeque::new(),
             recorded: VecDeque::new(),
             scratch_media: Vec::new(),
@@ -169,6 +181,13 @@ impl SfuCore {
             .sending
             .values_mut()
             .for_each(|outgoing| outgoing.renegotiated());
+        // An ICE restart in the offer gives the session new credentials.
+        let ufrag = session.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != session.ufrag {
+            self.by_ufrag.remove(&session.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), key);
+            session.ufrag = ufrag;
+        }
         let was_published = !session.published.is_empty();
         let unpublished: Vec<TrackId> = session
             .published
@@ -291,21 +310,26 @@ impl SfuCore {
             .build(now);
         let candidate = Candidate::host(self.addr, "udp").map_err(|e| internal(&e))?;
         rtc.add_local_candidate(candidate);
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.next_stream += 1;
         let id = StreamId(self.next_stream);
         let key = self.sessions.insert(Session {
             id,
+            ufrag: ufrag.clone(),
             conn,
             room,
             user,
             rtc,
             timeout: now,
+            scheduled: Some(now),
             published: Vec::new(),
             subscribed: HashMap::new(),
             sending: HashMap::new(),
             dirty: false,
         });
         self.by_stream.insert(id, key);
+        self.by_ufrag.insert(ufrag, key);
+        self.timers.push(Reverse((now, key)));
         Ok(key)
     }
 
@@ -402,7 +426,12 @@ impl SfuCore {
             self.unroute_track(&TrackId::new(session.id, published.mid));
         }
         self.by_stream.remove(&session.id);
+        self.by_ufrag.remove(&session.ufrag);
         self.by_source.retain(|_, k| *k != key);
+        if self.sessions.is_empty() {
+            // Only entries of sessions that are gone are left: nothing is due any more.
+            self.timers.clear();
+        }
         tracing::info!(session = %session.id, "media session ended");
     }
 }

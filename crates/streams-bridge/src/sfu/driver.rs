@@ -1,10 +1,11 @@
-//! The SFU thread: owns the UDP socket and the recordings, and runs the [`SfuCore`]. Each turn it
+//! A forwarding worker's thread: owns its UDP socket and its rooms' recordings, and runs its
+//! [`SfuCore`]. Each turn it
 //! takes the commands queued (it is woken for them), runs the core's timers, sends what the core
 //! has to send (a run of packets to one subscriber in one system call), writes recorded frames,
 //! then waits on the socket until the core's next deadline and reads what has arrived, many
 //! datagrams per system call.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -14,7 +15,7 @@ use streams_proto::wire::{ErrorCode, WireError};
 use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch};
 
 use super::core::{RecordedFrame, SfuCore};
-use super::handle::Command;
+use super::worker::{Command, WorkerStats};
 use crate::recorder::Recorder;
 
 /// Reads (system calls) made in one go before the core's timers run again, which sends what the
@@ -25,12 +26,12 @@ const READS_PER_TURN: usize = 2;
 /// bounds how long a wake-up lost by the OS could go unnoticed.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Runs until every [`super::SfuHandle`] is gone.
+/// Runs until every [`super::SfuHandle`] is gone; publishes `stats` after each turn.
 pub(super) fn run(
     mut core: SfuCore,
     mut socket: MediaSocket,
     commands: Receiver<Command>,
-    keyframe_requests: &AtomicU64,
+    stats: &WorkerStats,
 ) {
     // The DTLS certificate and configuration every session shares, made before the first.
     streams_rtc::dtls::prepare();
@@ -55,7 +56,12 @@ pub(super) fn run(
         while let Some(frame) = core.poll_recorded() {
             record(&mut recordings, frame);
         }
-        keyframe_requests.store(core.keyframe_requests_forwarded(), Ordering::Relaxed);
+        stats
+            .keyframe_requests
+            .store(core.keyframe_requests_forwarded(), Ordering::Relaxed);
+        stats
+            .sessions
+            .store(core.session_count(), Ordering::Relaxed);
         let deadline = core
             .poll_timeout()
             .unwrap_or(now + IDLE_WAIT)

@@ -1,123 +1,116 @@
-//! [`SfuHandle`]: how the bridge's async signaling talks to the SFU thread. Each call is a
-//! command in a bounded queue; the thread is woken at once to take it (no polling), and the reply
-//! comes back on a oneshot channel.
+//! [`SfuHandle`]: how the bridge's async signaling talks to the SFU's forwarding workers. Each
+//! worker is a thread with its own socket and core (see [`super::worker`]); a room lives on one
+//! worker, chosen when its first media session or recording starts (the one holding the fewest
+//! sessions) and kept until the room is closed, so every leg of a room is forwarded by one thread
+//! with no locks between them.
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use crossbeam_channel::Sender;
 use streams_proto::wire::{ErrorCode, StreamInfo, TrackAnnounce, TrackSubscription, WireError};
 use streams_proto::{RoomId, StreamId, UserId};
-use streams_rtc::socket::{MediaSocket, SocketWaker};
-use tokio::sync::oneshot;
 
-use super::core::{Negotiated, SfuCore};
-use super::driver;
+use super::core::Negotiated;
+use super::worker::{Command, Worker};
 use crate::hub::ConnId;
 
-/// Receive buffer of the SFU's socket, which every session shares: room for bursts of video
-/// packets (keyframes) while the thread is busy forwarding.
-const RECEIVE_BUFFER: usize = 8 << 20;
-
-pub(super) type Reply<T> = oneshot::Sender<T>;
-
-/// What the signaling side asks of the SFU thread.
-pub(super) enum Command {
-    Negotiate {
-        conn: ConnId,
-        room: RoomId,
-        user: UserId,
-        offer: String,
-        publish: Vec<TrackAnnounce>,
-        subscribe: Vec<TrackSubscription>,
-        reply: Reply<Result<Negotiated, WireError>>,
-    },
-    SetSubscriptions {
-        conn: ConnId,
-        room: RoomId,
-        subscribe: Vec<TrackSubscription>,
-        reply: Reply<Result<(), WireError>>,
-    },
-    Close {
-        conn: ConnId,
-        room: Option<RoomId>,
-        reply: Reply<Vec<(RoomId, StreamId)>>,
-    },
-    CloseUser {
-        room: RoomId,
-        user: UserId,
-        reply: Reply<Vec<(RoomId, StreamId)>>,
-    },
-    CloseRoom {
-        room: RoomId,
-        reply: Reply<Vec<(RoomId, StreamId)>>,
-    },
-    List {
-        room: RoomId,
-        reply: Reply<Vec<StreamInfo>>,
-    },
-    Count {
-        reply: Reply<usize>,
-    },
-    StartRecording {
-        room: RoomId,
-        root: PathBuf,
-        id: String,
-        reply: Reply<Result<(), WireError>>,
-    },
-    StopRecording {
-        room: RoomId,
-        reply: Reply<Option<String>>,
-    },
-}
-
-/// Talks to the SFU thread. The thread ends when the last handle is dropped.
+/// Talks to the SFU's workers. They end when the last handle is dropped.
 #[derive(Clone)]
 pub struct SfuHandle {
-    // Dropped before `waker`: the last handle's wake-up finds the queue disconnected.
-    commands: Sender<Command>,
-    waker: Arc<WakeOnDrop>,
-    addr: SocketAddr,
-    keyframe_requests: Arc<AtomicU64>,
+    workers: Arc<[Worker]>,
+    placement: Arc<Mutex<Placement>>,
 }
 
-/// Wakes the SFU thread; the last one dropped wakes it a final time, so it sees it is alone.
-struct WakeOnDrop(SocketWaker);
+/// Which worker each room lives on.
+#[derive(Default)]
+struct Placement {
+    by_room: HashMap<RoomId, usize>,
+    /// Rooms placed on each worker.
+    rooms: Vec<usize>,
+}
 
-impl Drop for WakeOnDrop {
-    fn drop(&mut self) {
-        self.0.wake();
+impl Placement {
+    /// The worker of `room`, if it has one.
+    fn worker_of(&self, room: &RoomId) -> Option<usize> {
+        self.by_room.get(room).copied()
+    }
+
+    /// The worker of `room`, placing it on the worker with the fewest sessions (then rooms) if it
+    /// has none yet.
+    fn place(&mut self, room: &RoomId, workers: &[Worker]) -> usize {
+        if let Some(index) = self.worker_of(room) {
+            return index;
+        }
+        let index = (0..workers.len())
+            .min_by_key(|&i| (workers[i].sessions(), self.rooms[i], i))
+            .unwrap_or(0);
+        self.by_room.insert(room.clone(), index);
+        self.rooms[index] += 1;
+        index
+    }
+
+    /// `room` is gone: the next one to start is placed afresh.
+    fn forget(&mut self, room: &RoomId) {
+        if let Some(index) = self.by_room.remove(room) {
+            self.rooms[index] -= 1;
+        }
     }
 }
 
-fn gone() -> WireError {
-    WireError::new(ErrorCode::Internal, "the media engine stopped")
+/// The address of worker `index` when the workers bind at `bind`: port 0 lets each pick a free
+/// port; otherwise worker `index` listens on `bind`'s port + `index`.
+fn worker_bind(bind: SocketAddr, index: usize) -> std::io::Result<SocketAddr> {
+    if bind.port() == 0 {
+        return Ok(bind);
+    }
+    let port = u16::try_from(index)
+        .ok()
+        .and_then(|i| bind.port().checked_add(i))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("media workers' ports would pass 65535 (from {bind}, {index} more)"),
+            )
+        })?;
+    Ok(SocketAddr::new(bind.ip(), port))
 }
 
 impl SfuHandle {
-    /// Binds the UDP socket and starts the SFU thread.
-    pub fn start(bind: SocketAddr) -> std::io::Result<Self> {
-        let waker = SocketWaker::new()?;
-        let socket = MediaSocket::bind_with(bind, &waker)?;
-        if let Err(e) = socket.set_receive_buffer(RECEIVE_BUFFER) {
-            tracing::debug!("could not enlarge the SFU's UDP receive buffer: {e}");
-        }
-        let addr = socket.local_addr()?;
-        let (commands, receiver) = crossbeam_channel::bounded(256);
-        let keyframe_requests = Arc::new(AtomicU64::new(0));
-        let core = SfuCore::new(std::time::Instant::now(), addr);
-        let counter = Arc::clone(&keyframe_requests);
-        std::thread::Builder::new()
-            .name("streams-sfu".into())
-            .spawn(move || driver::run(core, socket, receiver, &counter))?;
-        tracing::info!(%addr, "SFU listening (UDP)");
+    /// Starts `workers` forwarding workers (at least one), each on its own UDP socket: worker `i`
+    /// at `bind`'s port + `i` (or a free port each when `bind`'s port is 0).
+    pub fn start(bind: SocketAddr, workers: usize) -> std::io::Result<Self> {
+        let workers: Arc<[Worker]> = (0..workers.max(1))
+            .map(|index| Worker::start(worker_bind(bind, index)?, index))
+            .collect::<std::io::Result<Vec<_>>>()?
+            .into();
+        let placement = Placement {
+            by_room: HashMap::new(),
+            rooms: vec![0; workers.len()],
+        };
         Ok(SfuHandle {
-            commands,
-            waker: Arc::new(WakeOnDrop(waker)),
-            addr,
-            keyframe_requests,
+            workers,
+            placement: Arc::new(Mutex::new(placement)),
         })
+    }
+
+    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+        self.placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The worker `room` lives on, placing it now if it has none.
+    fn place(&self, room: &RoomId) -> &Worker {
+        let index = self.placement().place(room, &self.workers);
+        &self.workers[index]
+    }
+
+    /// The worker `room` lives on, if it has one.
+    fn worker_of(&self, room: &RoomId) -> Option<&Worker> {
+        let index = self.placement().worker_of(room)?;
+        self.workers.get(index)
     }
 
     /// Starts recording `room` into `root` as recording `id`.
@@ -127,63 +120,42 @@ impl SfuHandle {
         root: PathBuf,
         id: String,
     ) -> Result<(), WireError> {
-        self.ask(|reply| Command::StartRecording {
-            room,
-            root,
-            id,
-            reply,
-        })
-        .await?
+        self.place(&room)
+            .ask(|reply| Command::StartRecording {
+                room,
+                root,
+                id,
+                reply,
+            })
+            .await?
     }
 
     /// Stops recording `room`; the id of the recording that stopped, if one ran.
     pub async fn stop_recording(&self, room: RoomId) -> Result<Option<String>, WireError> {
-        self.ask_reliably(|reply| Command::StopRecording { room, reply })
+        let Some(worker) = self.worker_of(&room) else {
+            return Ok(None);
+        };
+        worker
+            .ask_reliably(|reply| Command::StopRecording { room, reply })
             .await
     }
 
-    /// Keyframe requests passed on to publishers so far.
+    /// Keyframe requests passed on to publishers so far, by every worker.
     pub fn keyframe_requests_forwarded(&self) -> u64 {
-        self.keyframe_requests.load(Ordering::Relaxed)
+        self.workers
+            .iter()
+            .map(|w| w.stats().keyframe_requests.load(Ordering::Relaxed))
+            .sum()
     }
 
-    /// The UDP address media flows to.
+    /// The UDP address of the first worker (the only one, with one worker).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.workers[0].addr()
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, WireError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.try_send(make(tx)).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => WireError::new(
-                ErrorCode::Internal,
-                "the media engine is busy; nothing was changed, try again",
-            ),
-            crossbeam_channel::TrySendError::Disconnected(_) => gone(),
-        })?;
-        self.waker.0.wake();
-        rx.await.map_err(|_| gone())
-    }
-
-    /// Like `ask`, but waits for room in the queue: closing sessions must not be skipped because
-    /// the SFU is busy.
-    async fn ask_reliably<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command + Send + 'static,
-    ) -> Result<T, WireError> {
-        let (tx, rx) = oneshot::channel();
-        let commands = self.commands.clone();
-        let waker = Arc::clone(&self.waker);
-        tokio::task::spawn_blocking(move || {
-            let sent = commands
-                .send_timeout(make(tx), std::time::Duration::from_secs(5))
-                .map_err(|_| gone());
-            waker.0.wake();
-            sent
-        })
-        .await
-        .map_err(|_| gone())??;
-        rx.await.map_err(|_| gone())
+    /// The UDP address of every worker, in order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(Worker::addr).collect()
     }
 
     /// Applies a client's offer for its media session in `room`; returns the answer and its stream.
@@ -196,16 +168,17 @@ impl SfuHandle {
         publish: Vec<TrackAnnounce>,
         subscribe: Vec<TrackSubscription>,
     ) -> Result<Negotiated, WireError> {
-        self.ask(|reply| Command::Negotiate {
-            conn,
-            room,
-            user,
-            offer,
-            publish,
-            subscribe,
-            reply,
-        })
-        .await?
+        self.place(&room)
+            .ask(|reply| Command::Negotiate {
+                conn,
+                room,
+                user,
+                offer,
+                publish,
+                subscribe,
+                reply,
+            })
+            .await?
     }
 
     /// Replaces which tracks a connection's media session in `room` receives.
@@ -215,46 +188,120 @@ impl SfuHandle {
         room: RoomId,
         subscribe: Vec<TrackSubscription>,
     ) -> Result<(), WireError> {
-        self.ask(|reply| Command::SetSubscriptions {
-            conn,
-            room,
-            subscribe,
-            reply,
-        })
-        .await?
+        let Some(worker) = self.worker_of(&room) else {
+            return Err(WireError::new(
+                ErrorCode::Invalid,
+                "no media session in this room yet",
+            ));
+        };
+        worker
+            .ask(|reply| Command::SetSubscriptions {
+                conn,
+                room,
+                subscribe,
+                reply,
+            })
+            .await?
     }
 
-    /// Ends a connection's media sessions (in one room, or all); returns the streams that were
-    /// published.
+    /// Ends a connection's media sessions (in one room, or in all, on every worker); returns the
+    /// streams that were published.
     pub async fn close(&self, conn: ConnId, room: Option<RoomId>) -> Vec<(RoomId, StreamId)> {
-        self.ask_reliably(move |reply| Command::Close { conn, room, reply })
-            .await
-            .unwrap_or_default()
+        let workers: Vec<&Worker> = match &room {
+            Some(room) => self.worker_of(room).into_iter().collect(),
+            None => self.workers.iter().collect(),
+        };
+        let mut closed = Vec::new();
+        for worker in workers {
+            let room = room.clone();
+            closed.extend(
+                worker
+                    .ask_reliably(move |reply| Command::Close { conn, room, reply })
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+        closed
     }
 
     /// Ends every media session of `user` in `room` (the user was removed from it).
     pub async fn close_user(&self, room: RoomId, user: UserId) -> Vec<(RoomId, StreamId)> {
-        self.ask_reliably(move |reply| Command::CloseUser { room, user, reply })
+        let Some(worker) = self.worker_of(&room) else {
+            return Vec::new();
+        };
+        worker
+            .ask_reliably(move |reply| Command::CloseUser { room, user, reply })
             .await
             .unwrap_or_default()
     }
 
-    /// Ends every media session in `room` (it was deleted).
+    /// Ends every media session in `room` (it was deleted); the room is placed afresh if it
+    /// ever starts again.
     pub async fn close_room(&self, room: RoomId) -> Vec<(RoomId, StreamId)> {
-        self.ask_reliably(move |reply| Command::CloseRoom { room, reply })
+        let Some(worker) = self.worker_of(&room) else {
+            return Vec::new();
+        };
+        let forget = room.clone();
+        let closed = worker
+            .ask_reliably(move |reply| Command::CloseRoom { room, reply })
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.placement().forget(&forget);
+        closed
     }
 
     /// The streams published in a room.
     pub async fn streams(&self, room: RoomId) -> Result<Vec<StreamInfo>, WireError> {
-        self.ask(|reply| Command::List { room, reply }).await
+        let Some(worker) = self.worker_of(&room) else {
+            return Ok(Vec::new());
+        };
+        worker.ask(|reply| Command::List { room, reply }).await
     }
 
-    /// How many media sessions exist (for tests and stats).
+    /// How many media sessions exist, on every worker (for tests and stats).
     pub async fn session_count(&self) -> usize {
-        self.ask(|reply| Command::Count { reply })
-            .await
-            .unwrap_or(0)
+        let mut count = 0;
+        for worker in self.workers.iter() {
+            count += worker
+                .ask(|reply| Command::Count { reply })
+                .await
+                .unwrap_or(0);
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_take_consecutive_ports_or_each_a_free_one() {
+        let fixed: SocketAddr = "127.0.0.1:7801".parse().unwrap();
+        assert_eq!(worker_bind(fixed, 0).unwrap(), fixed);
+        assert_eq!(worker_bind(fixed, 3).unwrap().port(), 7804);
+        let free: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(worker_bind(free, 5).unwrap(), free);
+        let high: SocketAddr = "127.0.0.1:65535".parse().unwrap();
+        assert!(worker_bind(high, 1).is_err());
+    }
+
+    #[test]
+    fn rooms_spread_over_the_workers_and_stay_where_they_were_placed() {
+        let sfu = SfuHandle::start("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let rooms: Vec<RoomId> = (0..4).map(|_| RoomId::random()).collect();
+        let placed: Vec<usize> = rooms
+            .iter()
+            .map(|room| sfu.placement().place(room, &sfu.workers))
+            .collect();
+        // No sessions anywhere yet: the rooms alternate.
+        assert_eq!(placed, vec![0, 1, 0, 1]);
+        assert_eq!(sfu.placement().place(&rooms[1], &sfu.workers), 1);
+        sfu.placement().forget(&rooms[0]);
+        sfu.placement().forget(&rooms[2]);
+        // Worker 0 has no rooms left: the next room goes there.
+        let next = RoomId::random();
+        assert_eq!(sfu.placement().place(&next, &sfu.workers), 0);
+        assert_ne!(sfu.addrs()[0], sfu.addrs()[1]);
     }
 }

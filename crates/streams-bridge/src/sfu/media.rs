@@ -2,6 +2,7 @@
 //! RTP packets to forward, keyframe requests), and forwarding a packet along its track's legs.
 //! Sessions run in str0m's RTP mode: a publisher's packets are written, renumbered, on each
 //! subscriber's stream as they are, never depacketized and packetized again per leg.
+use std::cmp::Reverse;
 use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, Mid};
@@ -33,8 +34,8 @@ fn nal_type(frame: &[u8]) -> Option<u8> {
 
 impl SfuCore {
     /// A datagram from `source`. It goes to the session that address belongs to; a STUN request
-    /// from a new address goes to the session whose credentials it carries. Anything else is
-    /// dropped.
+    /// from a new address goes to the session whose ufrag it names (one lookup), if that session
+    /// accepts it. Anything else is dropped.
     pub fn handle_datagram(&mut self, now: Instant, source: std::net::SocketAddr, datagram: &[u8]) {
         self.last_now = now;
         let Ok(contents) = datagram.try_into() else {
@@ -60,11 +61,14 @@ impl SfuCore {
                         .is_some_and(|s| s.rtc.accepts(&input))
                 })
                 .or_else(|| {
-                    let key = self
-                        .sessions
-                        .iter()
-                        .find(|(_, s)| s.rtc.accepts(&input))
-                        .map(|(key, _)| key)?;
+                    let key = super::stun::local_ufrag(datagram)
+                        .and_then(|ufrag| self.by_ufrag.get(ufrag))
+                        .copied()
+                        .filter(|key| {
+                            self.sessions
+                                .get(*key)
+                                .is_some_and(|s| s.rtc.accepts(&input))
+                        })?;
                     self.by_source.insert(source, key);
                     Some(key)
                 })
@@ -82,16 +86,29 @@ impl SfuCore {
     }
 
     /// Runs the timers that are due and packetizes what was forwarded since the last call (for
-    /// [`SfuCore::poll_transmit`]); removes the sessions that ended (nobody is told yet).
+    /// [`SfuCore::poll_transmit`]); removes the sessions that ended (nobody is told yet). Only the
+    /// sessions whose deadline has come are touched, found in the timer heap.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         let mut due = std::mem::take(&mut self.scratch_due);
-        due.extend(
-            self.sessions
-                .iter()
-                .filter(|(_, s)| s.timeout <= now)
-                .map(|(key, _)| key),
-        );
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            if session.scheduled != Some(at) {
+                continue; // an earlier deadline replaced this one
+            }
+            session.scheduled = None;
+            if session.timeout <= now {
+                due.push(key);
+            } else {
+                self.schedule(key);
+            }
+        }
         for key in due.drain(..) {
             self.advance(key, now);
         }
@@ -99,13 +116,7 @@ impl SfuCore {
         while let Some(key) = self.dirty.pop() {
             self.advance(key, now);
         }
-        due.extend(
-            self.sessions
-                .iter()
-                .filter(|(_, s)| !s.rtc.is_alive())
-                .map(|(key, _)| key),
-        );
-        for key in due.drain(..) {
+        for key in std::mem::take(&mut self.ended) {
             self.remove_session(key);
         }
         self.scratch_due = due;
@@ -113,10 +124,21 @@ impl SfuCore {
 
     /// When [`SfuCore::handle_timeout`] is next needed (`None`: no session, nothing to do).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.dirty.is_empty() {
+        if !self.dirty.is_empty() || !self.ended.is_empty() {
             return Some(self.last_now);
         }
-        self.sessions.values().map(|s| s.timeout).min()
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Puts session `key`'s deadline in the timer heap unless an entry at or before it is there.
+    fn schedule(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.scheduled.is_none_or(|at| session.timeout < at) {
+            session.scheduled = Some(session.timeout);
+            self.timers.push(Reverse((session.timeout, key)));
+        }
     }
 
     fn advance(&mut self, key: SessionKey, now: Instant) {
@@ -168,6 +190,10 @@ impl SfuCore {
                 }
             }
         }
+        if !session.rtc.is_alive() {
+            self.ended.push(key);
+        }
+        self.schedule(key);
         for packet in media.drain(..) {
             self.forward(key, packet);
         }

@@ -1,4 +1,5 @@
-//! The SFU: every media session of the bridge on one UDP socket, driven on a thread of its own.
+//! The SFU: the bridge's media sessions, spread by room over forwarding workers (one thread and
+//! one UDP socket each).
 //! It forwards SFrame-encrypted frames from publishers to subscribers without decoding them, and
 //! never negotiates the audio-level header extension (it would tell the bridge who is speaking).
 //! Audio is Opus; video is H.264 carrying one opaque NAL unit of ciphertext per frame (see the
@@ -10,8 +11,10 @@
 //! - [`core::SfuCore`]: the sans-IO state machine (sessions in a slot map, the routing table of
 //!   [`routes`], demultiplexing by source address); `media.rs` is its media path, [`outgoing`]
 //!   and [`renumber`] write one leg, [`reassembly`] rebuilds recorded video frames, [`offer`]
-//!   keeps congestion feedback off audio m-lines.
-//! - [`handle::SfuHandle`]: the signaling side's commands; `driver.rs`: the thread and its socket.
+//!   keeps congestion feedback off audio m-lines, `stun.rs` reads which session a STUN check is
+//!   for.
+//! - [`handle::SfuHandle`]: the signaling side's commands, and which worker each room lives on;
+//!   `worker.rs`: one worker's queue and thread; `driver.rs`: the thread's loop on its socket.
 use std::time::Duration;
 
 pub mod core;
@@ -24,6 +27,8 @@ pub mod reassembly;
 pub mod renumber;
 pub mod routes;
 pub mod session;
+mod stun;
+mod worker;
 
 pub use self::core::{Negotiated, SfuCore};
 pub use self::handle::SfuHandle;

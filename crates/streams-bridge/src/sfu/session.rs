@@ -20,6 +20,8 @@ slotmap::new_key_type! {
 pub struct Session {
     /// Its stream id (what subscribers' track ids name).
     pub id: StreamId,
+    /// Its local ICE ufrag (what STUN checks for it name).
+    pub ufrag: String,
     /// The signaling connection that negotiated it.
     pub conn: ConnId,
     /// The room it is in.
@@ -30,6 +32,8 @@ pub struct Session {
     pub rtc: Rtc,
     /// When its timers are next due.
     pub timeout: Instant,
+    /// Its entry in the core's timer heap (at or before `timeout`), if it has one.
+    pub scheduled: Option<Instant>,
     /// The tracks it publishes, as announced.
     pub published: Vec<TrackAnnounce>,
     /// Sending m-line → the remote track it carries.

@@ -543,3 +543,36 @@ fn an_m_line_moved_to_another_publisher_carries_it_at_once() {
     assert!(after.len() >= 18, "{} frames after the move", after.len());
     assert!(after.iter().all(|f| *f == [0xC0; 80]), "only Carol now");
 }
+
+#[test]
+fn sessions_whose_peers_vanish_end_on_the_core_s_own_deadlines() {
+    let mut world = World::new();
+    let publisher = world.join(&[MediaKind::Audio], &[], &[]);
+    let track = world.track(publisher, 0);
+    world.join(&[], &[MediaKind::Audio], &[track]);
+    world.connect();
+    assert_eq!(world.sfu.routes.leg_count(), 1);
+    // Both peers vanish. The core is driven only at the deadlines it asks for: each is in the
+    // future (no busy loop), and they come until ICE gives up on both sessions.
+    let mut now = world.now;
+    let mut wake_ups = 0;
+    while world.sfu.session_count() > 0 {
+        let at = world
+            .sfu
+            .poll_timeout()
+            .expect("live sessions have a deadline");
+        assert!(at >= now, "a deadline in the past");
+        now = at;
+        world.sfu.handle_timeout(now);
+        while world.sfu.poll_transmit().is_some() {}
+        wake_ups += 1;
+        assert!(wake_ups < 2_000, "{wake_ups} wake-ups for an idle SFU");
+        assert!(
+            now - world.now < Duration::from_secs(120),
+            "the sessions outlived their peers by two minutes"
+        );
+    }
+    assert_eq!(world.sfu.routes.leg_count(), 0);
+    assert!(world.sfu.by_source.is_empty());
+    assert_eq!(world.sfu.poll_timeout(), None);
+}

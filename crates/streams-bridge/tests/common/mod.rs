@@ -21,6 +21,11 @@ pub struct TestBridge {
 
 /// Starts a bridge (not open) on a free loopback port with `users` registered.
 pub fn bridge_with_users(users: &[&Identity]) -> TestBridge {
+    bridge_with_media_workers(users, 1)
+}
+
+/// Like [`bridge_with_users`], with `workers` media workers (each on its own free port).
+pub fn bridge_with_media_workers(users: &[&Identity], workers: usize) -> TestBridge {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bridge.db");
     {
@@ -34,6 +39,7 @@ pub fn bridge_with_users(users: &[&Identity]) -> TestBridge {
     let handle = Bridge::spawn(BridgeConfig {
         db: db.clone(),
         open: false,
+        media_workers: workers,
         ..BridgeConfig::ephemeral()
     })
     .unwrap();

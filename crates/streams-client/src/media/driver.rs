@@ -230,10 +230,13 @@ impl MediaLaunch {
             let waker = waker.clone();
             Arc::new(move || waker.wake())
         };
-        let bound =
-            MediaSocket::bind_with(SocketAddr::new(local_ip_towards(&bridge_url), 0), &waker)
-                .and_then(|socket| Ok((socket.local_addr()?, socket)))
-                .map_err(MediaError::from);
+        let bound = MediaSocket::bind_with(
+            SocketAddr::new(local_ip_towards(&bridge_url), 0),
+            &waker,
+            streams_rtc::socket::RECEIVE_BUFFER,
+        )
+        .and_then(|socket| Ok((socket.local_addr()?, socket)))
+        .map_err(MediaError::from);
         let setup = bound.and_then(|(local, socket)| {
             let config = CoreConfig {
                 identity,

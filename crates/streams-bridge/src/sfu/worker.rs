@@ -1,0 +1,181 @@
+//! [`Worker`]: one forwarding worker of the SFU as the signaling side sees it — a thread running
+//! its own [`SfuCore`] on its own UDP socket, the bounded queue of [`Command`]s it takes (it is
+//! woken at once for each, no polling), and the figures it publishes ([`WorkerStats`]).
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_channel::Sender;
+use streams_proto::wire::{ErrorCode, StreamInfo, TrackAnnounce, TrackSubscription, WireError};
+use streams_proto::{RoomId, StreamId, UserId};
+use streams_rtc::socket::{MediaSocket, SocketWaker};
+use tokio::sync::oneshot;
+
+use super::core::{Negotiated, SfuCore};
+use super::driver;
+use crate::hub::ConnId;
+
+/// Receive buffer of a worker's socket, which all its sessions share: room for bursts of video
+/// packets (keyframes) while the thread is busy forwarding.
+const RECEIVE_BUFFER: usize = 8 << 20;
+
+/// Commands one worker's queue holds before callers are told it is busy.
+const QUEUE: usize = 256;
+
+pub(super) type Reply<T> = oneshot::Sender<T>;
+
+/// What the signaling side asks of a worker.
+pub(super) enum Command {
+    Negotiate {
+        conn: ConnId,
+        room: RoomId,
+        user: UserId,
+        offer: String,
+        publish: Vec<TrackAnnounce>,
+        subscribe: Vec<TrackSubscription>,
+        reply: Reply<Result<Negotiated, WireError>>,
+    },
+    SetSubscriptions {
+        conn: ConnId,
+        room: RoomId,
+        subscribe: Vec<TrackSubscription>,
+        reply: Reply<Result<(), WireError>>,
+    },
+    Close {
+        conn: ConnId,
+        room: Option<RoomId>,
+        reply: Reply<Vec<(RoomId, StreamId)>>,
+    },
+    CloseUser {
+        room: RoomId,
+        user: UserId,
+        reply: Reply<Vec<(RoomId, StreamId)>>,
+    },
+    CloseRoom {
+        room: RoomId,
+        reply: Reply<Vec<(RoomId, StreamId)>>,
+    },
+    List {
+        room: RoomId,
+        reply: Reply<Vec<StreamInfo>>,
+    },
+    Count {
+        reply: Reply<usize>,
+    },
+    StartRecording {
+        room: RoomId,
+        root: PathBuf,
+        id: String,
+        reply: Reply<Result<(), WireError>>,
+    },
+    StopRecording {
+        room: RoomId,
+        reply: Reply<Option<String>>,
+    },
+}
+
+/// What a worker's thread publishes after each turn, read without asking it.
+#[derive(Default)]
+pub(super) struct WorkerStats {
+    /// Keyframe requests passed on to publishers so far.
+    pub keyframe_requests: AtomicU64,
+    /// Media sessions it held at the end of its last turn (for placing rooms; `Count` asks
+    /// for the exact figure).
+    pub sessions: AtomicUsize,
+}
+
+/// One forwarding worker. Its thread ends when the last clone of its queue is dropped.
+pub(super) struct Worker {
+    // Dropped before `waker`: the last wake-up finds the queue disconnected.
+    commands: Sender<Command>,
+    waker: Arc<WakeOnDrop>,
+    addr: SocketAddr,
+    stats: Arc<WorkerStats>,
+}
+
+/// Wakes a worker's thread; dropped last, it wakes it a final time so it sees it is alone.
+struct WakeOnDrop(SocketWaker);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        self.0.wake();
+    }
+}
+
+pub(super) fn gone() -> WireError {
+    WireError::new(ErrorCode::Internal, "the media engine stopped")
+}
+
+impl Worker {
+    /// Binds worker `index`'s UDP socket at `bind` and starts its thread (`streams-sfu-INDEX`).
+    pub fn start(bind: SocketAddr, index: usize) -> std::io::Result<Self> {
+        let waker = SocketWaker::new()?;
+        let socket = MediaSocket::bind_with(bind, &waker, RECEIVE_BUFFER)?;
+        let addr = socket.local_addr()?;
+        let (commands, receiver) = crossbeam_channel::bounded(QUEUE);
+        let stats = Arc::new(WorkerStats::default());
+        let core = SfuCore::new(std::time::Instant::now(), addr);
+        let published = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name(format!("streams-sfu-{index}"))
+            .spawn(move || driver::run(core, socket, receiver, &published))?;
+        tracing::info!(%addr, worker = index, "SFU worker listening (UDP)");
+        Ok(Worker {
+            commands,
+            waker: Arc::new(WakeOnDrop(waker)),
+            addr,
+            stats,
+        })
+    }
+
+    /// The UDP address its sessions' media flows to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What its thread published last.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// How many media sessions it held at the end of its last turn.
+    pub fn sessions(&self) -> usize {
+        self.stats.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Queues a command and waits for its reply; a full queue is an error at once.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, WireError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.try_send(make(tx)).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => WireError::new(
+                ErrorCode::Internal,
+                "the media engine is busy; nothing was changed, try again",
+            ),
+            crossbeam_channel::TrySendError::Disconnected(_) => gone(),
+        })?;
+        self.waker.0.wake();
+        rx.await.map_err(|_| gone())
+    }
+
+    /// Like `ask`, but waits (up to 5 s) for room in the queue: closing sessions must not be
+    /// skipped because the worker is busy.
+    pub async fn ask_reliably<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command + Send + 'static,
+    ) -> Result<T, WireError> {
+        let (tx, rx) = oneshot::channel();
+        let commands = self.commands.clone();
+        let waker = Arc::clone(&self.waker);
+        tokio::task::spawn_blocking(move || {
+            let sent = commands
+                .send_timeout(make(tx), std::time::Duration::from_secs(5))
+                .map_err(|_| gone());
+            waker.0.wake();
+            sent
+        })
+        .await
+        .map_err(|_| gone())??;
+        rx.await.map_err(|_| gone())
+    }
+}
