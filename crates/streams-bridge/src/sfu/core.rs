@@ -4,10 +4,11 @@
 //! `media.rs`), and what it sends is polled with [`SfuCore::poll_transmit`]. Time is passed in; no
 //! socket, thread, lock or clock is inside, so tests drive it with simulated time and networks.
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use priority_queue::PriorityQueue;
 use slotmap::SlotMap;
 use str0m::Candidate;
 use str0m::change::SdpOffer;
@@ -90,9 +91,9 @@ pub struct SfuCore {
     /// Sessions written to since their last timeout: each is advanced and drained once per
     /// [`SfuCore::handle_timeout`], not once per forwarded frame.
     pub(super) dirty: Vec<SessionKey>,
-    /// When each session's timers are due, earliest first: a session's entry is the one its
-    /// `scheduled` names; others are left over from earlier deadlines and skipped.
-    pub(super) timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    /// When each session's timers are next due, earliest first (one entry per session, moved
+    /// when its deadline changes).
+    pub(super) timers: PriorityQueue<SessionKey, Reverse<Instant>>,
     /// Sessions that ended on their own (ICE lost, a failure), removed at the next timeout.
     pub(super) ended: Vec<SessionKey>,
     pub(super) transmits: VecDeque<Transmit>,
@@ -131,7 +132,7 @@ impl SfuCore {
             recorded_rooms: HashSet::new(),
             reassembly: HashMap::new(),
             dirty: Vec::new(),
-            timers: BinaryHeap::new(),
+            timers: PriorityQueue::new(),
             ended: Vec::new(),
             transmits: VecDeque::new(),
             recorded: VecDeque::new(),
@@ -321,7 +322,6 @@ impl SfuCore {
             user,
             rtc,
             timeout: now,
-            scheduled: Some(now),
             published: Vec::new(),
             subscribed: HashMap::new(),
             sending: HashMap::new(),
@@ -329,7 +329,7 @@ impl SfuCore {
         });
         self.by_stream.insert(id, key);
         self.by_ufrag.insert(ufrag, key);
-        self.timers.push(Reverse((now, key)));
+        self.timers.push(key, Reverse(now));
         Ok(key)
     }
 
@@ -428,10 +428,7 @@ impl SfuCore {
         self.by_stream.remove(&session.id);
         self.by_ufrag.remove(&session.ufrag);
         self.by_source.retain(|_, k| *k != key);
-        if self.sessions.is_empty() {
-            // Only entries of sessions that are gone are left: nothing is due any more.
-            self.timers.clear();
-        }
+        self.timers.remove(&key);
         tracing::info!(session = %session.id, "media session ended");
     }
 }

@@ -87,26 +87,17 @@ impl SfuCore {
 
     /// Runs the timers that are due and packetizes what was forwarded since the last call (for
     /// [`SfuCore::poll_transmit`]); removes the sessions that ended (nobody is told yet). Only the
-    /// sessions whose deadline has come are touched, found in the timer heap.
+    /// sessions whose deadline has come are touched, taken from the timer queue.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         let mut due = std::mem::take(&mut self.scratch_due);
-        while let Some(&Reverse((at, key))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(session) = self.sessions.get_mut(key) else {
-                continue;
-            };
-            if session.scheduled != Some(at) {
-                continue; // an earlier deadline replaced this one
-            }
-            session.scheduled = None;
-            if session.timeout <= now {
+        while self
+            .timers
+            .peek()
+            .is_some_and(|(_, Reverse(at))| *at <= now)
+        {
+            if let Some((key, _)) = self.timers.pop() {
                 due.push(key);
-            } else {
-                self.schedule(key);
             }
         }
         for key in due.drain(..) {
@@ -127,18 +118,7 @@ impl SfuCore {
         if !self.dirty.is_empty() || !self.ended.is_empty() {
             return Some(self.last_now);
         }
-        self.timers.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// Puts session `key`'s deadline in the timer heap unless an entry at or before it is there.
-    fn schedule(&mut self, key: SessionKey) {
-        let Some(session) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if session.scheduled.is_none_or(|at| session.timeout < at) {
-            session.scheduled = Some(session.timeout);
-            self.timers.push(Reverse((session.timeout, key)));
-        }
+        self.timers.peek().map(|(_, Reverse(at))| *at)
     }
 
     fn advance(&mut self, key: SessionKey, now: Instant) {
@@ -193,7 +173,7 @@ impl SfuCore {
         if !session.rtc.is_alive() {
             self.ended.push(key);
         }
-        self.schedule(key);
+        self.timers.push(key, Reverse(session.timeout));
         for packet in media.drain(..) {
             self.forward(key, packet);
         }

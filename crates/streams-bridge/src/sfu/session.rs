@@ -32,8 +32,6 @@ pub struct Session {
     pub rtc: Rtc,
     /// When its timers are next due.
     pub timeout: Instant,
-    /// Its entry in the core's timer heap (at or before `timeout`), if it has one.
-    pub scheduled: Option<Instant>,
     /// The tracks it publishes, as announced.
     pub published: Vec<TrackAnnounce>,
     /// Sending m-line → the remote track it carries.
