@@ -1,5 +1,5 @@
 //! [`SfuHandle`]: how the bridge's async signaling talks to the SFU's forwarding workers. Each
-//! worker is a thread with its own socket and core (see [`super::worker`]); a room lives on one
+//! worker is a thread with its own socket and core (see `worker.rs`); a room lives on one
 //! worker, chosen when its first media session or recording starts (the one holding the fewest
 //! sessions) and kept until the room is closed, so every leg of a room is forwarded by one thread
 //! with no locks between them.
