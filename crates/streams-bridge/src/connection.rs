@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::hub::OUTBOX_CAPACITY;
 use crate::requests::{self, Caller};
+use crate::sfu::LostStreams;
 use crate::state::BridgeState;
 
 /// How long a client has to authenticate.
@@ -298,6 +299,15 @@ async fn still_registered(state: &BridgeState, user: &UserId) -> bool {
 }
 
 /// Tells a room's audience about something that happened outside a request (a disconnect).
+/// Tells each room that a stream is gone whose media session ended on its own (its publisher's
+/// network went away while the signaling connection stayed), until the SFU stops.
+pub(crate) async fn announce_lost_streams(state: Arc<BridgeState>, mut lost: LostStreams) {
+    while let Some((room_id, stream_id)) = lost.recv().await {
+        tracing::info!(%room_id, %stream_id, "a media session was lost; its stream is unpublished");
+        announce(&state, Event::StreamUnpublished { room_id, stream_id }).await;
+    }
+}
+
 async fn announce(state: &BridgeState, event: Event) {
     let id = event.room_id().clone();
     let Ok(Some(room)) = state.with_store(move |s| s.room(&id)).await else {

@@ -82,21 +82,21 @@ impl Bridge {
                     addr: config.listen,
                     source,
                 })?;
-        let sfu =
+        let (sfu, lost) =
             SfuHandle::start(config.media_listen, config.media_workers).map_err(|source| {
                 BridgeError::Bind {
                     addr: config.media_listen,
                     source,
                 }
             })?;
-        Ok(Bridge {
-            listener,
-            state: Arc::new({
-                let mut state = BridgeState::new(Box::new(store), sfu, config.open);
-                state.recordings = config.recordings.clone();
-                state
-            }),
-        })
+        let state = Arc::new({
+            let mut state = BridgeState::new(Box::new(store), sfu, config.open);
+            state.recordings = config.recordings.clone();
+            state
+        });
+        // Media sessions that end on their own (ICE lost) are announced like closed ones.
+        tokio::spawn(connection::announce_lost_streams(Arc::clone(&state), lost));
+        Ok(Bridge { listener, state })
     }
 
     /// The bound address.

@@ -394,3 +394,48 @@ fn rooms_on_two_media_workers_each_forward_on_their_own_port() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_publisher_whose_media_goes_silent_is_unpublished_for_the_room() {
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let bridge = bridge_with_users(&[&alice, &bob]);
+    let url = bridge.handle.url();
+    let (a, b) = (connect(&url, &alice), connect(&url, &bob));
+    let room = create_room(&a, "silent", &[bob.user_id()]);
+    b.subscribe(EventScope::Room(room.id.clone())).unwrap();
+    let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
+    let (offer, send_mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
+    let publish = vec![TrackAnnounce {
+        mid: send_mids[0],
+        kind: TrackKind::Audio,
+        key_id: 1,
+        frame_ms: 20,
+    }];
+    let answer = negotiate(&a, &room.id, offer, publish, vec![]).unwrap();
+    publisher.accept_answer(&answer).unwrap();
+    wait_connected(&mut publisher);
+    let Reply::Streams(streams) = b.call(Operation::ListStreams(room.id.clone())).unwrap() else {
+        panic!("no streams reply")
+    };
+    let stream_id = streams[0].stream_id;
+
+    // Alice's network goes away for media only: her signaling connection stays open, so only
+    // the SFU noticing that her session stopped answering can tell the room.
+    drop(publisher);
+    let unpublished = wait_event(&b, Duration::from_secs(60), |e| {
+        matches!(e, RoomEvent::StreamUnpublished { .. })
+    });
+    assert_eq!(
+        unpublished,
+        Some(RoomEvent::StreamUnpublished {
+            room_id: room.id.clone(),
+            stream_id,
+        })
+    );
+    let Reply::Streams(streams) = b.call(Operation::ListStreams(room.id.clone())).unwrap() else {
+        panic!("no streams reply")
+    };
+    assert!(streams.is_empty());
+    assert_eq!(bridge.handle.media_session_count(), 0);
+    drop(a);
+}

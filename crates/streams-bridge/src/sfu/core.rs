@@ -96,6 +96,8 @@ pub struct SfuCore {
     pub(super) timers: PriorityQueue<SessionKey, Reverse<Instant>>,
     /// Sessions that ended on their own (ICE lost, a failure), removed at the next timeout.
     pub(super) ended: Vec<SessionKey>,
+    /// Streams whose session ended on its own, for [`SfuCore::poll_lost`].
+    pub(super) lost: VecDeque<(RoomId, StreamId)>,
     pub(super) transmits: VecDeque<Transmit>,
     pub(super) recorded: VecDeque<RecordedFrame>,
     /// Reused by each drain: the packets and keyframe requests a session produced.
@@ -134,6 +136,7 @@ impl SfuCore {
             dirty: Vec::new(),
             timers: PriorityQueue::new(),
             ended: Vec::new(),
+            lost: VecDeque::new(),
             transmits: VecDeque::new(),
             recorded: VecDeque::new(),
             scratch_media: Vec::new(),
@@ -280,6 +283,12 @@ impl SfuCore {
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// The next stream whose media session ended on its own (its peer stopped answering, or the
+    /// connection failed): nobody asked for it, so the room has not been told yet.
+    pub fn poll_lost(&mut self) -> Option<(RoomId, StreamId)> {
+        self.lost.pop_front()
     }
 
     /// The next frame forwarded in a recorded room.

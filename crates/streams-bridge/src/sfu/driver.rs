@@ -15,7 +15,7 @@ use streams_proto::wire::{ErrorCode, WireError};
 use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch};
 
 use super::core::{RecordedFrame, SfuCore};
-use super::worker::{Command, WorkerStats};
+use super::worker::{Command, LostSender, WorkerStats};
 use crate::recorder::Recorder;
 
 /// Reads (system calls) made in one go before the core's timers run again, which sends what the
@@ -26,12 +26,14 @@ const READS_PER_TURN: usize = 2;
 /// bounds how long a wake-up lost by the OS could go unnoticed.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Runs until every [`super::SfuHandle`] is gone; publishes `stats` after each turn.
+/// Runs until every [`super::SfuHandle`] is gone; publishes `stats` after each turn and sends
+/// the streams whose session ended on its own to `lost`.
 pub(super) fn run(
     mut core: SfuCore,
     mut socket: MediaSocket,
     commands: Receiver<Command>,
     stats: &WorkerStats,
+    lost: &LostSender,
 ) {
     // The DTLS certificate and configuration every session shares, made before the first.
     streams_rtc::dtls::prepare();
@@ -53,6 +55,10 @@ pub(super) fn run(
             outbox.push(&socket, transmit.destination, &transmit.contents);
         }
         outbox.flush(&socket);
+        while let Some(stream) = core.poll_lost() {
+            // The signaling side gone means the bridge is stopping: nobody is left to tell.
+            let _ = lost.send(stream);
+        }
         while let Some(frame) = core.poll_recorded() {
             record(&mut recordings, frame);
         }

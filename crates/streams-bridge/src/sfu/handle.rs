@@ -16,6 +16,10 @@ use super::core::Negotiated;
 use super::worker::{Command, Worker};
 use crate::hub::ConnId;
 
+/// The streams whose media session ended on its own (its peer stopped answering, or the
+/// connection failed), in the order the workers found them: the room is to be told.
+pub type LostStreams = tokio::sync::mpsc::UnboundedReceiver<(RoomId, StreamId)>;
+
 /// Talks to the SFU's workers. They end when the last handle is dropped.
 #[derive(Clone)]
 pub struct SfuHandle {
@@ -79,20 +83,23 @@ fn worker_bind(bind: SocketAddr, index: usize) -> std::io::Result<SocketAddr> {
 
 impl SfuHandle {
     /// Starts `workers` forwarding workers (at least one), each on its own UDP socket: worker `i`
-    /// at `bind`'s port + `i` (or a free port each when `bind`'s port is 0).
-    pub fn start(bind: SocketAddr, workers: usize) -> std::io::Result<Self> {
+    /// at `bind`'s port + `i` (or a free port each when `bind`'s port is 0). Also returns where
+    /// the streams whose sessions end on their own arrive.
+    pub fn start(bind: SocketAddr, workers: usize) -> std::io::Result<(Self, LostStreams)> {
+        let (lost, lost_streams) = tokio::sync::mpsc::unbounded_channel();
         let workers: Arc<[Worker]> = (0..workers.max(1))
-            .map(|index| Worker::start(worker_bind(bind, index)?, index))
+            .map(|index| Worker::start(worker_bind(bind, index)?, index, lost.clone()))
             .collect::<std::io::Result<Vec<_>>>()?
             .into();
         let placement = Placement {
             by_room: HashMap::new(),
             rooms: vec![0; workers.len()],
         };
-        Ok(SfuHandle {
+        let handle = SfuHandle {
             workers,
             placement: Arc::new(Mutex::new(placement)),
-        })
+        };
+        Ok((handle, lost_streams))
     }
 
     fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
@@ -288,7 +295,7 @@ mod tests {
 
     #[test]
     fn rooms_spread_over_the_workers_and_stay_where_they_were_placed() {
-        let sfu = SfuHandle::start("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let (sfu, _lost) = SfuHandle::start("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let rooms: Vec<RoomId> = (0..4).map(|_| RoomId::random()).collect();
         let placed: Vec<usize> = rooms
             .iter()

@@ -86,7 +86,8 @@ impl SfuCore {
     }
 
     /// Runs the timers that are due and packetizes what was forwarded since the last call (for
-    /// [`SfuCore::poll_transmit`]); removes the sessions that ended (nobody is told yet). Only the
+    /// [`SfuCore::poll_transmit`]); removes the sessions that ended (their published streams are
+    /// handed out by [`SfuCore::poll_lost`]). Only the
     /// sessions whose deadline has come are touched, taken from the timer queue.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
@@ -108,6 +109,11 @@ impl SfuCore {
             self.advance(key, now);
         }
         for key in std::mem::take(&mut self.ended) {
+            if let Some(session) = self.sessions.get(key)
+                && !session.published.is_empty()
+            {
+                self.lost.push_back((session.room.clone(), session.id));
+            }
             self.remove_session(key);
         }
         self.scratch_due = due;

@@ -31,7 +31,7 @@ mod stun;
 mod worker;
 
 pub use self::core::{Negotiated, SfuCore};
-pub use self::handle::SfuHandle;
+pub use self::handle::{LostStreams, SfuHandle};
 
 /// Most tracks one media session may receive.
 pub const MAX_SUBSCRIPTIONS: usize = 256;

@@ -545,7 +545,7 @@ fn an_m_line_moved_to_another_publisher_carries_it_at_once() {
 }
 
 #[test]
-fn sessions_whose_peers_vanish_end_on_the_core_s_own_deadlines() {
+fn sessions_whose_peers_vanish_end_on_the_core_s_own_deadlines_and_their_streams_are_lost() {
     let mut world = World::new();
     let publisher = world.join(&[MediaKind::Audio], &[], &[]);
     let track = world.track(publisher, 0);
@@ -575,4 +575,24 @@ fn sessions_whose_peers_vanish_end_on_the_core_s_own_deadlines() {
     assert_eq!(world.sfu.routes.leg_count(), 0);
     assert!(world.sfu.by_source.is_empty());
     assert_eq!(world.sfu.poll_timeout(), None);
+    // The publisher's stream is handed out once, for the room to be told; the subscriber
+    // published nothing.
+    let publisher_stream = world.members[publisher].stream;
+    assert_eq!(
+        world.sfu.poll_lost(),
+        Some((world.room.clone(), publisher_stream))
+    );
+    assert_eq!(world.sfu.poll_lost(), None);
+}
+
+#[test]
+fn sessions_closed_by_signaling_are_not_reported_lost() {
+    let mut world = World::new();
+    let publisher = world.join(&[MediaKind::Audio], &[], &[]);
+    world.connect();
+    let conn = world.members[publisher].conn;
+    let closed = world.sfu.close_conn(conn, None);
+    assert_eq!(closed.len(), 1, "the caller is told instead");
+    world.sfu.handle_timeout(world.now);
+    assert_eq!(world.sfu.poll_lost(), None);
 }

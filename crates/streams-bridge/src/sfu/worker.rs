@@ -25,6 +25,9 @@ const QUEUE: usize = 256;
 
 pub(super) type Reply<T> = oneshot::Sender<T>;
 
+/// Where workers send the streams whose media session ended on its own.
+pub(super) type LostSender = tokio::sync::mpsc::UnboundedSender<(RoomId, StreamId)>;
+
 /// What the signaling side asks of a worker.
 pub(super) enum Command {
     Negotiate {
@@ -108,8 +111,9 @@ pub(super) fn gone() -> WireError {
 }
 
 impl Worker {
-    /// Binds worker `index`'s UDP socket at `bind` and starts its thread (`streams-sfu-INDEX`).
-    pub fn start(bind: SocketAddr, index: usize) -> std::io::Result<Self> {
+    /// Binds worker `index`'s UDP socket at `bind` and starts its thread (`streams-sfu-INDEX`),
+    /// which sends the streams whose session ended on its own to `lost`.
+    pub fn start(bind: SocketAddr, index: usize, lost: LostSender) -> std::io::Result<Self> {
         let waker = SocketWaker::new()?;
         let socket = MediaSocket::bind_with(bind, &waker, RECEIVE_BUFFER)?;
         let addr = socket.local_addr()?;
@@ -119,7 +123,7 @@ impl Worker {
         let published = Arc::clone(&stats);
         std::thread::Builder::new()
             .name(format!("streams-sfu-{index}"))
-            .spawn(move || driver::run(core, socket, receiver, &published))?;
+            .spawn(move || driver::run(core, socket, receiver, &published, &lost))?;
         tracing::info!(%addr, worker = index, "SFU worker listening (UDP)");
         Ok(Worker {
             commands,
