@@ -1,7 +1,7 @@
 //! One client connection: WebSocket accept, the signed-challenge handshake, then requests in order, with
 //! events interleaved by the hub. Bad input gets a typed error reply and the connection carries on.
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -298,16 +298,20 @@ async fn still_registered(state: &BridgeState, user: &UserId) -> bool {
         .unwrap_or(false)
 }
 
-/// Tells a room's audience about something that happened outside a request (a disconnect).
 /// Tells each room that a stream is gone whose media session ended on its own (its publisher's
-/// network went away while the signaling connection stayed), until the SFU stops.
-pub(crate) async fn announce_lost_streams(state: Arc<BridgeState>, mut lost: LostStreams) {
+/// network went away while the signaling connection stayed), until the SFU stops. It holds the
+/// bridge's state weakly: the state owns the SFU, whose workers hold the other end of `lost`.
+pub(crate) async fn announce_lost_streams(state: Weak<BridgeState>, mut lost: LostStreams) {
     while let Some((room_id, stream_id)) = lost.recv().await {
+        let Some(state) = state.upgrade() else {
+            return;
+        };
         tracing::info!(%room_id, %stream_id, "a media session was lost; its stream is unpublished");
         announce(&state, Event::StreamUnpublished { room_id, stream_id }).await;
     }
 }
 
+/// Tells a room's audience about something that happened outside a request (a disconnect).
 async fn announce(state: &BridgeState, event: Event) {
     let id = event.room_id().clone();
     let Ok(Some(room)) = state.with_store(move |s| s.room(&id)).await else {

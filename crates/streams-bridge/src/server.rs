@@ -95,7 +95,10 @@ impl Bridge {
             state
         });
         // Media sessions that end on their own (ICE lost) are announced like closed ones.
-        tokio::spawn(connection::announce_lost_streams(Arc::clone(&state), lost));
+        tokio::spawn(connection::announce_lost_streams(
+            Arc::downgrade(&state),
+            lost,
+        ));
         Ok(Bridge { listener, state })
     }
 

@@ -299,6 +299,7 @@ fn rooms_on_two_media_workers_each_forward_on_their_own_port() {
     let url = bridge.handle.url();
     let mut clients = Vec::new();
     let mut rooms = Vec::new();
+    let mut stream_ids = Vec::new();
     for r in 0..2u8 {
         let (publishing, subscribing) = (&ids[2 * r as usize], &ids[2 * r as usize + 1]);
         let (p, s) = (connect(&url, publishing), connect(&url, subscribing));
@@ -319,6 +320,7 @@ fn rooms_on_two_media_workers_each_forward_on_their_own_port() {
             panic!("no streams reply")
         };
         let track_id = streams[0].tracks[0].track_id;
+        stream_ids.push(streams[0].stream_id);
         let mut subscriber = MediaSession::bind(LOOPBACK).unwrap();
         let (offer, _, recv_mids) = subscriber.offer(&[], &[MediaKind::Audio], &[]).unwrap();
         let subscribe = vec![TrackSubscription {
@@ -335,7 +337,8 @@ fn rooms_on_two_media_workers_each_forward_on_their_own_port() {
         clients.extend([p, s]);
         rooms.push((publisher, send_mids[0], subscriber, port, Vec::new()));
     }
-    // One room on each worker.
+    // One room on each worker, and the workers' stream ids never collide.
+    assert_ne!(stream_ids[0], stream_ids[1]);
     let mut ports: Vec<u16> = rooms.iter().map(|r| r.3).collect();
     ports.sort_unstable();
     let mut worker_ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();

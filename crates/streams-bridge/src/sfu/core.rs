@@ -81,7 +81,10 @@ pub struct SfuCore {
     /// session in one lookup.
     pub(super) by_ufrag: HashMap<String, SessionKey>,
     pub(super) routes: Routes,
+    /// The id the next session's stream gets, and how far apart this core's ids are (several
+    /// cores in one bridge number their streams apart: `first`, `first + step`, …).
     next_stream: u64,
+    stream_step: u64,
     /// When a keyframe was last requested of each published track.
     pub(super) last_keyframe_request: HashMap<TrackId, Instant>,
     pub(super) keyframe_requests: u64,
@@ -128,7 +131,8 @@ impl SfuCore {
             by_source: HashMap::new(),
             by_ufrag: HashMap::new(),
             routes: Routes::default(),
-            next_stream: 0,
+            next_stream: 1,
+            stream_step: 1,
             last_keyframe_request: HashMap::new(),
             keyframe_requests: 0,
             recorded_rooms: HashSet::new(),
@@ -144,6 +148,14 @@ impl SfuCore {
             scratch_due: Vec::new(),
             last_now: now,
         }
+    }
+
+    /// Numbers the streams of this core `first`, `first + step`, … (1, 2, … by default), so that
+    /// the cores of one bridge never give two streams the same id.
+    pub fn numbering_streams(mut self, first: u64, step: u64) -> Self {
+        self.next_stream = first.max(1);
+        self.stream_step = step.max(1);
+        self
     }
 
     /// Applies `conn`'s offer for its media session in `room` (made on its first offer): what it
@@ -172,7 +184,16 @@ impl SfuCore {
             None => self.open_session(now, conn, room, user)?,
         };
         let session = &mut self.sessions[key];
-        let answer = match session.rtc.sdp_api().accept_offer(offer) {
+        let accepted = session.rtc.sdp_api().accept_offer(offer);
+        // An ICE restart in the offer gives the session new credentials (str0m may take them
+        // even from an offer it then refuses).
+        let ufrag = session.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != session.ufrag {
+            self.by_ufrag.remove(&session.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), key);
+            session.ufrag = ufrag;
+        }
+        let answer = match accepted {
             Ok(answer) => answer,
             Err(e) => {
                 if existing.is_none() {
@@ -181,17 +202,11 @@ impl SfuCore {
                 return Err(invalid(format!("offer rejected: {e}")));
             }
         };
+        let session = &mut self.sessions[key];
         session
             .sending
             .values_mut()
             .for_each(|outgoing| outgoing.renegotiated());
-        // An ICE restart in the offer gives the session new credentials.
-        let ufrag = session.rtc.direct_api().local_ice_credentials().ufrag;
-        if ufrag != session.ufrag {
-            self.by_ufrag.remove(&session.ufrag);
-            self.by_ufrag.insert(ufrag.clone(), key);
-            session.ufrag = ufrag;
-        }
         let was_published = !session.published.is_empty();
         let unpublished: Vec<TrackId> = session
             .published
@@ -321,8 +336,8 @@ impl SfuCore {
         let candidate = Candidate::host(self.addr, "udp").map_err(|e| internal(&e))?;
         rtc.add_local_candidate(candidate);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
-        self.next_stream += 1;
         let id = StreamId(self.next_stream);
+        self.next_stream += self.stream_step;
         let key = self.sessions.insert(Session {
             id,
             ufrag: ufrag.clone(),

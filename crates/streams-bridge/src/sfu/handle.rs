@@ -1,8 +1,11 @@
 //! [`SfuHandle`]: how the bridge's async signaling talks to the SFU's forwarding workers. Each
 //! worker is a thread with its own socket and core (see `worker.rs`); a room lives on one
 //! worker, chosen when its first media session or recording starts (the one holding the fewest
-//! sessions) and kept until the room is closed, so every leg of a room is forwarded by one thread
-//! with no locks between them.
+//! sessions) and kept for the bridge's life, so every leg of a room is forwarded by one thread
+//! with no locks between them. (Forgetting a deleted room's place could race a negotiation that
+//! checked the room just before it was deleted: its session would open on the old worker where
+//! nothing finds it any more, or split a room re-created with the same id. An entry is a room
+//! id and an index.)
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,13 +57,6 @@ impl Placement {
         self.rooms[index] += 1;
         index
     }
-
-    /// `room` is gone: the next one to start is placed afresh.
-    fn forget(&mut self, room: &RoomId) {
-        if let Some(index) = self.by_room.remove(room) {
-            self.rooms[index] -= 1;
-        }
-    }
 }
 
 /// The address of worker `index` when the workers bind at `bind`: port 0 lets each pick a free
@@ -87,8 +83,9 @@ impl SfuHandle {
     /// the streams whose sessions end on their own arrive.
     pub fn start(bind: SocketAddr, workers: usize) -> std::io::Result<(Self, LostStreams)> {
         let (lost, lost_streams) = tokio::sync::mpsc::unbounded_channel();
-        let workers: Arc<[Worker]> = (0..workers.max(1))
-            .map(|index| Worker::start(worker_bind(bind, index)?, index, lost.clone()))
+        let count = workers.max(1);
+        let workers: Arc<[Worker]> = (0..count)
+            .map(|index| Worker::start(worker_bind(bind, index)?, index, count, lost.clone()))
             .collect::<std::io::Result<Vec<_>>>()?
             .into();
         let placement = Placement {
@@ -242,19 +239,15 @@ impl SfuHandle {
             .unwrap_or_default()
     }
 
-    /// Ends every media session in `room` (it was deleted); the room is placed afresh if it
-    /// ever starts again.
+    /// Ends every media session in `room` (it was deleted).
     pub async fn close_room(&self, room: RoomId) -> Vec<(RoomId, StreamId)> {
         let Some(worker) = self.worker_of(&room) else {
             return Vec::new();
         };
-        let forget = room.clone();
-        let closed = worker
+        worker
             .ask_reliably(move |reply| Command::CloseRoom { room, reply })
             .await
-            .unwrap_or_default();
-        self.placement().forget(&forget);
-        closed
+            .unwrap_or_default()
     }
 
     /// The streams published in a room.
@@ -304,11 +297,8 @@ mod tests {
         // No sessions anywhere yet: the rooms alternate.
         assert_eq!(placed, vec![0, 1, 0, 1]);
         assert_eq!(sfu.placement().place(&rooms[1], &sfu.workers), 1);
-        sfu.placement().forget(&rooms[0]);
-        sfu.placement().forget(&rooms[2]);
-        // Worker 0 has no rooms left: the next room goes there.
-        let next = RoomId::random();
-        assert_eq!(sfu.placement().place(&next, &sfu.workers), 0);
+        assert_eq!(sfu.placement().worker_of(&rooms[2]), Some(0));
+        assert_eq!(sfu.placement().worker_of(&RoomId::random()), None);
         assert_ne!(sfu.addrs()[0], sfu.addrs()[1]);
     }
 }

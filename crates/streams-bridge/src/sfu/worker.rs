@@ -111,15 +111,22 @@ pub(super) fn gone() -> WireError {
 }
 
 impl Worker {
-    /// Binds worker `index`'s UDP socket at `bind` and starts its thread (`streams-sfu-INDEX`),
-    /// which sends the streams whose session ended on its own to `lost`.
-    pub fn start(bind: SocketAddr, index: usize, lost: LostSender) -> std::io::Result<Self> {
+    /// Binds worker `index` (of `count`)'s UDP socket at `bind` and starts its thread
+    /// (`streams-sfu-INDEX`), which sends the streams whose session ended on its own to `lost`.
+    /// Its stream ids are `index + 1`, then every `count`th: unique across the workers.
+    pub fn start(
+        bind: SocketAddr,
+        index: usize,
+        count: usize,
+        lost: LostSender,
+    ) -> std::io::Result<Self> {
         let waker = SocketWaker::new()?;
         let socket = MediaSocket::bind_with(bind, &waker, RECEIVE_BUFFER)?;
         let addr = socket.local_addr()?;
         let (commands, receiver) = crossbeam_channel::bounded(QUEUE);
         let stats = Arc::new(WorkerStats::default());
-        let core = SfuCore::new(std::time::Instant::now(), addr);
+        let core = SfuCore::new(std::time::Instant::now(), addr)
+            .numbering_streams(index as u64 + 1, count as u64);
         let published = Arc::clone(&stats);
         std::thread::Builder::new()
             .name(format!("streams-sfu-{index}"))
