@@ -91,6 +91,8 @@ pub struct SfuCore {
     pub(super) recorded_rooms: HashSet<RoomId>,
     /// The video frame being rebuilt for each recorded track.
     pub(super) reassembly: HashMap<TrackId, VideoFrames>,
+    /// Whether the last packet forwarded of each video track ended a frame (its RTP marker).
+    pub(super) frame_ended: HashMap<TrackId, bool>,
     /// Sessions written to since their last timeout: each is advanced and drained once per
     /// [`SfuCore::handle_timeout`], not once per forwarded frame.
     pub(super) dirty: Vec<SessionKey>,
@@ -137,6 +139,7 @@ impl SfuCore {
             keyframe_requests: 0,
             recorded_rooms: HashSet::new(),
             reassembly: HashMap::new(),
+            frame_ended: HashMap::new(),
             dirty: Vec::new(),
             timers: PriorityQueue::new(),
             ended: Vec::new(),
@@ -410,6 +413,7 @@ impl SfuCore {
         }
         self.last_keyframe_request.remove(track);
         self.reassembly.remove(track);
+        self.frame_ended.remove(track);
     }
 
     /// Ends the sessions matching `which`; returns the streams they published.

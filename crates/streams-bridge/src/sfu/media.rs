@@ -220,6 +220,12 @@ impl SfuCore {
             return;
         };
         let track = TrackId::new(publisher.id, mid);
+        // A frame starts after a packet that ended one (the RTP marker), or with the track.
+        let starts_frame = kind == TrackKind::Audio
+            || self
+                .frame_ended
+                .insert(track, packet.header.marker)
+                .unwrap_or(true);
         let forwarded = Forwarded {
             position: SourcePosition {
                 track,
@@ -232,6 +238,7 @@ impl SfuCore {
             codec,
             marker: packet.header.marker,
             nackable: kind != TrackKind::Audio,
+            starts_frame,
             payload: packet.payload,
         };
         if self.recorded_rooms.contains(&publisher.room) {

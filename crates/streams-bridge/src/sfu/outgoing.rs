@@ -22,6 +22,10 @@ pub struct Forwarded {
     pub marker: bool,
     /// Whether a subscriber's NACK may ask for it again (video: yes; audio: Opus conceals).
     pub nackable: bool,
+    /// Whether it is the first packet of a frame (every Opus packet is). A leg starts carrying a
+    /// source only at one: a receiver given the middle of a frame first holds what follows,
+    /// waiting for a beginning it never NACKs (it never saw the sequence numbers before).
+    pub starts_frame: bool,
     /// The payload (SFrame ciphertext, packetized by the publisher).
     pub payload: Arc<[u8]>,
 }
@@ -35,6 +39,9 @@ pub enum NotSent {
     /// The packet is older than this m-line's current source.
     #[error("stale packet")]
     Stale,
+    /// The m-line starts carrying this source at the next frame.
+    #[error("waiting for the start of a frame")]
+    MidFrame,
 }
 
 /// The state of one sending m-line of a subscriber.
@@ -57,6 +64,9 @@ impl Outgoing {
 
     /// Queues `packet` on `rtc`'s m-line `mid`.
     pub fn send(&mut self, rtc: &mut Rtc, mid: Mid, packet: &Forwarded) -> Result<(), NotSent> {
+        if !packet.starts_frame && !self.renumber.carries(&packet.position) {
+            return Err(NotSent::MidFrame);
+        }
         let pt = match self.pt {
             Some((codec, pt)) if codec == packet.codec => pt,
             _ => {
@@ -99,4 +109,48 @@ fn negotiated_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
         .iter()
         .find(|p| p.spec().codec == codec && accepted.contains(&p.pt()))
         .map(|p| p.pt())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use str0m::media::Mid;
+    use streams_proto::{MediaId, StreamId, TrackId};
+
+    use super::*;
+
+    fn packet(starts_frame: bool) -> Forwarded {
+        Forwarded {
+            position: SourcePosition {
+                track: TrackId::new(StreamId(1), MediaId::parse("v0").unwrap()),
+                ssrc: 7.into(),
+                seq: 100.into(),
+                time: 3000,
+                clock_rate: 90_000,
+                arrived: Instant::now(),
+            },
+            codec: Codec::H264,
+            marker: false,
+            nackable: true,
+            starts_frame,
+            payload: Arc::from(&[1u8, 2, 3][..]),
+        }
+    }
+
+    #[test]
+    fn a_leg_does_not_start_in_the_middle_of_a_frame() {
+        let mut rtc = Rtc::new(Instant::now());
+        let mut leg = Outgoing::default();
+        let mid = Mid::from("v0");
+        assert_eq!(
+            leg.send(&mut rtc, mid, &packet(false)),
+            Err(NotSent::MidFrame)
+        );
+        // A frame's first packet gets past the wait (this Rtc has no such m-line to send on).
+        assert_eq!(
+            leg.send(&mut rtc, mid, &packet(true)),
+            Err(NotSent::NoStream)
+        );
+    }
 }

@@ -55,6 +55,13 @@ pub struct Renumber {
 }
 
 impl Renumber {
+    /// Whether this m-line carries `packet`'s source already (a packet of another source would
+    /// start it carrying that one).
+    pub fn carries(&self, packet: &SourcePosition) -> bool {
+        self.base
+            .is_some_and(|b| b.track == packet.track && b.ssrc == packet.ssrc)
+    }
+
     /// The sequence number and timestamp to send `packet` with, or `None` if it is older than
     /// the moment this m-line started carrying its source (a late packet of an earlier source
     /// would land among numbers already used).
