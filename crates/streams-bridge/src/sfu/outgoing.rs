@@ -3,6 +3,7 @@
 //! renumbering of [`super::renumber`]. str0m then encrypts it, answers the subscriber's NACKs from
 //! its resend cache (video) and paces it; the payload itself is shared, never copied, between legs.
 use std::sync::Arc;
+use std::time::Duration;
 
 use str0m::Rtc;
 use str0m::format::Codec;
@@ -10,6 +11,17 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::{RtpWrite, Ssrc};
 
 use super::renumber::{Renumber, SourcePosition};
+
+/// How long a video leg keeps what it sent, to answer NACKs: a resend older than this would
+/// arrive after the picture it belongs to was shown or given up (str0m's default is 3 s, which
+/// made the resend cache most of a video leg's memory).
+pub const RESEND_HISTORY: Duration = Duration::from_secs(1);
+
+/// The most packets a video leg keeps for resends (a second of a 4 Mbit/s stream).
+const RESEND_PACKETS: usize = 512;
+
+/// Resends beyond this share of what a leg sends are dropped (str0m's default).
+const RESEND_RATIO_CAP: f32 = 0.15;
 
 /// A packet from a publisher, as every leg of its track forwards it.
 #[derive(Debug)]
@@ -79,8 +91,17 @@ impl Outgoing {
         let stream = match self.ssrc {
             Some(ssrc) => api.stream_tx(&ssrc),
             None => {
-                let stream = api.stream_tx_by_mid(mid, None);
-                self.ssrc = stream.as_ref().map(|s| s.ssrc());
+                let mut stream = api.stream_tx_by_mid(mid, None);
+                if let Some(stream) = stream.as_mut() {
+                    self.ssrc = Some(stream.ssrc());
+                    if packet.nackable {
+                        stream.set_rtx_cache(
+                            RESEND_PACKETS,
+                            RESEND_HISTORY,
+                            Some(RESEND_RATIO_CAP),
+                        );
+                    }
+                }
                 stream
             }
         }
