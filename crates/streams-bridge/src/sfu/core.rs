@@ -348,7 +348,6 @@ impl SfuCore {
             room,
             user,
             rtc,
-            timeout: now,
             published: Vec::new(),
             subscribed: HashMap::new(),
             sending: HashMap::new(),

@@ -87,8 +87,8 @@ impl SfuCore {
 
     /// Runs the timers that are due and packetizes what was forwarded since the last call (for
     /// [`SfuCore::poll_transmit`]); removes the sessions that ended (their published streams are
-    /// handed out by [`SfuCore::poll_lost`]). Only the
-    /// sessions whose deadline has come are touched, taken from the timer queue.
+    /// handed out by [`SfuCore::poll_lost`]). Only the sessions whose deadline has come are
+    /// touched, taken from the timer queue.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         let mut due = std::mem::take(&mut self.scratch_due);
@@ -146,12 +146,9 @@ impl SfuCore {
         };
         let mut media = std::mem::take(&mut self.scratch_media);
         let mut keyframes = std::mem::take(&mut self.scratch_keyframes);
-        loop {
+        let due = loop {
             match session.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
-                    session.timeout = t;
-                    break;
-                }
+                Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
                     destination: t.destination,
                     contents: t.contents.into(),
@@ -171,15 +168,14 @@ impl SfuCore {
                 Err(e) => {
                     tracing::warn!(session = %session.id, "media session failed: {e}");
                     session.rtc.disconnect();
-                    session.timeout = self.last_now;
-                    break;
+                    break self.last_now;
                 }
             }
-        }
+        };
         if !session.rtc.is_alive() {
             self.ended.push(key);
         }
-        self.timers.push(key, Reverse(session.timeout));
+        self.timers.push(key, Reverse(due));
         for packet in media.drain(..) {
             self.forward(key, packet);
         }

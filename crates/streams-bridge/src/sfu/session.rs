@@ -1,7 +1,6 @@
 //! One media session on the SFU: a member's str0m connection in a room, the tracks it publishes,
 //! which of its sending m-lines carries which remote track, and how each numbers what it sends.
 use std::collections::HashMap;
-use std::time::Instant;
 
 use str0m::Rtc;
 use str0m::media::Mid;
@@ -30,8 +29,6 @@ pub struct Session {
     pub user: UserId,
     /// The WebRTC connection (ICE lite, DTLS-SRTP).
     pub rtc: Rtc,
-    /// When its timers are next due.
-    pub timeout: Instant,
     /// The tracks it publishes, as announced.
     pub published: Vec<TrackAnnounce>,
     /// Sending m-line → the remote track it carries.
