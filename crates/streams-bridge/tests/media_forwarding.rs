@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::media::{LOOPBACK, negotiate, wait_connected};
+use common::media::{publish_audio, subscribe_audio, wait_connected, wait_no_media_sessions};
 use common::*;
 use streams_client::audio::analysis::{dominant_frequency, tone_energy_share};
 use streams_client::audio::codec::{FrameDuration, VoiceDecoder, VoiceEncoder, VoiceSettings};
@@ -12,11 +12,10 @@ use streams_client::audio::jitter::{JitterBuffer, Playout};
 use streams_client::audio::source::{AudioSource, ToneSource};
 use streams_client::clock::wall_us_now;
 use streams_client::envelope::frame;
-use streams_client::media::session::{MediaKind, MediaSession};
 use streams_client::{Operation, Reply, RoomEvent};
 use streams_proto::Identity;
 use streams_proto::frame_crypto::{DeviceSession, FrameDecryptor};
-use streams_proto::wire::{EventScope, TrackAnnounce, TrackKind, TrackSubscription};
+use streams_proto::wire::EventScope;
 
 #[test]
 fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
@@ -36,22 +35,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     let mut encryptor = device
         .encryptor(&alice_secret, latest.epoch, alice.user_id(), 0)
         .unwrap();
-    let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, send_mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
-    let answer = negotiate(
-        &a,
-        &room.id,
-        offer,
-        vec![TrackAnnounce {
-            mid: send_mids[0],
-            kind: TrackKind::Audio,
-            key_id: encryptor.key_id(),
-            frame_ms: 20,
-        }],
-        vec![],
-    )
-    .unwrap();
-    publisher.accept_answer(&answer).unwrap();
+    let (mut publisher, mid, _) = publish_audio(&a, &room.id, encryptor.key_id());
 
     // Bob finds the stream and subscribes to its track.
     let Reply::Streams(streams) = b.call(Operation::ListStreams(room.id.clone())).unwrap() else {
@@ -61,20 +45,7 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     assert_eq!(&streams[0].user_id, alice.user_id());
     let track = streams[0].tracks[0].clone();
     assert_eq!(track.key_id, encryptor.key_id());
-    let mut subscriber = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, _, recv_mids) = subscriber.offer(&[], &[MediaKind::Audio], &[]).unwrap();
-    let answer = negotiate(
-        &b,
-        &room.id,
-        offer,
-        vec![],
-        vec![TrackSubscription {
-            mid: recv_mids[0],
-            track_id: track.track_id,
-        }],
-    )
-    .unwrap();
-    subscriber.accept_answer(&answer).unwrap();
+    let (mut subscriber, _) = subscribe_audio(&b, &room.id, track.track_id);
     let mut decryptor = FrameDecryptor::new();
     decryptor
         .add_sender(&bob_secret, alice.user_id(), track.key_id)
@@ -85,7 +56,6 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
 
     // Alice sends 2 s of a 440 Hz tone in real time, 20 ms frames.
     const FRAMES: u64 = 100;
-    let mid = send_mids[0];
     let sender = std::thread::spawn(move || {
         let mut plaintext_frames = Vec::new();
         let mut encoder = VoiceEncoder::new(VoiceSettings::default()).unwrap();
@@ -233,7 +203,6 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
         ))
         .is_some()
     );
-    let mid = send_mids[0];
     let mut later = 0;
     let mut encoder = VoiceEncoder::new(VoiceSettings::default()).unwrap();
     let mut tone = ToneSource::new(440.0, 0.5);
@@ -266,14 +235,10 @@ fn a_tone_crosses_the_sfu_encrypted_and_arrives_at_its_frequency() {
     a.leave_room(&room.id).unwrap();
     assert_eq!(bridge.handle.media_session_count(), 1);
     drop(b);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bridge.handle.media_session_count() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "a disconnected client's media session stayed"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_no_media_sessions(
+        &bridge.handle,
+        "a disconnected client's media session stayed",
+    );
     let Reply::Streams(streams) = a.call(Operation::ListStreams(room.id.clone())).unwrap() else {
         panic!("no streams reply")
     };
@@ -304,38 +269,22 @@ fn rooms_on_two_media_workers_each_forward_on_their_own_port() {
         let (publishing, subscribing) = (&ids[2 * r as usize], &ids[2 * r as usize + 1]);
         let (p, s) = (connect(&url, publishing), connect(&url, subscribing));
         let room = create_room(&p, &format!("room {r}"), &[subscribing.user_id()]);
-        let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
-        let (offer, send_mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
-        let publish = vec![TrackAnnounce {
-            mid: send_mids[0],
-            kind: TrackKind::Audio,
-            key_id: u64::from(r),
-            frame_ms: 20,
-        }];
-        let answer = negotiate(&p, &room.id, offer, publish, vec![]).unwrap();
+        let (publisher, mid, answer) = publish_audio(&p, &room.id, u64::from(r));
         let port = candidate_port(&answer);
-        publisher.accept_answer(&answer).unwrap();
         let Reply::Streams(streams) = s.call(Operation::ListStreams(room.id.clone())).unwrap()
         else {
             panic!("no streams reply")
         };
         let track_id = streams[0].tracks[0].track_id;
         stream_ids.push(streams[0].stream_id);
-        let mut subscriber = MediaSession::bind(LOOPBACK).unwrap();
-        let (offer, _, recv_mids) = subscriber.offer(&[], &[MediaKind::Audio], &[]).unwrap();
-        let subscribe = vec![TrackSubscription {
-            mid: recv_mids[0],
-            track_id,
-        }];
-        let answer = negotiate(&s, &room.id, offer, vec![], subscribe).unwrap();
+        let (subscriber, answer) = subscribe_audio(&s, &room.id, track_id);
         assert_eq!(
             candidate_port(&answer),
             port,
             "a room's sessions share one worker"
         );
-        subscriber.accept_answer(&answer).unwrap();
         clients.extend([p, s]);
-        rooms.push((publisher, send_mids[0], subscriber, port, Vec::new()));
+        rooms.push((publisher, mid, subscriber, port, Vec::new()));
     }
     // One room on each worker, and the workers' stream ids never collide.
     assert_ne!(stream_ids[0], stream_ids[1]);
@@ -388,14 +337,7 @@ fn rooms_on_two_media_workers_each_forward_on_their_own_port() {
 
     // A connection that drops ends its sessions on whichever worker holds them.
     drop(clients);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bridge.handle.media_session_count() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "media sessions outlived their connections"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_no_media_sessions(&bridge.handle, "media sessions outlived their connections");
 }
 
 #[test]
@@ -406,16 +348,7 @@ fn a_publisher_whose_media_goes_silent_is_unpublished_for_the_room() {
     let (a, b) = (connect(&url, &alice), connect(&url, &bob));
     let room = create_room(&a, "silent", &[bob.user_id()]);
     b.subscribe(EventScope::Room(room.id.clone())).unwrap();
-    let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, send_mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
-    let publish = vec![TrackAnnounce {
-        mid: send_mids[0],
-        kind: TrackKind::Audio,
-        key_id: 1,
-        frame_ms: 20,
-    }];
-    let answer = negotiate(&a, &room.id, offer, publish, vec![]).unwrap();
-    publisher.accept_answer(&answer).unwrap();
+    let (mut publisher, _, _) = publish_audio(&a, &room.id, 1);
     wait_connected(&mut publisher);
     let Reply::Streams(streams) = b.call(Operation::ListStreams(room.id.clone())).unwrap() else {
         panic!("no streams reply")

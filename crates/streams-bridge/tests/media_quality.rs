@@ -4,7 +4,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::media::{LOOPBACK, negotiate, until_a_second_after, wait_connected};
+use common::media::{LOOPBACK, negotiate, publish_audio, until_a_second_after, wait_connected};
 use common::*;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
 use streams_client::audio::source::ToneSource;
@@ -77,16 +77,7 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
             .unwrap(),
     )
     .unwrap();
-    let mut publisher = MediaSession::bind(LOOPBACK).unwrap();
-    let (offer, mids, _) = publisher.offer(&[MediaKind::Audio], &[], &[]).unwrap();
-    let announce = TrackAnnounce {
-        mid: mids[0],
-        kind: TrackKind::Audio,
-        key_id: sender.key_id(),
-        frame_ms: 20,
-    };
-    let answer = negotiate(&a, &room.id, offer, vec![announce], vec![]).unwrap();
-    publisher.accept_answer(&answer).unwrap();
+    let (mut publisher, mid, _) = publish_audio(&a, &room.id, sender.key_id());
 
     let Reply::Streams(streams) = b.call(Operation::ListStreams(room.id.clone())).unwrap() else {
         panic!()
@@ -121,7 +112,6 @@ fn ten_percent_loss_is_measured_recovered_and_still_sounds_right() {
     wait_connected(&mut subscriber);
 
     const FRAMES: u64 = 250;
-    let mid = mids[0];
     let sending = std::thread::spawn(move || {
         let start = Instant::now();
         while sender.frames() < FRAMES {
