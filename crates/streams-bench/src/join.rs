@@ -1,38 +1,41 @@
-//! `join`: how fast a game hears a room, and what joining costs its frames. An in-process bridge on
-//! loopback; a bot in a room publishes a tone; a Bevy app (MinimalPlugins, the streams plugin with
-//! its positional output on the default device, a null sink here) runs at 60 frames a second and
-//! joins the room's media N times (leaving it between joins). Per join: the time from `JoinMedia` to
-//! the first frame of the bot's voice played by the output (its level in the mix rising above
-//! −60 dBFS, as the output thread renders it). Over every frame of the run: the longest `App::update`
-//! (the worst main-thread stall, with the request in it when a frame joins or leaves) and the 99th
-//! percentile. On a 2-core machine the bridge, the bot and the app's engine threads share the cores
-//! with the main thread, so a frame's wall time includes waiting for a core: the worst frame is
-//! split, from the kernel's `/proc/thread-self/schedstat`, into the main thread's time on a core,
-//! its time runnable but waiting for one, and the rest, blocked (mostly Bevy's executor waiting for
-//! systems on its task-pool threads, which wait for a core in turn).
+//! `join`: how fast a game hears a room, and what joining costs its frames. A bridge on loopback
+//! and a bot publishing a tone in a room run in a peer process ([`peer`]), started at a lower
+//! priority so that they stand for the far side of the network rather than compete with the game
+//! (`--peer-nice 0` puts them on an equal footing); a Bevy app (MinimalPlugins, the streams plugin
+//! with its positional output on the default device, a null sink here) runs at 60 frames a second
+//! and joins the room's media N times (leaving it between joins). Per join: the time from
+//! `JoinMedia` to the first frame of the bot's voice played by the output (its level in the mix
+//! rising above −60 dBFS, as the output thread renders it). Over the frames: the longest
+//! `App::update` (the worst main-thread stall), the longest of the frames that join or leave and
+//! the two after each, the longest of the others, the median and the 99th percentile. The app's
+//! own engine, output and task-pool threads share the two cores with the main thread, so a
+//! frame's wall time includes waiting for a core: the worst frame is split, from the kernel's
+//! `/proc/thread-self/schedstat`, into the main thread's time on a core, its time runnable but
+//! waiting for one, and the rest, blocked (mostly Bevy's executor waiting for systems on its
+//! task-pool threads, which wait for a core in turn).
+mod peer;
+
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy_streams::prelude::*;
 use bevy_streams::{MediaConnected, SpatialAudio};
-use streams_bridge::{Bridge, BridgeConfig};
-use streams_client::audio::codec::VoiceSettings;
-use streams_client::audio::source::ToneSource;
-use streams_client::media::driver::RoomMedia;
-use streams_client::media::events::MediaCommand;
-use streams_proto::Identity;
 use streams_proto::wire::EventScope;
 
-use crate::common::client;
+pub use peer::run as run_peer;
 
 const APP_FPS: u64 = 60;
 /// A join that hears nothing by then counts as failed.
 const GIVE_UP: Duration = Duration::from_secs(10);
+/// Frames after a join or leave counted with it (the engine starting or winding down beside them).
+const AFTER_REQUEST: usize = 2;
 
 /// The app and the frame times it has seen.
 struct Game {
     app: App,
     frames_ms: Vec<f64>,
+    /// The frames that join or leave, and the [`AFTER_REQUEST`] after each.
+    request_frames_ms: Vec<f64>,
     next_frame: Instant,
     /// What the frames are doing now, and the worst frame's (duration, what, frames into it).
     phase: &'static str,
@@ -86,6 +89,9 @@ impl Game {
         self.app.update();
         let ms = began.elapsed().as_secs_f64() * 1000.0;
         self.frames_ms.push(ms);
+        if matches!(self.phase, "joining" | "leaving") && self.phase_frames <= AFTER_REQUEST {
+            self.request_frames_ms.push(ms);
+        }
         if ms > self.worst.0 {
             self.worst = (ms, self.phase, self.phase_frames);
             self.worst_sched = Schedstat::read().since(sched);
@@ -124,11 +130,11 @@ fn hearing(app: &App) -> bool {
         .any(|(_, level)| *level > -60.0)
 }
 
-/// Runs the scenario with `joins` joins and returns its JSON line.
-pub fn join(joins: usize) -> Result<serde_json::Value, String> {
-    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).map_err(|e| e.to_string())?;
-    let url = bridge.url();
-    let mut plugin = StreamsPlugin::url(url.clone());
+/// Runs the scenario with `joins` joins, the peer process at niceness `peer_nice`, and returns its
+/// JSON line.
+pub fn join(joins: usize, peer_nice: i32) -> Result<serde_json::Value, String> {
+    let mut peer = peer::Peer::spawn(peer_nice)?;
+    let mut plugin = StreamsPlugin::url(peer.url.clone());
     plugin.audio_output = true;
     let mut app = App::new();
     app.add_plugins((
@@ -141,6 +147,7 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
     let mut game = Game {
         app,
         frames_ms: Vec::new(),
+        request_frames_ms: Vec::new(),
         next_frame: Instant::now(),
         phase: "setup",
         phase_frames: 0,
@@ -154,14 +161,12 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
             .count()
             == 1
     })?;
-    let bot_identity = Identity::generate();
-    let bot = client(&url, &bot_identity)?;
     game.app
         .world_mut()
         .resource_mut::<StreamsCommands>()
         .send(Operation::CreateRoom(NewRoom {
             name: "Join bench".into(),
-            users: vec![bot_identity.user_id().clone()],
+            users: vec![peer.bot.clone()],
             ..Default::default()
         }));
     game.until("the room", GIVE_UP, |app| {
@@ -182,24 +187,13 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         streams.send(Operation::Subscribe(EventScope::Room(room_id.clone())));
         streams.send(Operation::JoinRoom(room_id.clone()));
     }
-    bot.join_room(&room_id).map_err(|e| e.to_string())?;
-    let media = RoomMedia::start(
-        bot.handle().map_err(|e| e.to_string())?,
-        bot_identity,
-        &url,
-        room_id,
-    )
-    .map_err(|e| e.to_string())?;
-    media.send(MediaCommand::SubscribeAll(false));
-    media.send(MediaCommand::AddAudioTrack {
-        source: Box::new(ToneSource::new(440.0, 0.5)),
-        settings: VoiceSettings::default(),
-    });
-    // Let the bot's track be published before the first join.
+    peer.publish_in(&room_id)?;
+    // A second of frames before the first join.
     for _ in 0..APP_FPS {
         game.frame();
     }
     game.frames_ms.clear();
+    game.request_frames_ms.clear();
     game.worst = (0.0, "setup", 0);
 
     let mut first_audio_ms = Vec::new();
@@ -223,7 +217,15 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
             game.frame();
         }
     }
-    drop(media);
+    drop(peer);
+    // The longest frame that neither joined nor left nor followed closely: the machine's floor.
+    let mut others = game.frames_ms.clone();
+    for ms in &game.request_frames_ms {
+        if let Some(at) = others.iter().position(|other| other == ms) {
+            others.swap_remove(at);
+        }
+    }
+    let other_frames_max = others.iter().copied().fold(0.0, f64::max);
     let quantile = |values: &[f64], q: f64| {
         let mut sorted = values.to_vec();
         sorted.sort_by(f64::total_cmp);
@@ -236,14 +238,18 @@ pub fn join(joins: usize) -> Result<serde_json::Value, String> {
         "scenario": "join",
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "joins": joins,
+        "peer_nice": peer_nice,
         "first_audio_ms_p50": quantile(&first_audio_ms, 0.5),
         "first_audio_ms_p95": quantile(&first_audio_ms, 0.95),
         "first_audio_ms_max": quantile(&first_audio_ms, 1.0),
         "first_audio_ms": first_audio_ms,
         "connected_ms_p50": quantile(&connected_ms, 0.5),
         "frames": game.frames_ms.len(),
+        "update_ms_p50": quantile(&game.frames_ms, 0.5),
         "update_ms_p99": quantile(&game.frames_ms, 0.99),
         "stall_ms_max": quantile(&game.frames_ms, 1.0),
+        "request_frames_ms_max": quantile(&game.request_frames_ms, 1.0),
+        "other_frames_ms_max": other_frames_max,
         "stall_during": format!("{} (frame {})", game.worst.1, game.worst.2),
         "stall_on_cpu_ms": game.worst_sched.on_cpu_ms,
         "stall_waiting_for_a_core_ms": game.worst_sched.waiting_ms,

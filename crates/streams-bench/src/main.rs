@@ -77,7 +77,13 @@ enum Scenario {
         /// Joins.
         #[arg(long, default_value_t = 10)]
         joins: usize,
+        /// The niceness of the bridge and bot's process (0: the game's priority).
+        #[arg(long, default_value_t = 19)]
+        peer_nice: i32,
     },
+    /// The bridge and bot of `join`, in a process of its own (started by `join`).
+    #[command(hide = true)]
+    JoinPeer,
     /// Every scenario with its defaults (a few minutes), one JSON line each; `sfu-fanout` compares
     /// with Janus when it is installed.
     All {
@@ -208,9 +214,13 @@ fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
             Err("built without the `textures` feature (it needs Bevy)".into())
         }
         #[cfg(feature = "textures")]
-        Scenario::Join { joins } => one(join::join(joins)),
+        Scenario::Join { joins, peer_nice } => one(join::join(joins, peer_nice)),
+        #[cfg(feature = "textures")]
+        Scenario::JoinPeer => join::run_peer().map(|()| Vec::new()),
         #[cfg(not(feature = "textures"))]
-        Scenario::Join { .. } => Err("built without the `textures` feature (it needs Bevy)".into()),
+        Scenario::Join { .. } | Scenario::JoinPeer => {
+            Err("built without the `textures` feature (it needs Bevy)".into())
+        }
         Scenario::SfuFanout {
             rooms,
             publishers,
