@@ -49,7 +49,8 @@ pub use rooms::{
 pub use session::{Connected, Connecting, Disconnected, LocalUser, StreamsSession};
 pub use spatial::{OutOfEarshot, SpatialAudio, StreamListener, UNSUBSCRIBE_FACTOR, VoiceVolume};
 pub use streams_client::{self, NewRoom, Operation, Reply, RoomEvent, RoomUpdate};
-pub use streams_proto::{self, Identity, RoomId, TrackId, UserId};
+pub use streams_client::{ConnectError, TlsError, TlsTrust};
+pub use streams_proto::{self, CertFingerprint, Identity, RoomId, TrackId, UserId};
 pub use tracks::{
     AudioTrackStats, LocalTrack, LocalTrackOf, LocalTrackStats, RemoteTrack, RemoteVoice,
     RoomLocalTracks, RoomTracks, Speaking, TrackOf, VideoTrackStats,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bevy::prelude::*;
 use bevy::transform::TransformSystems;
 use streams_client::audio::spatial::{Attenuation, DistanceModel, Hrtf};
-use streams_client::{ClientConfig, StreamsClient};
-use streams_proto::Identity;
+use streams_client::{ClientConfig, ClientError, StreamsClient, TlsTrust};
+use streams_proto::{CertFingerprint, Identity};
 
 use crate::media::{
     deafen, join_media, leave_media, mute_microphone, publish_audio, publish_video,
@@ -71,6 +71,11 @@ pub struct StreamsPlugin {
     pub hrtf: Option<PathBuf>,
     /// How voices fade with distance; beyond `max_distance` they are unsubscribed.
     pub attenuation: Attenuation,
+    /// Which certificates a `wss://` bridge may present (default: the platform's roots).
+    pub tls: TlsTrust,
+    /// Allow plain `ws://` to a bridge on another machine (unencrypted signaling: private test
+    /// networks only). Off by default.
+    pub allow_insecure: bool,
 }
 
 fn defaults(bridge: BridgeTarget) -> StreamsPlugin {
@@ -86,6 +91,8 @@ fn defaults(bridge: BridgeTarget) -> StreamsPlugin {
             max_distance: 30.0,
             rolloff: 1.0,
         },
+        tls: TlsTrust::default(),
+        allow_insecure: false,
     }
 }
 
@@ -104,6 +111,13 @@ impl StreamsPlugin {
     /// Uses this identity.
     pub fn with_identity(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
+        self
+    }
+
+    /// Trusts exactly the bridge certificate with this SHA-256 fingerprint (a self-signed
+    /// bridge's, as `streams-bridge --tls-self-signed` prints it).
+    pub fn with_pinned_certificate(mut self, fingerprint: CertFingerprint) -> Self {
+        self.tls = TlsTrust::Pinned(fingerprint);
         self
     }
 }
@@ -191,15 +205,24 @@ impl Plugin for StreamsPlugin {
                         embedded = Some(handle);
                         Ok(url)
                     }
-                    Err(e) => Err(format!("cannot start the embedded bridge: {e}")),
+                    Err(e) => Err((format!("cannot start the embedded bridge: {e}"), None)),
                 }
             }
         };
         let started = url.clone().and_then(|url| {
-            StreamsClient::start(ClientConfig::new(url, identity))
-                .map_err(|e| format!("cannot start the streams client: {e}"))
+            // Refused here: a URL that is not a bridge's, or plain ws:// to another machine.
+            let mut config = ClientConfig::new(url, identity);
+            config.tls = self.tls.clone();
+            config.allow_insecure = self.allow_insecure;
+            StreamsClient::start(config).map_err(|e| {
+                let error = match &e {
+                    ClientError::Connect(error) => Some(error.clone()),
+                    _ => None,
+                };
+                (format!("cannot start the streams client: {e}"), error)
+            })
         });
-        let bridge_url = url.clone().unwrap_or_default();
+        let bridge_url = url.unwrap_or_default();
         match started {
             Ok(client) => {
                 app.insert_resource(ClientResource {
@@ -210,11 +233,11 @@ impl Plugin for StreamsPlugin {
                 app.world_mut()
                     .spawn((StreamsSession { bridge_url }, Name::new("streams session")));
             }
-            Err(reason) => {
+            Err((reason, error)) => {
                 error!("{reason}");
                 app.world_mut().spawn((
                     StreamsSession { bridge_url },
-                    Disconnected { reason },
+                    Disconnected { reason, error },
                     Name::new("streams session"),
                 ));
             }

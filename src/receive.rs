@@ -62,6 +62,7 @@ pub(crate) fn receive_events(
                             session,
                             ConnectionState::Disconnected {
                                 reason: "the streams client stopped".into(),
+                                error: None,
                             },
                         );
                     }

@@ -1,7 +1,7 @@
 //! The session entity: one per plugin, carrying exactly one of the state markers [`Connecting`],
 //! [`Connected`] or [`Disconnected`] (observe `On<Add, Connected>` to react to a connection).
 use bevy::prelude::*;
-use streams_client::ConnectionState;
+use streams_client::{ConnectError, ConnectionState};
 use streams_proto::UserId;
 
 /// The local user's id, as a resource.
@@ -35,6 +35,9 @@ pub struct Connected;
 pub struct Disconnected {
     /// Why.
     pub reason: String,
+    /// The typed reason when connecting failed (a refused certificate or key, an unreachable
+    /// bridge, a `ws://` URL to another machine); `None` when a connection was lost.
+    pub error: Option<ConnectError>,
 }
 
 /// Replaces the session's state marker, keeping the three mutually exclusive.
@@ -48,8 +51,8 @@ pub(crate) fn set_state(commands: &mut Commands, session: Entity, state: Connect
         ConnectionState::Connected { .. } => {
             entity.insert(Connected);
         }
-        ConnectionState::Disconnected { reason } => {
-            entity.insert(Disconnected { reason });
+        ConnectionState::Disconnected { reason, error } => {
+            entity.insert(Disconnected { reason, error });
         }
     }
 }

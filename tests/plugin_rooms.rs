@@ -158,7 +158,7 @@ fn an_unreachable_bridge_is_a_disconnected_state_not_a_panic() {
         .unwrap()
         .reason
         .clone();
-    assert!(reason.contains("cannot connect"), "{reason}");
+    assert!(reason.contains("cannot reach"), "{reason}");
     // An operation sent meanwhile fails with a typed reply instead of hanging or panicking.
     let id = app
         .world_mut()

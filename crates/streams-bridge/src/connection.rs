@@ -12,7 +12,7 @@ use streams_proto::wire::{
     ClientMessage, ErrorCode, Event, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, WireError,
     auth_transcript,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -65,8 +65,11 @@ fn parse(text: &str) -> Result<ClientMessage, ServerMessage> {
     })
 }
 
-/// Serves one TCP connection until it closes.
-pub async fn serve(state: Arc<BridgeState>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one connection (TCP, or TLS over it) until it closes.
+pub async fn serve<S>(state: Arc<BridgeState>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await {
         Ok(ws) => ws,
         Err(e) => {
@@ -140,11 +143,11 @@ pub async fn serve(state: Arc<BridgeState>, stream: TcpStream, peer: SocketAddr)
     let _ = writer.await;
 }
 
-type Source = futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<TcpStream>>;
+type Source<S> = futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<S>>;
 
 async fn handshake(
     state: &BridgeState,
-    source: &mut Source,
+    source: &mut Source<impl AsyncRead + AsyncWrite + Unpin>,
     outbox: &mpsc::Sender<ServerMessage>,
     challenge: &[u8; 32],
 ) -> Option<UserId> {
@@ -227,7 +230,7 @@ async fn authenticate(
 async fn request_loop(
     state: &BridgeState,
     caller: &Caller,
-    source: &mut Source,
+    source: &mut Source<impl AsyncRead + AsyncWrite + Unpin>,
     outbox: &mpsc::Sender<ServerMessage>,
     kick: &Notify,
 ) {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use streams_bridge::{Bridge, BridgeConfig, SqliteStore, Store};
+use streams_bridge::{Bridge, BridgeConfig, SqliteStore, Store, TlsSource};
 use streams_proto::{ContextId, UserId};
 
 /// The bevy_streams bridge: keeps Stream Rooms, authenticates users, enforces room policies and relays
@@ -38,6 +38,23 @@ struct Cli {
     /// Directory for room recordings (ciphertext; created if missing). Default: DATA_DIR/recordings.
     #[arg(long, global = true)]
     recordings: Option<PathBuf>,
+    /// Serve `wss://` with this PEM certificate chain (the bridge's certificate first); needs
+    /// --tls-key.
+    #[arg(
+        long,
+        global = true,
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve `wss://` with a self-signed development certificate, made on the first start and
+    /// kept in DATA_DIR (so a client's pin of the fingerprint printed at start survives restarts).
+    /// Clients pin it with `streams --bridge-cert-sha256 FINGERPRINT`.
+    #[arg(long, global = true)]
+    tls_self_signed: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -150,6 +167,26 @@ fn users(db: &Path, action: &UsersAction) -> Result<(), String> {
     Ok(())
 }
 
+/// The TLS certificate the flags ask for, if any.
+fn tls_source(cli: &Cli) -> Result<Option<TlsSource>, String> {
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        return Ok(Some(TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        }));
+    }
+    if !cli.tls_self_signed {
+        return Ok(None);
+    }
+    let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    prepare_data_dir(&dir)?;
+    let mut names = vec!["localhost".to_owned()];
+    if !cli.listen.ip().is_unspecified() {
+        names.push(cli.listen.ip().to_string());
+    }
+    Ok(Some(TlsSource::SelfSigned { dir, names }))
+}
+
 fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -165,15 +202,19 @@ fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
             db: db.clone(),
             open: cli.open,
             recordings: Some(recordings_dir(cli)?),
+            tls: tls_source(cli)?,
         };
         let bridge = Bridge::bind(&config).await.map_err(|e| e.to_string())?;
         tracing::info!(
             addr = %bridge.local_addr(),
             db = %db.display(),
             open = cli.open,
-            "streams-bridge listening on ws://{}",
-            bridge.local_addr()
+            "streams-bridge listening on {}",
+            bridge.url()
         );
+        if let Some(fingerprint) = bridge.cert_fingerprint() {
+            tracing::info!("TLS certificate SHA-256 fingerprint: {fingerprint}");
+        }
         tokio::select! {
             _ = bridge.run() => {}
             _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),

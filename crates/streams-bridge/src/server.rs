@@ -11,6 +11,7 @@ use crate::connection;
 use crate::sfu::SfuHandle;
 use crate::state::BridgeState;
 use crate::store::{SqliteStore, StoreError};
+use crate::tls::{TlsServer, TlsSetupError, TlsSource};
 
 /// Where and how a bridge runs.
 #[derive(Clone, Debug)]
@@ -29,6 +30,9 @@ pub struct BridgeConfig {
     pub open: bool,
     /// Where room recordings are written (`None`: recording is refused).
     pub recordings: Option<PathBuf>,
+    /// Serve signaling over TLS (`wss://`) with this certificate; `None`: plain `ws://`, which
+    /// clients accept only on loopback unless told otherwise.
+    pub tls: Option<TlsSource>,
 }
 
 impl BridgeConfig {
@@ -41,6 +45,7 @@ impl BridgeConfig {
             db: PathBuf::from(":memory:"),
             open: true,
             recordings: None,
+            tls: None,
         }
     }
 }
@@ -63,17 +68,22 @@ pub enum BridgeError {
     /// The runtime could not start.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    /// The TLS certificate could not be loaded or made.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsSetupError),
 }
 
 /// The bridge server.
 pub struct Bridge {
     listener: TcpListener,
     state: Arc<BridgeState>,
+    tls: Option<TlsServer>,
 }
 
 impl Bridge {
     /// Opens the store and binds the listener (inside a Tokio runtime).
     pub async fn bind(config: &BridgeConfig) -> Result<Self, BridgeError> {
+        let tls = config.tls.as_ref().map(TlsServer::load).transpose()?;
         let store = SqliteStore::open(&config.db)?;
         let listener =
             TcpListener::bind(config.listen)
@@ -99,7 +109,11 @@ impl Bridge {
             Arc::downgrade(&state),
             lost,
         ));
-        Ok(Bridge { listener, state })
+        Ok(Bridge {
+            listener,
+            state,
+            tls,
+        })
     }
 
     /// The bound address.
@@ -109,13 +123,43 @@ impl Bridge {
             .expect("a bound listener has an address")
     }
 
-    /// Accepts connections forever.
+    /// The URL clients connect to: `wss://` with TLS, `ws://` without.
+    pub fn url(&self) -> String {
+        url(self.local_addr(), self.tls.is_some())
+    }
+
+    /// The SHA-256 fingerprint of the TLS certificate, when serving TLS.
+    pub fn cert_fingerprint(&self) -> Option<streams_proto::CertFingerprint> {
+        self.tls.as_ref().map(TlsServer::fingerprint)
+    }
+
+    /// Accepts connections forever. With TLS, a connection that does not finish its TLS handshake
+    /// within [`connection::HANDSHAKE_TIMEOUT`] (or speaks anything else) is dropped.
     pub async fn run(self) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection::serve(Arc::clone(&self.state), stream, peer));
+                    let state = Arc::clone(&self.state);
+                    match &self.tls {
+                        None => {
+                            tokio::spawn(connection::serve(state, stream, peer));
+                        }
+                        Some(tls) => {
+                            let accepting = tls.acceptor().accept(stream);
+                            tokio::spawn(async move {
+                                match tokio::time::timeout(connection::HANDSHAKE_TIMEOUT, accepting)
+                                    .await
+                                {
+                                    Ok(Ok(stream)) => connection::serve(state, stream, peer).await,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                    }
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -153,7 +197,12 @@ impl Bridge {
                             return;
                         }
                     };
-                    let _ = ready_tx.send(Ok((bridge.local_addr(), Arc::clone(&bridge.state))));
+                    let ready = (
+                        bridge.local_addr(),
+                        Arc::clone(&bridge.state),
+                        bridge.cert_fingerprint(),
+                    );
+                    let _ = ready_tx.send(Ok(ready));
                     tokio::select! {
                         _ = bridge.run() => {}
                         _ = stop_rx => {}
@@ -162,7 +211,7 @@ impl Bridge {
                 runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             })
             .map_err(BridgeError::Runtime)?;
-        let (addr, state) = ready_rx.recv().map_err(|_| {
+        let (addr, state, fingerprint) = ready_rx.recv().map_err(|_| {
             BridgeError::Runtime(std::io::Error::other(
                 "bridge thread ended before listening",
             ))
@@ -171,6 +220,7 @@ impl Bridge {
         Ok(BridgeHandle {
             addr,
             state,
+            fingerprint,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -181,6 +231,7 @@ impl Bridge {
 pub struct BridgeHandle {
     addr: SocketAddr,
     state: Arc<BridgeState>,
+    fingerprint: Option<streams_proto::CertFingerprint>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -191,9 +242,14 @@ impl BridgeHandle {
         self.addr
     }
 
-    /// The WebSocket URL clients connect to.
+    /// The WebSocket URL clients connect to (`wss://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        url(self.addr, self.fingerprint.is_some())
+    }
+
+    /// The SHA-256 fingerprint of the TLS certificate, when serving TLS.
+    pub fn cert_fingerprint(&self) -> Option<streams_proto::CertFingerprint> {
+        self.fingerprint
     }
 
     /// How many authenticated connections are open.
@@ -239,6 +295,10 @@ impl BridgeHandle {
             let _ = thread.join();
         }
     }
+}
+
+fn url(addr: SocketAddr, tls: bool) -> String {
+    format!("{}://{addr}", if tls { "wss" } else { "ws" })
 }
 
 impl Drop for BridgeHandle {

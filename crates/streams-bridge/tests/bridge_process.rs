@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use streams_client::{ClientConfig, ClientEvent, ConnectionState, RoomEvent, StreamsClient};
 use streams_proto::wire::EventScope;
-use streams_proto::{ContextId, Identity};
+use streams_proto::{CertFingerprint, ContextId, Identity};
 
 const BIN: &str = env!("CARGO_BIN_EXE_streams-bridge");
 
@@ -20,6 +20,8 @@ struct Running {
     log: Arc<Mutex<String>>,
     /// The WebSocket port it listens on.
     port: u16,
+    /// The TLS certificate's fingerprint, as its start-up log prints it.
+    fingerprint: Option<CertFingerprint>,
 }
 
 impl Drop for Running {
@@ -33,10 +35,16 @@ impl Drop for Running {
 /// Starts the binary on `port` (0: one the kernel picks, so parallel tests never collide) and waits
 /// for its "listening on" log line, which says the port.
 fn start(data_dir: &Path, port: u16) -> Running {
+    start_with(data_dir, port, &[])
+}
+
+/// [`start`] with more arguments; with TLS, the fingerprint line comes before the listening line.
+fn start_with(data_dir: &Path, port: u16, args: &[&str]) -> Running {
     let mut child = Command::new(BIN)
         .args(["--data-dir", data_dir.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--media-listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "debug")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -47,22 +55,40 @@ fn start(data_dir: &Path, port: u16) -> Running {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     let sink = Arc::clone(&log);
+    let tls = args.contains(&"--tls-self-signed");
     std::thread::spawn(move || {
+        let mut port = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some((_, rest)) = line.split_once("listening on ws://127.0.0.1:") {
+            if let Some((_, rest)) = line.split_once("://127.0.0.1:") {
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                let _ = ready_tx.send(digits.parse::<u16>());
+                port = digits.parse::<u16>().ok();
+                if !tls {
+                    let _ = ready_tx.send((port, None));
+                }
+            }
+            if let Some((_, printed)) = line.split_once("SHA-256 fingerprint: ") {
+                let _ = ready_tx.send((port, CertFingerprint::parse(printed.trim()).ok()));
             }
             let mut log = sink.lock().unwrap();
             log.push_str(&line);
             log.push('\n');
         }
     });
-    let port = ready_rx
+    let (port, fingerprint) = ready_rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("bridge did not start listening")
-        .expect("the listening line names the port");
-    Running { child, log, port }
+        .expect("bridge did not start listening");
+    let port = port.expect("the listening line names the port");
+    assert_eq!(
+        fingerprint.is_some(),
+        tls,
+        "the fingerprint is printed with TLS"
+    );
+    Running {
+        child,
+        log,
+        port,
+        fingerprint,
+    }
 }
 
 fn users_add(data_dir: &Path, identity: &Identity) {
@@ -233,4 +259,34 @@ fn clients_reconnect_and_resubscribe_after_the_bridge_restarts() {
         let present = a.participants(&room.id).unwrap();
         assert!(present.contains(bob.user_id()), "bob rejoined {}", room.id);
     }
+}
+
+#[test]
+fn a_self_signed_bridge_prints_its_fingerprint_and_keeps_it_across_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    let alice = Identity::generate();
+    users_add(data.path(), &alice);
+    let bridge = start_with(data.path(), 0, &["--tls-self-signed"]);
+    let (port, pin) = (bridge.port, bridge.fingerprint.unwrap());
+    drop(bridge);
+    let bridge = start_with(data.path(), port, &["--tls-self-signed"]);
+    assert_eq!(
+        bridge.fingerprint,
+        Some(pin),
+        "the same certificate after a restart"
+    );
+    assert!(
+        bridge
+            .log
+            .lock()
+            .unwrap()
+            .contains(&format!("wss://127.0.0.1:{port}"))
+    );
+    let mut config = ClientConfig::new(format!("wss://127.0.0.1:{port}"), alice.clone());
+    config.tls = streams_client::TlsTrust::Pinned(pin);
+    let client = StreamsClient::start(config).unwrap();
+    assert_eq!(
+        &client.wait_connected(Duration::from_secs(30)).unwrap(),
+        alice.user_id()
+    );
 }

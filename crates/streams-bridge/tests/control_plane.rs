@@ -1,5 +1,7 @@
 //! The control plane end to end: a real bridge on loopback, several real clients.
 mod common;
+#[path = "control_plane/tls.rs"]
+mod tls;
 
 use std::time::Duration;
 
@@ -357,7 +359,9 @@ fn unregistered_keys_are_refused_with_instructions() {
     // The first attempt's end says why (the client goes on retrying with backoff).
     let reason = loop {
         match client.events().recv_timeout(WAIT) {
-            Ok(ClientEvent::Connection(ConnectionState::Disconnected { reason })) => break reason,
+            Ok(ClientEvent::Connection(ConnectionState::Disconnected { reason, .. })) => {
+                break reason;
+            }
             Ok(ClientEvent::Connection(ConnectionState::Connected { .. })) => {
                 panic!("an unregistered key connected")
             }

@@ -355,6 +355,9 @@ pub enum ConnectionState {
     Disconnected {
         /// Why.
         reason: String,
+        /// The typed reason when a connection attempt failed (TLS, login, unreachable); `None`
+        /// when an established connection was lost.
+        error: Option<crate::transport::ConnectError>,
     },
 }
 

@@ -16,11 +16,19 @@ use crate::backoff::Backoff;
 use crate::error::ClientError;
 use crate::rooms::TrustStore;
 use crate::runtime::{self, Command, EventSink, RuntimeConfig};
+use crate::tls::TlsTrust;
+use crate::transport::Transport;
 
 /// How to reach the bridge and as whom.
 pub struct ClientConfig {
-    /// The bridge's WebSocket URL, e.g. `ws://127.0.0.1:7800`.
+    /// The bridge's WebSocket URL: `wss://bridge.example:7800`, or `ws://127.0.0.1:7800` on this
+    /// machine.
     pub bridge_url: String,
+    /// Which certificates a `wss://` bridge may present (default: the platform's roots).
+    pub tls: TlsTrust,
+    /// Allow plain `ws://` to a host other than this machine (signaling then crosses the network
+    /// unencrypted: a private test network only). Off by default.
+    pub allow_insecure: bool,
     /// This user's identity.
     pub identity: Identity,
     /// How long one operation may take.
@@ -40,6 +48,8 @@ impl ClientConfig {
     pub fn new(bridge_url: impl Into<String>, identity: Identity) -> Self {
         ClientConfig {
             bridge_url: bridge_url.into(),
+            tls: TlsTrust::default(),
+            allow_insecure: false,
             identity,
             request_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
@@ -137,7 +147,11 @@ fn call(
 
 impl StreamsClient {
     /// Starts the client thread; it connects in the background (see [`ConnectionState`] events).
+    /// A URL that is not a bridge URL, or plain `ws://` to another machine without
+    /// [`ClientConfig::allow_insecure`], is refused here ([`ClientError::Connect`]).
     pub fn start(config: ClientConfig) -> Result<Self, ClientError> {
+        let transport = Transport::new(&config.bridge_url, &config.tls, config.allow_insecure)
+            .map_err(ClientError::Connect)?;
         let (command_tx, command_rx) = crossbeam_channel::bounded(config.command_capacity.max(1));
         let (event_tx, event_rx) = crossbeam_channel::bounded(config.event_capacity.max(1));
         let sink = EventSink::new(event_tx, event_rx.clone());
@@ -147,7 +161,7 @@ impl StreamsClient {
             None => TrustStore::in_memory(),
         };
         let runtime_config = RuntimeConfig {
-            url: config.bridge_url,
+            transport,
             identity: config.identity,
             backoff: config.backoff,
             request_timeout: config.request_timeout,
@@ -233,20 +247,25 @@ impl StreamsClient {
     /// in order for the caller only if they arrive after this returns).
     pub fn wait_connected(&self, timeout: Duration) -> Result<UserId, ClientError> {
         let deadline = std::time::Instant::now() + timeout;
-        let mut last_reason = String::from("no connection attempt finished");
+        let mut last = ClientError::Disconnected("no connection attempt finished".into());
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.events.recv_timeout(left) {
                 Ok(ClientEvent::Connection(ConnectionState::Connected { user_id })) => {
                     return Ok(user_id);
                 }
-                Ok(ClientEvent::Connection(ConnectionState::Disconnected { reason })) => {
-                    last_reason = reason;
+                Ok(ClientEvent::Connection(ConnectionState::Disconnected { reason, error })) => {
+                    last = match error {
+                        // A certificate or a key the bridge refuses stays refused: say so now.
+                        Some(error) if !error.may_pass_on_retry() => {
+                            return Err(ClientError::Connect(error));
+                        }
+                        Some(error) => ClientError::Connect(error),
+                        None => ClientError::Disconnected(reason),
+                    };
                 }
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(ClientError::Disconnected(last_reason));
-                }
+                Err(RecvTimeoutError::Timeout) => return Err(last),
                 Err(RecvTimeoutError::Disconnected) => return Err(ClientError::Stopped),
             }
         }

@@ -18,6 +18,10 @@ pub enum ClientError {
     /// The connection to the bridge is down; the operation was not applied, or its outcome is unknown.
     #[error("disconnected from the bridge: {0}")]
     Disconnected(String),
+    /// No connection could be made: the URL, TLS or the login was refused (or, from
+    /// [`crate::StreamsClient::wait_connected`], the last attempt's reason).
+    #[error("cannot connect to the bridge: {0}")]
+    Connect(crate::transport::ConnectError),
     /// No answer in time.
     #[error("the bridge did not answer in time")]
     Timeout,

@@ -19,6 +19,8 @@ pub mod link;
 pub mod media;
 pub mod rooms;
 pub mod runtime;
+pub mod tls;
+pub mod transport;
 pub mod video;
 
 pub use api::{
@@ -28,3 +30,5 @@ pub use api::{
 pub use client::{ClientConfig, ClientHandle, StreamsClient};
 pub use error::ClientError;
 pub use streams_proto;
+pub use tls::{TlsError, TlsTrust};
+pub use transport::ConnectError;

@@ -9,13 +9,12 @@ use streams_proto::wire::{
     ClientMessage, Event, PROTOCOL_VERSION, Request, ResponseBody, ServerMessage, auth_transcript,
 };
 use streams_proto::{Identity, UserId};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::ClientError;
+use crate::transport::{ConnectError, Transport, Ws};
 
 /// How long connecting and the handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,8 +22,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// A connection silent for this long is considered dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(30);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A request waiting to be sent, and where its answer goes.
 pub struct Outgoing {
@@ -34,16 +31,13 @@ pub struct Outgoing {
     pub respond: oneshot::Sender<Result<ResponseBody, ClientError>>,
 }
 
-/// Why connecting failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectError(pub String);
-
-/// Connects and authenticates.
-pub async fn connect(url: &str, identity: &Identity) -> Result<(Ws, UserId), ConnectError> {
+/// Connects (TCP, TLS for `wss://`, WebSocket) and authenticates.
+pub async fn connect(
+    transport: &Transport,
+    identity: &Identity,
+) -> Result<(Ws, UserId), ConnectError> {
     let attempt = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| ConnectError(format!("cannot connect to {url}: {e}")))?;
+        let mut ws = transport.open().await?;
         let challenge = loop {
             match next_message(&mut ws).await? {
                 ServerMessage::Hello {
@@ -51,9 +45,10 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<(Ws, UserId), Con
                     challenge,
                 } => {
                     if protocol != PROTOCOL_VERSION {
-                        return Err(ConnectError(format!(
-                            "the bridge speaks protocol {protocol}, this client {PROTOCOL_VERSION}"
-                        )));
+                        return Err(ConnectError::Protocol {
+                            bridge: protocol,
+                            client: PROTOCOL_VERSION,
+                        });
                     }
                     break challenge;
                 }
@@ -67,15 +62,12 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<(Ws, UserId), Con
         };
         send(&mut ws, &auth)
             .await
-            .map_err(|e| ConnectError(format!("handshake: {e}")))?;
+            .map_err(|e| ConnectError::Lost(e.to_string()))?;
         loop {
             match next_message(&mut ws).await? {
                 ServerMessage::Welcome { user_id } => return Ok((ws, user_id)),
                 ServerMessage::Response { result: Err(e), .. } => {
-                    return Err(ConnectError(format!(
-                        "the bridge refused this key: {}",
-                        e.message
-                    )));
+                    return Err(ConnectError::Refused(e.message));
                 }
                 other => tracing::debug!("ignoring {other:?} during handshake"),
             }
@@ -83,7 +75,11 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<(Ws, UserId), Con
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
-        .unwrap_or_else(|_| Err(ConnectError(format!("no answer from {url} in time"))))
+        .unwrap_or_else(|_| {
+            Err(ConnectError::Timeout {
+                url: transport.url().to_owned(),
+            })
+        })
 }
 
 async fn next_message(ws: &mut Ws) -> Result<ServerMessage, ConnectError> {
@@ -91,12 +87,14 @@ async fn next_message(ws: &mut Ws) -> Result<ServerMessage, ConnectError> {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
                 return serde_json::from_str(text.as_str())
-                    .map_err(|e| ConnectError(format!("unreadable message from the bridge: {e}")));
+                    .map_err(|e| ConnectError::Unreadable(e.to_string()));
             }
             Some(Ok(Message::Close(_))) | None => {
-                return Err(ConnectError("the bridge closed the connection".into()));
+                return Err(ConnectError::Lost(
+                    "the bridge closed the connection".into(),
+                ));
             }
-            Some(Err(e)) => return Err(ConnectError(format!("connection error: {e}"))),
+            Some(Err(e)) => return Err(ConnectError::Lost(e.to_string())),
             Some(Ok(_)) => continue,
         }
     }

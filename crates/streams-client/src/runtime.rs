@@ -21,6 +21,7 @@ use crate::backoff::Backoff;
 use crate::error::ClientError;
 use crate::link::{self, LinkEnd, Outgoing};
 use crate::rooms::{TrustStore, context_or_default, create_request, update_request};
+use crate::transport::Transport;
 
 /// One command for the runtime.
 pub enum Command {
@@ -420,7 +421,7 @@ async fn restore_then_announce(s: Arc<Shared>, user_id: UserId, timeout: Duratio
 
 /// Keeps a connection up until the runtime stops.
 async fn supervise(
-    url: String,
+    transport: Transport,
     shared: Arc<Shared>,
     mut requests: mpsc::Receiver<Outgoing>,
     mut backoff: Backoff,
@@ -434,7 +435,8 @@ async fn supervise(
             .push(ClientEvent::Connection(ConnectionState::Connecting {
                 attempt,
             }));
-        let reason = match link::connect(&url, &shared.identity).await {
+        let url = transport.url();
+        let (reason, error) = match link::connect(&transport, &shared.identity).await {
             Ok((ws, user_id)) => {
                 backoff.reset();
                 attempt = 0;
@@ -449,7 +451,7 @@ async fn supervise(
                 restoring.abort();
                 match end {
                     LinkEnd::Stopped => return,
-                    LinkEnd::Lost(reason) => reason,
+                    LinkEnd::Lost(reason) => (reason, None),
                 }
             }
             Err(e) => {
@@ -457,9 +459,9 @@ async fn supervise(
                 while let Ok(queued) = requests.try_recv() {
                     let _ = queued
                         .respond
-                        .send(Err(ClientError::Disconnected(e.0.clone())));
+                        .send(Err(ClientError::Disconnected(e.to_string())));
                 }
-                e.0
+                (e.to_string(), Some(e))
             }
         };
         tracing::warn!(%url, "disconnected: {reason}");
@@ -467,6 +469,7 @@ async fn supervise(
             .events
             .push(ClientEvent::Connection(ConnectionState::Disconnected {
                 reason,
+                error,
             }));
         let delay = backoff.next_delay(rand::random::<f64>());
         tokio::time::sleep(delay).await;
@@ -475,8 +478,8 @@ async fn supervise(
 
 /// Settings of the runtime.
 pub struct RuntimeConfig {
-    /// The bridge's WebSocket URL.
-    pub url: String,
+    /// The bridge's URL, checked, with TLS prepared for `wss://`.
+    pub transport: Transport,
     /// Who connects.
     pub identity: Identity,
     /// Reconnection policy.
@@ -497,6 +500,7 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
         Err(e) => {
             events.push(ClientEvent::Connection(ConnectionState::Disconnected {
                 reason: format!("cannot start the client runtime: {e}"),
+                error: None,
             }));
             return;
         }
@@ -528,13 +532,14 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
             .events
             .push(ClientEvent::Connection(ConnectionState::Disconnected {
                 reason: "cannot start the command thread".into(),
+                error: None,
             }));
         return;
     }
     let timeout = config.request_timeout;
     runtime.block_on(async {
         let supervisor = tokio::spawn(supervise(
-            config.url,
+            config.transport,
             Arc::clone(&shared),
             request_rx,
             config.backoff,

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use streams_bridge::{Bridge, BridgeConfig, BridgeHandle, SqliteStore, Store};
+use streams_bridge::{Bridge, BridgeConfig, BridgeHandle, SqliteStore, Store, TlsSource};
 use streams_proto::{ContextId, UserId};
 
 const STREAMS: &str = env!("CARGO_BIN_EXE_streams");
@@ -18,15 +18,22 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     REAL_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `streams` against `bridge` as the holder of `key`; a TLS bridge's certificate is pinned.
 fn streams(bridge: &BridgeHandle, key: &Path, args: &[&str]) -> Output {
-    Command::new(STREAMS)
+    streams_command(bridge, key).args(args).output().unwrap()
+}
+
+fn streams_command(bridge: &BridgeHandle, key: &Path) -> Command {
+    let mut command = Command::new(STREAMS);
+    command
         .arg("--bridge")
         .arg(bridge.url())
         .arg("--key")
-        .arg(key)
-        .args(args)
-        .output()
-        .unwrap()
+        .arg(key);
+    if let Some(pin) = bridge.cert_fingerprint() {
+        command.arg("--bridge-cert-sha256").arg(pin.to_string());
+    }
+    command
 }
 
 fn ok_stdout(out: Output) -> String {
@@ -219,14 +226,35 @@ fn events_print_json_lines_and_loose_key_files_are_refused() {
     }
 }
 
+/// Signaling over `wss://` with the bridge's self-signed certificate pinned by fingerprint; a wrong
+/// pin is refused at once with the fingerprint error.
 #[test]
-fn a_bot_tone_reaches_a_listener_through_the_bridge() {
+fn a_bot_tone_reaches_a_listener_through_a_bridge_on_wss_with_a_pinned_certificate() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (alice_key, bob_key) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
     let _alice = keygen(&alice_key);
     let bob = keygen(&bob_key);
-    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).unwrap();
+    let bridge = Bridge::spawn(BridgeConfig {
+        tls: Some(TlsSource::SelfSigned {
+            dir: dir.path().to_owned(),
+            names: vec!["localhost".into()],
+        }),
+        ..BridgeConfig::ephemeral()
+    })
+    .unwrap();
+    assert!(bridge.url().starts_with("wss://"));
+    let wrong = Command::new(STREAMS)
+        .args(["--bridge", &bridge.url(), "--key"])
+        .arg(&alice_key)
+        .args(["--bridge-cert-sha256", &"AB".repeat(32), "room", "list"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && said.contains("fingerprint"),
+        "{said}"
+    );
     let room_id = ok_stdout(streams(
         &bridge,
         &alice_key,
@@ -237,9 +265,7 @@ fn a_bot_tone_reaches_a_listener_through_the_bridge() {
 
     // The listener starts first; the bot sends 3 s of 440 Hz once its media connection is up (the
     // listener's 8 s leave 5 s for the bot's process to start and connect).
-    let listener = Command::new(STREAMS)
-        .args(["--bridge", &bridge.url(), "--key"])
-        .arg(&bob_key)
+    let listener = streams_command(&bridge, &bob_key)
         .args(["listen", "--room", &room_id, "--seconds", "8", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

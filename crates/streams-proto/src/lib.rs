@@ -6,6 +6,7 @@
 //!   epoch wrapped for each member with HPKE (RFC 9180). A chain of them is verified by every client.
 //! - [`meta`]: signed public metadata and encrypted, signed private metadata.
 //! - [`frame_crypto`]: SFrame (RFC 9605) media frame protection with per-sender keys.
+//! - [`fingerprint`]: the SHA-256 of a bridge's TLS certificate, which clients can pin.
 //! - [`track`]: typed media ids (stream, m-line, track), checked when parsed.
 //! - [`wire`]: the signaling messages (JSON over WebSocket) shared by the bridge and the client.
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@
 pub mod bytes;
 pub mod epoch;
 pub mod error;
+pub mod fingerprint;
 pub mod frame_crypto;
 pub mod identity;
 pub mod ids;
@@ -27,6 +29,7 @@ pub mod wire;
 pub use bytes::Bytes;
 pub use epoch::{EpochRecord, RoomSecret, VerifiedChain, verify_chain};
 pub use error::CryptoError;
+pub use fingerprint::{CertFingerprint, InvalidFingerprint};
 pub use identity::{Identity, KeyFileError};
 pub use ids::{ContextId, InvalidId, InvalidUserId, RoomId, UserId};
 pub use meta::{PrivateMeta, SignedMeta};

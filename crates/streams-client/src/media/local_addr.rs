@@ -1,17 +1,16 @@
 //! Which local address faces the bridge: the source address the OS routes towards its host.
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
+use crate::transport::Endpoint;
+
 /// The local address to use for media towards `bridge_url`'s host (the route's source address).
 pub fn local_ip_towards(bridge_url: &str) -> IpAddr {
-    let host = bridge_url
-        .split("://")
-        .nth(1)
-        .unwrap_or(bridge_url)
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:7800");
+    let Ok(endpoint) = Endpoint::parse(bridge_url, true) else {
+        return IpAddr::V4(Ipv4Addr::LOCALHOST);
+    };
+    let host = endpoint.host.trim_start_matches('[').trim_end_matches(']');
     let probe = UdpSocket::bind("0.0.0.0:0").and_then(|s| {
-        s.connect(host)?;
+        s.connect((host, endpoint.port))?;
         s.local_addr()
     });
     match probe {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use streams_client::{ClientConfig, StreamsClient};
-use streams_proto::{Identity, RoomId};
+use streams_client::{ClientConfig, StreamsClient, TlsTrust};
+use streams_proto::{CertFingerprint, Identity, RoomId};
 
 /// The options every command takes.
 #[derive(Args)]
@@ -18,6 +18,14 @@ pub(crate) struct Globals {
         default_value = "ws://127.0.0.1:7800"
     )]
     pub bridge: String,
+    /// Trust exactly the bridge certificate with this SHA-256 fingerprint (`AB:CD:…`, as
+    /// `streams-bridge --tls-self-signed` prints it) instead of the platform's authorities.
+    #[arg(long, global = true, env = "STREAMS_BRIDGE_CERT_SHA256")]
+    pub bridge_cert_sha256: Option<CertFingerprint>,
+    /// Allow plain ws:// to a host other than this machine (signaling unencrypted: private test
+    /// networks only).
+    #[arg(long, global = true)]
+    pub insecure: bool,
     /// Your key file (see `streams keygen`). Default: ~/.config/streams/key.
     #[arg(long, global = true, env = "STREAMS_KEY")]
     pub key: Option<PathBuf>,
@@ -44,6 +52,10 @@ pub(crate) fn connect(cli: &Globals, identity: &Identity) -> Result<StreamsClien
     let path = key_path(cli);
     let mut config = ClientConfig::new(cli.bridge.clone(), identity.clone());
     config.request_timeout = Duration::from_secs(10);
+    config.allow_insecure = cli.insecure;
+    if let Some(pin) = cli.bridge_cert_sha256 {
+        config.tls = TlsTrust::Pinned(pin);
+    }
     // Rooms verified by this key are remembered beside it, so a bridge cannot roll them back later.
     let mut trust = path.clone().into_os_string();
     trust.push(".trust");
