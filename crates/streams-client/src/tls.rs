@@ -74,7 +74,7 @@ pub(crate) fn connector(trust: &TlsTrust) -> Result<TlsConnector, TlsError> {
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Handshake(e.to_string()))?;
-    let config = match trust {
+    let mut config = match trust {
         TlsTrust::PlatformRoots => {
             let found = rustls_native_certs::load_native_certs();
             if let Some(error) = found.errors.first() {
@@ -102,15 +102,13 @@ pub(crate) fn connector(trust: &TlsTrust) -> Result<TlsConnector, TlsError> {
             }))
             .with_no_client_auth(),
     };
-    let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// The name TLS checks for `host` (a DNS name or an IP address, brackets of IPv6 removed).
+/// The name TLS checks for `host` (a DNS name or an IP address).
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(bare.to_owned()).map_err(|_| TlsError::InvalidName(host.to_owned()))
+    ServerName::try_from(host.to_owned()).map_err(|_| TlsError::InvalidName(host.to_owned()))
 }
 
 /// What a failed handshake to `host` (tokio-rustls' error) means.

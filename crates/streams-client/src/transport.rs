@@ -104,7 +104,7 @@ pub struct Endpoint {
     pub url: String,
     /// `wss://`.
     pub secure: bool,
-    /// The host (a name, or an IP address; IPv6 in brackets).
+    /// The host: a name, or an IP address (IPv6 without the URL's brackets).
     pub host: String,
     /// The port (the scheme's default when the URL has none).
     pub port: u16,
@@ -125,6 +125,7 @@ impl Endpoint {
         };
         let host = uri
             .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
             .filter(|h| !h.is_empty())
             .ok_or_else(|| invalid("no host"))?;
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
@@ -144,9 +145,8 @@ impl Endpoint {
 
 /// Whether `host` names this machine (`localhost`, 127.0.0.0/8, `::1`).
 fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An endpoint and, for `wss://`, the TLS connector for it: made once, used for every attempt.
@@ -177,14 +177,12 @@ impl Transport {
         let Endpoint {
             url, host, port, ..
         } = &self.endpoint;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp =
-            TcpStream::connect((bare, *port))
-                .await
-                .map_err(|e| ConnectError::Unreachable {
-                    url: url.clone(),
-                    why: e.to_string(),
-                })?;
+        let tcp = TcpStream::connect((host.as_str(), *port))
+            .await
+            .map_err(|e| ConnectError::Unreachable {
+                url: url.clone(),
+                why: e.to_string(),
+            })?;
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Io> = match &self.tls {
             None => Box::new(tcp),
@@ -232,6 +230,12 @@ mod tests {
             );
         }
         assert!(Endpoint::parse("wss://bridge.example", false).is_ok_and(|e| e.port == 443));
+        let v6 = Endpoint::parse("wss://[2001:db8::1]:7800", false).unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.port),
+            ("2001:db8::1", 7800),
+            "without brackets"
+        );
     }
 
     #[test]

@@ -8,9 +8,8 @@ pub fn local_ip_towards(bridge_url: &str) -> IpAddr {
     let Ok(endpoint) = Endpoint::parse(bridge_url, true) else {
         return IpAddr::V4(Ipv4Addr::LOCALHOST);
     };
-    let host = endpoint.host.trim_start_matches('[').trim_end_matches(']');
     let probe = UdpSocket::bind("0.0.0.0:0").and_then(|s| {
-        s.connect((host, endpoint.port))?;
+        s.connect((endpoint.host.as_str(), endpoint.port))?;
         s.local_addr()
     });
     match probe {
