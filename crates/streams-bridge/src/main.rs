@@ -1,5 +1,5 @@
 //! `streams-bridge`: run the bridge, or manage the users registered with it.
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -19,8 +19,14 @@ struct Cli {
     listen: SocketAddr,
     /// UDP address for media: media worker `i` listens on this port + `i` (each worker's port is
     /// shared by the sessions of the rooms it forwards).
+    /// `0.0.0.0:PORT` (or `[::]:PORT`, IPv4 and IPv6) listens on every interface.
     #[arg(long, default_value = "127.0.0.1:7801", global = true)]
     media_listen: SocketAddr,
+    /// An address clients reach the media port at, announced to them instead of the bound one:
+    /// the public IP of a bridge behind a 1:1 NAT (a cloud VM). Repeat it for IPv4 and IPv6.
+    /// Without it the bound address is announced, or for 0.0.0.0 / [::] every interface's.
+    #[arg(long = "media-public-ip", value_name = "IP", global = true)]
+    media_public_ips: Vec<IpAddr>,
     /// Media forwarding workers (one thread and UDP port each; a room lives on one). Default: one
     /// per core.
     #[arg(long, global = true)]
@@ -196,6 +202,7 @@ fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
         let config = BridgeConfig {
             listen: cli.listen,
             media_listen: cli.media_listen,
+            media_public_ips: cli.media_public_ips.clone(),
             media_workers: cli.media_workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             }),

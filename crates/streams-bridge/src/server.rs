@@ -1,6 +1,6 @@
 //! [`Bridge`]: binds the listener and accepts connections; [`BridgeHandle`] runs a bridge on its own
 //! thread (the embedded bridge of examples and tests) and stops it on drop.
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::connection;
-use crate::sfu::SfuHandle;
+use crate::sfu::{SfuHandle, SfuStartError};
 use crate::state::BridgeState;
 use crate::store::{SqliteStore, StoreError};
 use crate::tls::{TlsServer, TlsSetupError, TlsSource};
@@ -21,6 +21,10 @@ pub struct BridgeConfig {
     /// UDP address for media (port 0 picks a free one). With several media workers, worker `i`
     /// listens on this port + `i` (or each on a free port).
     pub media_listen: SocketAddr,
+    /// The addresses media sessions announce (the public address of a bridge behind a 1:1 NAT,
+    /// IPv4 and/or IPv6), at each worker's port; empty: the bound address, or for an unspecified
+    /// one the machine's interface addresses (see [`crate::sfu::addresses`]).
+    pub media_public_ips: Vec<IpAddr>,
     /// Forwarding workers (threads, one UDP socket each); rooms are spread over them, a room on
     /// one worker. At least 1.
     pub media_workers: usize,
@@ -41,6 +45,7 @@ impl BridgeConfig {
         BridgeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            media_public_ips: Vec::new(),
             media_workers: 1,
             db: PathBuf::from(":memory:"),
             open: true,
@@ -68,6 +73,9 @@ pub enum BridgeError {
     /// The runtime could not start.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    /// The media workers could not start (their UDP sockets, what to announce).
+    #[error("media: {0}")]
+    Media(#[from] SfuStartError),
     /// The TLS certificate could not be loaded or made.
     #[error("tls: {0}")]
     Tls(#[from] TlsSetupError),
@@ -92,13 +100,11 @@ impl Bridge {
                     addr: config.listen,
                     source,
                 })?;
-        let (sfu, lost) =
-            SfuHandle::start(config.media_listen, config.media_workers).map_err(|source| {
-                BridgeError::Bind {
-                    addr: config.media_listen,
-                    source,
-                }
-            })?;
+        let (sfu, lost) = SfuHandle::start(
+            config.media_listen,
+            &config.media_public_ips,
+            config.media_workers,
+        )?;
         let state = Arc::new({
             let mut state = BridgeState::new(Box::new(store), sfu, config.open);
             state.recordings = config.recordings.clone();
@@ -265,6 +271,11 @@ impl BridgeHandle {
     /// Every media worker's UDP address, in order.
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
         self.state.sfu.addrs()
+    }
+
+    /// What each media worker's sessions announce, in worker order.
+    pub fn media_announced(&self) -> Vec<Vec<SocketAddr>> {
+        self.state.sfu.announced()
     }
 
     /// How many media sessions the SFU holds.

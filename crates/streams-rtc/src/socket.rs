@@ -8,7 +8,7 @@
 //! took 6–8 ms, and str0m's pacer, which releases one packet per timeout, sent one packet per
 //! wait — a 720p frame took longer to leave than the next one to arrive.
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,8 @@ pub struct MediaSocket {
     socket: UdpSocket,
     /// What quinn-udp found the platform can do (batches, coalescing) and set on the socket.
     state: quinn_udp::UdpSocketState,
+    /// An IPv6 (dual-stack) socket: IPv4 destinations are sent to v4-mapped.
+    ipv6: bool,
     poller: Arc<Poller>,
     events: Events,
 }
@@ -47,7 +49,7 @@ impl MediaSocket {
         waker: &SocketWaker,
         receive_buffer: usize,
     ) -> io::Result<Self> {
-        let socket = UdpSocket::bind(addr)?;
+        let socket = bind_udp(addr)?;
         enlarge_receive_buffer(&socket, receive_buffer);
         socket.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
@@ -58,6 +60,7 @@ impl MediaSocket {
         Ok(MediaSocket {
             socket,
             state,
+            ipv6: addr.is_ipv6(),
             poller,
             events: Events::new(),
         })
@@ -66,6 +69,15 @@ impl MediaSocket {
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// `destination` as this socket sends to it.
+    fn wire_destination(&self, destination: SocketAddr) -> SocketAddr {
+        if self.ipv6 {
+            on_ipv6_socket(destination)
+        } else {
+            destination
+        }
     }
 
     /// Waits until a datagram can be read, a [`SocketWaker`] wakes the socket or `deadline`
@@ -111,6 +123,35 @@ impl SocketWaker {
             tracing::debug!("media socket wake-up failed: {e}");
         }
     }
+}
+
+/// A UDP socket bound at `addr`. An IPv6 socket is dual-stack whatever the system's default
+/// (`net.ipv6.bindv6only`), so `[::]` also serves IPv4 peers; their addresses arrive v4-mapped
+/// and [`MediaSocket`] turns them back into IPv4 both ways.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// `addr` as an IPv6 socket sends to it: IPv4 addresses v4-mapped.
+fn on_ipv6_socket(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        v6 => v6,
+    }
+}
+
+/// `addr` with a v4-mapped IPv6 address turned back into IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Asks for a receive buffer that holds a burst of video packets (a 720p keyframe is ~100 packets);
@@ -201,6 +242,45 @@ mod tests {
     }
 
     #[test]
+    fn a_dual_stack_socket_sees_ipv4_peers_as_ipv4_and_says_where_each_datagram_arrived() {
+        let any = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0);
+        let mut socket = MediaSocket::bind(any).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        peer.send_to(b"over v4", ("127.0.0.1", port)).unwrap();
+        let mut batch = ReceiveBatch::new(&socket, 4);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = None;
+        while seen.is_none() && Instant::now() < deadline {
+            if socket.try_recv_batch(&mut batch).unwrap() == 0 {
+                socket.wait(deadline).unwrap();
+            }
+            seen = batch
+                .datagrams()
+                .next()
+                .map(|d| (d.source, d.destination, d.contents.to_vec()));
+        }
+        let (source, destination, contents) = seen.expect("the datagram arrived");
+        assert_eq!(
+            source,
+            peer.local_addr().unwrap(),
+            "an IPv4 source, not v4-mapped"
+        );
+        assert_eq!(destination, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(contents, b"over v4");
+
+        // A reply to the IPv4 address, from the address it arrived at, reaches the peer from there.
+        let mut outbox = Outbox::default();
+        outbox.push(&socket, destination, source, b"back");
+        outbox.flush(&socket);
+        let mut buf = [0u8; 16];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"back");
+        assert_eq!(from, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+
+    #[test]
     fn runs_to_one_destination_leave_in_one_send_and_arrive_as_they_were() {
         let sender = loopback();
         let (mut a, mut b) = (loopback(), loopback());
@@ -221,7 +301,7 @@ mod tests {
         let mut outbox = Outbox::default();
         let mut sent = Sent::default();
         for (to, contents) in &plan {
-            let s = outbox.push(&sender, *to, contents);
+            let s = outbox.push(&sender, None, *to, contents);
             sent.datagrams += s.datagrams;
             sent.sends += s.sends;
         }

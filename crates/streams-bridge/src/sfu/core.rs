@@ -5,7 +5,7 @@
 //! socket, thread, lock or clock is inside, so tests drive it with simulated time and networks.
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use priority_queue::PriorityQueue;
@@ -20,6 +20,7 @@ use streams_proto::wire::{
 use streams_proto::{MediaId, RoomId, StreamId, TrackId, UserId};
 
 use super::MAX_SUBSCRIPTIONS;
+use super::addresses::MediaAddresses;
 use super::offer::without_audio_congestion_feedback;
 use super::reassembly::VideoFrames;
 use super::routes::{Leg, Routes};
@@ -40,6 +41,8 @@ pub struct Negotiated {
 /// A datagram to send.
 #[derive(Debug)]
 pub struct Transmit {
+    /// The local IP to send it from (`None`: the kernel's choice).
+    pub source: Option<IpAddr>,
     /// Where to.
     pub destination: SocketAddr,
     /// The datagram.
@@ -71,8 +74,8 @@ pub struct RecordedFrame {
 
 /// Every media session of one SFU, and how frames flow between them.
 pub struct SfuCore {
-    /// The local address datagrams arrive at (the sessions' host candidate).
-    pub(super) addr: SocketAddr,
+    /// What the sessions announce, and which announced address each datagram was sent to.
+    pub(super) addresses: MediaAddresses,
     pub(super) sessions: SlotMap<SessionKey, Session>,
     pub(super) by_stream: HashMap<StreamId, SessionKey>,
     /// Which session each remote address belongs to: a datagram finds its session in one lookup.
@@ -124,10 +127,10 @@ fn has_duplicates(mids: impl Iterator<Item = MediaId>) -> bool {
 }
 
 impl SfuCore {
-    /// An SFU receiving at `addr`, the address announced in every session's candidate.
-    pub fn new(now: Instant, addr: SocketAddr) -> Self {
+    /// An SFU whose sessions announce `addresses` (one host candidate each).
+    pub fn new(now: Instant, addresses: MediaAddresses) -> Self {
         SfuCore {
-            addr,
+            addresses,
             sessions: SlotMap::with_key(),
             by_stream: HashMap::new(),
             by_source: HashMap::new(),
@@ -336,8 +339,10 @@ impl SfuCore {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .build(now);
-        let candidate = Candidate::host(self.addr, "udp").map_err(|e| internal(&e))?;
-        rtc.add_local_candidate(candidate);
+        for addr in self.addresses.announced() {
+            let candidate = Candidate::host(*addr, "udp").map_err(|e| internal(&e))?;
+            rtc.add_local_candidate(candidate);
+        }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let id = StreamId(self.next_stream);
         self.next_stream += self.stream_step;

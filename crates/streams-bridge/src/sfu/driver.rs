@@ -52,7 +52,12 @@ pub(super) fn run(
         core.handle_timeout(now);
         // A full send buffer loses the datagrams, as the network would.
         while let Some(transmit) = core.poll_transmit() {
-            outbox.push(&socket, transmit.destination, &transmit.contents);
+            outbox.push(
+                &socket,
+                transmit.source,
+                transmit.destination,
+                &transmit.contents,
+            );
         }
         outbox.flush(&socket);
         while let Some(stream) = core.poll_lost() {
@@ -83,7 +88,12 @@ pub(super) fn run(
                 Ok(_) => {
                     let now = Instant::now();
                     for datagram in batch.datagrams() {
-                        core.handle_datagram(now, datagram.source, datagram.contents);
+                        core.handle_datagram(
+                            now,
+                            datagram.source,
+                            datagram.destination,
+                            datagram.contents,
+                        );
                     }
                 }
                 Err(e) => tracing::debug!("SFU socket: {e}"),

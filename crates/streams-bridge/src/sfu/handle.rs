@@ -7,7 +7,7 @@
 //! nothing finds it any more, or split a room re-created with the same id. An entry is a room
 //! id and an index.)
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,7 +16,7 @@ use streams_proto::wire::{ErrorCode, StreamInfo, TrackAnnounce, TrackSubscriptio
 use streams_proto::{RoomId, StreamId, UserId};
 
 use super::core::Negotiated;
-use super::worker::{Command, Worker};
+use super::worker::{Command, SfuStartError, Worker};
 use crate::hub::ConnId;
 
 /// The streams whose media session ended on its own (its peer stopped answering, or the
@@ -61,32 +61,58 @@ impl Placement {
 
 /// The address of worker `index` when the workers bind at `bind`: port 0 lets each pick a free
 /// port; otherwise worker `index` listens on `bind`'s port + `index`.
-fn worker_bind(bind: SocketAddr, index: usize) -> std::io::Result<SocketAddr> {
+fn worker_bind(bind: SocketAddr, index: usize) -> Result<SocketAddr, SfuStartError> {
     if bind.port() == 0 {
         return Ok(bind);
     }
     let port = u16::try_from(index)
         .ok()
         .and_then(|i| bind.port().checked_add(i))
-        .ok_or_else(|| {
-            std::io::Error::new(
+        .ok_or_else(|| SfuStartError::Bind {
+            addr: bind,
+            source: std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("media workers' ports would pass 65535 (from {bind}, {index} more)"),
-            )
+                format!("media workers' ports would pass 65535 ({index} more)"),
+            ),
         })?;
     Ok(SocketAddr::new(bind.ip(), port))
 }
 
+/// The IP addresses of this machine's interfaces that are up (what a wildcard bind announces
+/// when no public address is given); none if they cannot be read.
+fn interface_addresses() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.into_iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            tracing::warn!("cannot list the network interfaces: {e}");
+            Vec::new()
+        }
+    }
+}
+
 impl SfuHandle {
     /// Starts `workers` forwarding workers (at least one), each on its own UDP socket: worker `i`
-    /// at `bind`'s port + `i` (or a free port each when `bind`'s port is 0). Also returns where
-    /// the streams whose sessions end on their own arrive.
-    pub fn start(bind: SocketAddr, workers: usize) -> std::io::Result<(Self, LostStreams)> {
+    /// at `bind`'s port + `i` (or a free port each when `bind`'s port is 0), announcing `public`
+    /// (see [`super::addresses`]). Also returns where the streams whose sessions end on their
+    /// own arrive.
+    pub fn start(
+        bind: SocketAddr,
+        public: &[IpAddr],
+        workers: usize,
+    ) -> Result<(Self, LostStreams), SfuStartError> {
         let (lost, lost_streams) = tokio::sync::mpsc::unbounded_channel();
         let count = workers.max(1);
+        let interfaces = if bind.ip().is_unspecified() && public.is_empty() {
+            interface_addresses()
+        } else {
+            Vec::new()
+        };
         let workers: Arc<[Worker]> = (0..count)
-            .map(|index| Worker::start(worker_bind(bind, index)?, index, count, lost.clone()))
-            .collect::<std::io::Result<Vec<_>>>()?
+            .map(|index| {
+                let addr = worker_bind(bind, index)?;
+                Worker::start(addr, public, &interfaces, (index, count), lost.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()?
             .into();
         let placement = Placement {
             by_room: HashMap::new(),
@@ -160,6 +186,14 @@ impl SfuHandle {
     /// The UDP address of every worker, in order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.workers.iter().map(Worker::addr).collect()
+    }
+
+    /// What the sessions of every worker announce, in worker order.
+    pub fn announced(&self) -> Vec<Vec<SocketAddr>> {
+        self.workers
+            .iter()
+            .map(|w| w.announced().to_vec())
+            .collect()
     }
 
     /// Applies a client's offer for its media session in `room`; returns the answer and its stream.
@@ -288,7 +322,7 @@ mod tests {
 
     #[test]
     fn rooms_spread_over_the_workers_and_stay_where_they_were_placed() {
-        let (sfu, _lost) = SfuHandle::start("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let (sfu, _lost) = SfuHandle::start("127.0.0.1:0".parse().unwrap(), &[], 2).unwrap();
         let rooms: Vec<RoomId> = (0..4).map(|_| RoomId::random()).collect();
         let placed: Vec<usize> = rooms
             .iter()

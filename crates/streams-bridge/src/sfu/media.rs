@@ -3,6 +3,7 @@
 //! Sessions run in str0m's RTP mode: a publisher's packets are written, renumbered, on each
 //! subscriber's stream as they are, never depacketized and packetized again per leg.
 use std::cmp::Reverse;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, Mid};
@@ -33,10 +34,17 @@ fn nal_type(frame: &[u8]) -> Option<u8> {
 }
 
 impl SfuCore {
-    /// A datagram from `source`. It goes to the session that address belongs to; a STUN request
-    /// from a new address goes to the session whose ufrag it names (one lookup), if that session
-    /// accepts it. Anything else is dropped.
-    pub fn handle_datagram(&mut self, now: Instant, source: std::net::SocketAddr, datagram: &[u8]) {
+    /// A datagram from `source` that arrived at the local IP `local` (where the socket says). It
+    /// goes to the session that address belongs to; a STUN request from a new address goes to the
+    /// session whose ufrag it names (one lookup), if that session accepts it. Anything else is
+    /// dropped.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+    ) {
         self.last_now = now;
         let Ok(contents) = datagram.try_into() else {
             return;
@@ -46,7 +54,7 @@ impl SfuCore {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.addr,
+                destination: self.addresses.announced_for(local),
                 contents,
             },
         );
@@ -150,6 +158,7 @@ impl SfuCore {
             match session.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    source: self.addresses.source_for(t.source),
                     destination: t.destination,
                     contents: t.contents.into(),
                 }),

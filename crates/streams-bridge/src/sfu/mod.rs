@@ -12,11 +12,12 @@
 //!   [`routes`], demultiplexing by source address); `media.rs` is its media path, [`outgoing`]
 //!   and [`renumber`] write one leg, [`reassembly`] rebuilds recorded video frames, [`offer`]
 //!   keeps congestion feedback off audio m-lines, `stun.rs` reads which session a STUN check is
-//!   for.
+//!   for, [`addresses`] says what the sessions announce and which of it a datagram reached.
 //! - [`handle::SfuHandle`]: the signaling side's commands, and which worker each room lives on;
 //!   `worker.rs`: one worker's queue and thread; `driver.rs`: the thread's loop on its socket.
 use std::time::Duration;
 
+pub mod addresses;
 pub mod core;
 mod driver;
 pub mod handle;
@@ -30,8 +31,10 @@ pub mod session;
 mod stun;
 mod worker;
 
+pub use self::addresses::{AddressError, MediaAddresses};
 pub use self::core::{Negotiated, SfuCore};
 pub use self::handle::{LostStreams, SfuHandle};
+pub use self::worker::SfuStartError;
 
 /// Most tracks one media session may receive.
 pub const MAX_SUBSCRIPTIONS: usize = 256;

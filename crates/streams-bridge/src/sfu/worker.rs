@@ -1,7 +1,7 @@
 //! [`Worker`]: one forwarding worker of the SFU as the signaling side sees it — a thread running
 //! its own [`SfuCore`] on its own UDP socket, the bounded queue of [`Command`]s it takes (it is
 //! woken at once for each, no polling), and the figures it publishes ([`WorkerStats`]).
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,6 +12,7 @@ use streams_proto::{RoomId, StreamId, UserId};
 use streams_rtc::socket::{MediaSocket, SocketWaker};
 use tokio::sync::oneshot;
 
+use super::addresses::{AddressError, MediaAddresses};
 use super::core::{Negotiated, SfuCore};
 use super::driver;
 use crate::hub::ConnId;
@@ -94,7 +95,25 @@ pub(super) struct Worker {
     commands: Sender<Command>,
     waker: Arc<WakeOnDrop>,
     addr: SocketAddr,
+    announced: Vec<SocketAddr>,
     stats: Arc<WorkerStats>,
+}
+
+/// The SFU's workers could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuStartError {
+    /// A worker's UDP socket (or its thread) could not be set up.
+    #[error("cannot listen on {addr} (UDP): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// What to announce could not be worked out.
+    #[error(transparent)]
+    Addresses(#[from] AddressError),
 }
 
 /// Wakes a worker's thread; dropped last, it wakes it a final time so it sees it is alone.
@@ -113,36 +132,53 @@ pub(super) fn gone() -> WireError {
 impl Worker {
     /// Binds worker `index` (of `count`)'s UDP socket at `bind` and starts its thread
     /// (`streams-sfu-INDEX`), which sends the streams whose session ended on its own to `lost`.
-    /// Its stream ids are `index + 1`, then every `count`th: unique across the workers.
+    /// Its sessions announce `public` (or what [`MediaAddresses::new`] picks without them, from
+    /// `interfaces`). Its stream ids are `index + 1`, then every `count`th: unique across the
+    /// workers.
     pub fn start(
         bind: SocketAddr,
-        index: usize,
-        count: usize,
+        public: &[IpAddr],
+        interfaces: &[IpAddr],
+        (index, count): (usize, usize),
         lost: LostSender,
-    ) -> std::io::Result<Self> {
-        let waker = SocketWaker::new()?;
-        let socket = MediaSocket::bind_with(bind, &waker, RECEIVE_BUFFER)?;
-        let addr = socket.local_addr()?;
+    ) -> Result<Self, SfuStartError> {
+        let io = |source| SfuStartError::Bind { addr: bind, source };
+        let waker = SocketWaker::new().map_err(io)?;
+        let socket = MediaSocket::bind_with(bind, &waker, RECEIVE_BUFFER).map_err(io)?;
+        let addr = socket.local_addr().map_err(io)?;
+        let addresses = MediaAddresses::new(addr, public, interfaces)?;
+        let announced = addresses.announced().to_vec();
         let (commands, receiver) = crossbeam_channel::bounded(QUEUE);
         let stats = Arc::new(WorkerStats::default());
-        let core = SfuCore::new(std::time::Instant::now(), addr)
+        tracing::info!(
+            worker = index,
+            "media worker listening on {addr} (UDP), announcing {}",
+            addresses.describe()
+        );
+        let core = SfuCore::new(std::time::Instant::now(), addresses)
             .numbering_streams(index as u64 + 1, count as u64);
         let published = Arc::clone(&stats);
         std::thread::Builder::new()
             .name(format!("streams-sfu-{index}"))
-            .spawn(move || driver::run(core, socket, receiver, &published, &lost))?;
-        tracing::info!(%addr, worker = index, "SFU worker listening (UDP)");
+            .spawn(move || driver::run(core, socket, receiver, &published, &lost))
+            .map_err(io)?;
         Ok(Worker {
             commands,
             waker: Arc::new(WakeOnDrop(waker)),
             addr,
+            announced,
             stats,
         })
     }
 
-    /// The UDP address its sessions' media flows to.
+    /// The UDP address its socket is bound to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The addresses its sessions announce (where clients send media).
+    pub fn announced(&self) -> &[SocketAddr] {
+        &self.announced
     }
 
     /// What its thread published last.

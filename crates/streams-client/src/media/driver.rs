@@ -351,7 +351,8 @@ impl Driver {
             match output {
                 // A failed send loses its datagrams, as the network would (logged).
                 CoreOutput::Transmit(t) => {
-                    self.outbox.push(&self.socket, t.destination, &t.contents);
+                    self.outbox
+                        .push(&self.socket, None, t.destination, &t.contents);
                 }
                 CoreOutput::Signal { id, op } => {
                     let replies = self.replies.0.clone();

@@ -27,6 +27,13 @@ pub enum StopReason {
     Refused(String),
     /// The media connection to the bridge failed.
     ConnectionFailed,
+    /// ICE never connected: none of the bridge's media addresses answered.
+    NoMediaPath {
+        /// How long it tried.
+        waited: std::time::Duration,
+        /// The media addresses the bridge announced.
+        bridge: Vec<std::net::SocketAddr>,
+    },
     /// Something this engine cannot go on without failed (a codec, a key).
     Failed(String),
 }
@@ -39,6 +46,21 @@ impl std::fmt::Display for StopReason {
             StopReason::RemovedFromRoom => f.write_str("removed from the room"),
             StopReason::Refused(why) => write!(f, "the bridge refused the room's media: {why}"),
             StopReason::ConnectionFailed => f.write_str("the media connection failed"),
+            StopReason::NoMediaPath { waited, bridge } => {
+                let addrs: Vec<String> = bridge.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "no media path to the bridge: ICE never connected to {} within {} s \
+                     (UDP blocked on the way, or a bridge behind NAT that announces a private \
+                     address: see streams-bridge --media-public-ip)",
+                    if addrs.is_empty() {
+                        "its media port".to_string()
+                    } else {
+                        addrs.join(", ")
+                    },
+                    waited.as_secs()
+                )
+            }
             StopReason::Failed(why) => f.write_str(why),
         }
     }

@@ -46,12 +46,28 @@ pub enum MediaError {
     Certificate(#[from] NoCertificate),
 }
 
+/// The addresses of the ICE candidates in an SDP.
+fn candidate_addresses(sdp: &str) -> Vec<SocketAddr> {
+    sdp.lines()
+        .filter_map(|line| line.trim_end().strip_prefix("a="))
+        .filter(|line| line.starts_with("candidate:"))
+        .filter_map(|line| Candidate::from_sdp_string(line).ok())
+        .map(|c| c.addr())
+        .collect()
+}
+
 fn rtc_error(e: impl std::fmt::Display) -> MediaError {
     MediaError::Rtc(e.to_string())
 }
 
 /// Where the bandwidth estimate starts, kbit/s.
 pub const START_ESTIMATE_KBPS: u64 = 800;
+
+/// How long ICE and DTLS may take, from the first answer, before the bridge's media is declared
+/// unreachable ([`PeerEvent::Unreachable`]): a reachable bridge answers its first check within a
+/// round trip, and str0m keeps retrying its checks for several seconds, so a path that is not up by
+/// then does not exist (blocked UDP, a private address announced behind a NAT).
+pub const ICE_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// A media frame received on one of this session's receiving m-lines.
 #[derive(Clone, Debug)]
@@ -80,6 +96,13 @@ pub enum PeerEvent {
     Connected,
     /// The connection was lost or closed.
     Failed,
+    /// ICE never connected: no path to any address the bridge announced.
+    Unreachable {
+        /// How long it tried.
+        waited: Duration,
+        /// The bridge's media addresses it tried (its candidates in the answer).
+        bridge: Vec<SocketAddr>,
+    },
     /// A frame arrived.
     Media(Received),
     /// The subscribers of a sending m-line asked for a keyframe.
@@ -106,6 +129,10 @@ pub struct RtcPeer {
     timeout: Instant,
     connected: bool,
     failed: bool,
+    /// Until connected: when the bridge's media counts as unreachable.
+    connect_by: Option<Instant>,
+    /// The bridge's media addresses, from its answers' candidates.
+    bridge: Vec<SocketAddr>,
     pending: Option<SdpPendingOffer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<PeerEvent>,
@@ -126,6 +153,8 @@ impl RtcPeer {
             timeout: now,
             connected: false,
             failed: false,
+            connect_by: None,
+            bridge: Vec::new(),
             pending: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -182,11 +211,27 @@ impl RtcPeer {
             self.fail(now, e);
         }
         self.drain(now);
+        if !self.connected
+            && !self.failed
+            && let Some(by) = self.connect_by.filter(|by| now >= *by)
+        {
+            self.connect_by = None;
+            let waited = ICE_CONNECT_TIMEOUT + (now - by);
+            tracing::warn!(bridge = ?self.bridge, "ICE did not connect within {waited:?}");
+            self.events.push_back(PeerEvent::Unreachable {
+                waited,
+                bridge: self.bridge.clone(),
+            });
+            self.fail(now, "ICE never connected");
+        }
     }
 
     /// When [`RtcPeer::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Instant {
-        self.timeout
+        match self.connect_by {
+            Some(by) if !self.connected => self.timeout.min(by),
+            _ => self.timeout,
+        }
     }
 
     /// The next datagram to send.
@@ -264,11 +309,19 @@ impl RtcPeer {
             .pending
             .take()
             .ok_or(MediaError::State("no offer is pending"))?;
-        let answer = SdpAnswer::from_sdp_string(answer).map_err(rtc_error)?;
+        let parsed = SdpAnswer::from_sdp_string(answer).map_err(rtc_error)?;
         self.rtc
             .sdp_api()
-            .accept_answer(pending, answer)
+            .accept_answer(pending, parsed)
             .map_err(rtc_error)?;
+        for addr in candidate_addresses(answer) {
+            if !self.bridge.contains(&addr) {
+                self.bridge.push(addr);
+            }
+        }
+        if !self.connected && self.connect_by.is_none() {
+            self.connect_by = Some(now + ICE_CONNECT_TIMEOUT);
+        }
         self.drain(now);
         Ok(())
     }
@@ -359,6 +412,7 @@ impl RtcPeer {
                 Ok(Output::Event(event)) => match event {
                     Event::Connected => {
                         self.connected = true;
+                        self.connect_by = None;
                         self.events.push_back(PeerEvent::Connected);
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

@@ -166,7 +166,8 @@ impl MediaSession {
     /// Sends what the connection has to send and takes in what it reported.
     fn flush(&mut self) {
         while let Some(t) = self.peer.poll_transmit() {
-            self.outbox.push(&self.socket, t.destination, &t.contents);
+            self.outbox
+                .push(&self.socket, None, t.destination, &t.contents);
         }
         self.outbox.flush(&self.socket);
         while let Some(event) = self.peer.poll_event() {
@@ -174,7 +175,7 @@ impl MediaSession {
                 PeerEvent::Media(received) => self.received.push(received),
                 PeerEvent::KeyframeRequest(mid) => self.keyframe_requests.push(mid),
                 PeerEvent::Estimate(bps) => self.bitrate_estimate = Some(bps),
-                PeerEvent::Connected | PeerEvent::Failed => {}
+                PeerEvent::Connected | PeerEvent::Failed | PeerEvent::Unreachable { .. } => {}
             }
         }
     }

@@ -288,6 +288,10 @@ pub struct Listened {
     pub audio: Vec<TrackReport>,
     /// Video and screen tracks.
     pub video: Vec<VideoTrackReport>,
+    /// Why the room's media ended before the listening did, if it did (no media path, removed
+    /// from the room).
+    #[serde(skip)]
+    pub failure: Option<StopReason>,
 }
 
 /// Receives every remote audio track of `room` for `duration`, pulling each one every 10 ms like an
@@ -360,7 +364,7 @@ pub fn listen_media_while(
     let mut period_pcm = [0.0f32; OUTPUT_PERIOD_SAMPLES];
     let start = Instant::now();
     let mut period = 0u32;
-    while keep_listening(start.elapsed()) {
+    while keep_listening(start.elapsed()) && tracks.stopped.is_none() {
         period += 1;
         let due = start + Duration::from_millis(10) * period;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -463,6 +467,7 @@ pub fn listen_media_while(
     Ok(Listened {
         audio: reports,
         video,
+        failure: tracks.stopped.filter(|reason| *reason != StopReason::Owner),
     })
 }
 
@@ -472,6 +477,8 @@ struct Tracks {
     voices: HashMap<TrackId, UserId>,
     voice_stats: HashMap<TrackId, TrackStats>,
     videos: HashMap<TrackId, (UserId, TrackKind, VideoStats)>,
+    /// Why the engine stopped, once it has.
+    stopped: Option<StopReason>,
 }
 
 impl Tracks {
@@ -496,6 +503,9 @@ impl Tracks {
                     .insert(track_id, (user_id, kind, VideoStats::default()));
             }
             MediaEvent::Stats(stats) => self.voice_stats.extend(stats),
+            MediaEvent::Stopped { reason } => {
+                self.stopped.get_or_insert(reason);
+            }
             MediaEvent::VideoStats(stats) => {
                 for (track_id, s) in stats {
                     if let Some(entry) = self.videos.get_mut(&track_id) {

@@ -4,7 +4,7 @@
 //! sends a run of equal-sized datagrams to one destination as one segmented send (GSO), which
 //! the kernel cuts into datagrams after doing its per-send work once.
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use quinn_udp::{RecvMeta, Transmit};
 
@@ -33,8 +33,11 @@ pub struct ReceiveBatch {
 /// One datagram read.
 #[derive(Debug)]
 pub struct Received<'a> {
-    /// Where from.
+    /// Where from (IPv4 peers of a dual-stack socket as IPv4).
     pub source: SocketAddr,
+    /// The local IP address it was sent to, where the platform says (IP_PKTINFO on Linux): on a
+    /// socket bound to `0.0.0.0` or behind a destination NAT it is not the bound address.
+    pub destination: Option<IpAddr>,
     /// The datagram.
     pub contents: &'a [u8],
 }
@@ -64,7 +67,8 @@ impl ReceiveBatch {
                 slot[..meta.len.min(slot.len())]
                     .chunks(meta.stride.max(1))
                     .map(move |contents| Received {
-                        source: meta.addr,
+                        source: super::canonical(meta.addr),
+                        destination: meta.dst_ip.map(|ip| ip.to_canonical()),
                         contents,
                     })
             })
@@ -96,12 +100,14 @@ impl MediaSocket {
     }
 }
 
-/// Datagrams waiting to leave: a run to one destination whose datagrams are all as long as the
-/// first (the last may be shorter) goes out in one send.
+/// Datagrams waiting to leave: a run to one destination from one source whose datagrams are all as
+/// long as the first (the last may be shorter) goes out in one send.
 #[derive(Default)]
 pub struct Outbox {
     run: Vec<u8>,
     destination: Option<SocketAddr>,
+    /// The local IP the run is sent from (`None`: the kernel's choice).
+    source: Option<IpAddr>,
     segment: usize,
     /// The run ended with a shorter datagram: nothing may follow it.
     closed: bool,
@@ -118,10 +124,19 @@ pub struct Sent {
 }
 
 impl Outbox {
-    /// Queues a datagram; sends the run before it first if it cannot join that run. A failed
-    /// send loses its datagrams (a full send buffer is the network's loss; the error is logged).
-    pub fn push(&mut self, socket: &MediaSocket, destination: SocketAddr, contents: &[u8]) -> Sent {
+    /// Queues a datagram to `destination`, sent from the local IP `source` (`None`: the one the
+    /// kernel picks; a socket bound to one address always sends from it); sends the run before it
+    /// first if it cannot join that run. A failed send loses its datagrams (a full send buffer is
+    /// the network's loss; the error is logged).
+    pub fn push(
+        &mut self,
+        socket: &MediaSocket,
+        source: Option<IpAddr>,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> Sent {
         let joins = self.destination == Some(destination)
+            && self.source == source
             && !self.closed
             && contents.len() <= self.segment
             && self.segments < socket.state.max_gso_segments()
@@ -133,6 +148,7 @@ impl Outbox {
         };
         if !joins {
             self.destination = Some(destination);
+            self.source = source;
             self.segment = contents.len();
         }
         self.closed = contents.len() < self.segment;
@@ -146,12 +162,14 @@ impl Outbox {
         let Some(destination) = self.destination.take() else {
             return Sent::default();
         };
+        // An IPv4 source stays IPv4 on a dual-stack socket: Linux reads IP_PKTINFO for a
+        // v4-mapped destination.
         let transmit = Transmit {
-            destination,
+            destination: socket.wire_destination(destination),
             ecn: None,
             contents: &self.run,
             segment_size: (self.segments > 1).then_some(self.segment),
-            src_ip: None,
+            src_ip: self.source,
         };
         if let Err(e) = socket.state.try_send((&socket.socket).into(), &transmit) {
             tracing::debug!(to = %destination, segments = self.segments, "send failed: {e}");

@@ -268,5 +268,8 @@ pub(crate) fn listen(cli: &Globals, room: &str, seconds: u64) -> Result<(), Stri
             );
         }
     }
-    Ok(())
+    match listened.failure {
+        Some(reason) => Err(reason.to_string()),
+        None => Ok(()),
+    }
 }

@@ -399,6 +399,9 @@ impl RoomMediaCore {
             match event {
                 PeerEvent::Connected => self.emit(MediaEvent::Connected),
                 PeerEvent::Failed => self.stop(now, StopReason::ConnectionFailed),
+                PeerEvent::Unreachable { waited, bridge } => {
+                    self.stop(now, StopReason::NoMediaPath { waited, bridge });
+                }
                 PeerEvent::Media(received) => self.deliver(received),
                 PeerEvent::KeyframeRequest(mid) => self.keyframe_requested(mid),
                 PeerEvent::Estimate(bps) => {

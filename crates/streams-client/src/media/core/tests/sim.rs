@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use streams_bridge::sfu::SfuCore;
+use streams_bridge::sfu::{MediaAddresses, SfuCore};
 use streams_proto::epoch::Membership;
 use streams_proto::wire::StreamInfo;
 use streams_proto::{
@@ -178,7 +178,8 @@ impl World {
             .collect();
         let sfu_addr = SocketAddr::from(([10, 0, 0, 100], 7000));
         // Recorded, so that each frame the SFU forwards is seen with the time it arrived.
-        let mut sfu = SfuCore::new(now, sfu_addr);
+        let addresses = MediaAddresses::new(sfu_addr, &[], &[]).expect("a bound address");
+        let mut sfu = SfuCore::new(now, addresses);
         sfu.set_recorded(room.id.clone(), true);
         World {
             now,
@@ -286,7 +287,8 @@ impl World {
                     contents,
                 } => {
                     let source = self.members[member].addr;
-                    self.sfu.handle_datagram(now, source, &contents);
+                    let local = Some(self.sfu_addr.ip());
+                    self.sfu.handle_datagram(now, source, local, &contents);
                 }
                 Arrival::Datagram {
                     to_sfu: false,

@@ -1,6 +1,7 @@
 //! The SFU core on simulated time: members are str0m peers with the clients' media profile (real
 //! ICE, DTLS-SRTP and RTP) exchanging datagrams with the core in memory, one millisecond apart.
-use std::net::SocketAddr;
+//! `addressing.rs`: the core behind a 1:1 NAT.
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpAnswer;
@@ -10,7 +11,9 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use streams_proto::wire::{ErrorCode, TrackAnnounce, TrackKind, TrackSubscription};
 use streams_proto::{Identity, MediaId, RoomId, StreamId, TrackId};
 
-use super::{KEYFRAME_REQUEST_GAP, MAX_SUBSCRIPTIONS, SfuCore};
+use super::{KEYFRAME_REQUEST_GAP, MAX_SUBSCRIPTIONS, MediaAddresses, SfuCore};
+
+mod addressing;
 
 const STEP: Duration = Duration::from_millis(1);
 const SFU: SocketAddr = SocketAddr::new(
@@ -30,6 +33,8 @@ struct Member {
     /// Frames received: (m-line, payload).
     received: Vec<(Mid, Vec<u8>)>,
     stream: StreamId,
+    /// The SFU's SDP answer to its offer.
+    answer: String,
 }
 
 struct World {
@@ -37,6 +42,9 @@ struct World {
     /// Steps of [`STEP`] run so far.
     tick: u64,
     sfu: SfuCore,
+    /// Where members send the SFU's datagrams (its announced address), and where the SFU's
+    /// replies come from as they see them.
+    public: SocketAddr,
     members: Vec<Member>,
     room: RoomId,
     /// Every Nth RTP packet the SFU sends to this address is lost (none when `None`).
@@ -56,12 +64,20 @@ fn media_id(mid: Mid) -> MediaId {
 
 impl World {
     fn new() -> World {
+        World::announcing(&[])
+    }
+
+    /// A world whose SFU, bound at [`SFU`], announces `public` (a 1:1 NAT between it and the
+    /// members rewrites `public` to [`SFU`] and back).
+    fn announcing(public: &[IpAddr]) -> World {
         streams_rtc::dtls::prepare();
         let now = Instant::now();
+        let addresses = MediaAddresses::new(SFU, public, &[]).unwrap();
         World {
             now,
             tick: 0,
-            sfu: SfuCore::new(now, SFU),
+            public: addresses.announced()[0],
+            sfu: SfuCore::new(now, addresses),
             members: Vec::new(),
             room: RoomId::random(),
             lossy_downlink: None,
@@ -132,6 +148,7 @@ impl World {
             receiving,
             received: Vec::new(),
             stream: negotiated.stream.stream_id,
+            answer: negotiated.answer,
         });
         index
     }
@@ -167,7 +184,9 @@ impl World {
                     match m.rtc.poll_output().unwrap() {
                         Output::Timeout(_) => break,
                         Output::Transmit(t) => {
-                            self.sfu.handle_datagram(now, m.addr, &t.contents);
+                            assert_eq!(t.destination, self.public, "sent where announced");
+                            self.sfu
+                                .handle_datagram(now, m.addr, Some(SFU.ip()), &t.contents);
                             moved = true;
                         }
                         Output::Event(Event::MediaData(data)) => {
@@ -196,7 +215,7 @@ impl World {
                     now,
                     Receive {
                         proto: Protocol::Udp,
-                        source: SFU,
+                        source: self.public,
                         destination: m.addr,
                         contents: t.contents.as_slice().try_into().unwrap(),
                     },
@@ -398,7 +417,9 @@ fn datagrams_from_strangers_are_dropped() {
         vec![],
         vec![0xFF; 1500],
     ] {
-        world.sfu.handle_datagram(now, stranger, &datagram);
+        world
+            .sfu
+            .handle_datagram(now, stranger, Some(SFU.ip()), &datagram);
     }
     world.sfu.handle_timeout(now);
     assert!(world.sfu.by_source.is_empty());

@@ -6,94 +6,48 @@
 //! touched.
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use streams_bridge::{Bridge, BridgeConfig};
 
-const STREAMS: &str = env!("CARGO_BIN_EXE_streams");
+use super::netns::{Child, End, Netns, STREAMS, keygen, veth};
 
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (needs iproute2 and root)", args[0]));
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A namespace joined to this one by a veth pair; deleted (with the pair) on drop.
+/// A namespace joined to this one by a veth pair (deleted with it).
 struct Namespace {
-    name: String,
+    ns: Netns,
     inner_dev: String,
     host_ip: Ipv4Addr,
 }
 
 impl Namespace {
-    /// The first free id from one derived from the process id: `ip netns add` fails on a name that
-    /// exists, so claiming a namespace is atomic and never touches another run's.
     fn create() -> Namespace {
-        let first = std::process::id() % 200;
-        let id = (0..200)
-            .map(|k| (first + k) % 200 + 20)
-            .find(|id| {
-                Command::new("ip")
-                    .args(["netns", "add", &format!("streams-bw-{id}")])
-                    .output()
-                    .is_ok_and(|out| out.status.success())
-            })
-            .expect("a free network namespace name (needs iproute2 and root)");
-        let name = format!("streams-bw-{id}");
+        let (ns, id) = Netns::claim("streams-bw");
         let (host_dev, inner_dev) = (format!("sbwh{id}"), format!("sbwn{id}"));
-        let host_ip = Ipv4Addr::new(10, 213, id as u8, 1);
-        let ns = Namespace {
-            name,
+        let host_ip = Ipv4Addr::new(10, 213, id, 1);
+        veth(
+            End {
+                ns: None,
+                dev: &host_dev,
+                addr: &format!("{host_ip}/30"),
+            },
+            End {
+                ns: Some(&ns),
+                dev: &inner_dev,
+                addr: &format!("10.213.{id}.2/30"),
+            },
+        );
+        Namespace {
+            ns,
             inner_dev,
             host_ip,
-        };
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            &host_dev,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns.inner_dev,
-        ]);
-        sh(&["ip", "link", "set", &ns.inner_dev, "netns", &ns.name]);
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/30"),
-            "dev",
-            &host_dev,
-        ]);
-        sh(&["ip", "link", "set", &host_dev, "up"]);
-        let inner_ip = format!("10.213.{id}.2/30");
-        ns.exec(&["ip", "addr", "add", &inner_ip, "dev", &ns.inner_dev]);
-        ns.exec(&["ip", "link", "set", &ns.inner_dev, "up"]);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let mut all = vec!["ip", "netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        sh(&all);
+        }
     }
 
     /// Limits what leaves the namespace to `kbit` kbit/s.
     fn limit_uplink(&self, kbit: u32) {
-        self.exec(&[
+        self.ns.exec(&[
             "tc",
             "qdisc",
             "replace",
@@ -111,36 +65,9 @@ impl Namespace {
     }
 
     fn lift_limit(&self) {
-        self.exec(&["tc", "qdisc", "del", "dev", &self.inner_dev, "root"]);
+        self.ns
+            .exec(&["tc", "qdisc", "del", "dev", &self.inner_dev, "root"]);
     }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// The bot's process, killed when the test ends, however it ends.
-struct Bot(std::process::Child);
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn keygen(path: &Path) -> String {
-    let out = Command::new(STREAMS)
-        .args(["keygen", "--out"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// The encoder's target bitrate (kbit/s) averaged over the progress lines of `window`.
@@ -180,6 +107,7 @@ fn settle(
 
 #[test]
 fn the_encoder_bitrate_follows_a_narrowed_link_down_and_back_up() {
+    let _serial = super::one_at_a_time();
     let ns = Namespace::create();
     let host = IpAddr::V4(ns.host_ip);
     let bridge = Bridge::spawn(BridgeConfig {
@@ -206,17 +134,10 @@ fn the_encoder_bitrate_follows_a_narrowed_link_down_and_back_up() {
     );
     let room = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
-    let mut bot = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            STREAMS,
-            "--insecure",
-            "--bridge",
-            &bridge.url(),
-            "--key",
-        ])
+    let mut bot = ns
+        .ns
+        .command(STREAMS)
+        .args(["--insecure", "--bridge", &bridge.url(), "--key"])
         .arg(&key)
         .args([
             "--json",
@@ -240,7 +161,7 @@ fn the_encoder_bitrate_follows_a_narrowed_link_down_and_back_up() {
         .spawn()
         .unwrap();
     let stdout = bot.stdout.take().unwrap();
-    let bot = Bot(bot);
+    let bot = Child(bot);
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {

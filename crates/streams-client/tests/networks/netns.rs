@@ -1,0 +1,132 @@
+//! Network namespaces, veth pairs and the processes run inside them, for the tests of this binary.
+//! Needs root and iproute2 (CI runs as root and installs them). Each test claims names of its own
+//! and private 10.x addresses inside them only; a namespace is deleted (with its veth pairs and
+//! their routes) when its [`Netns`] is dropped, however the test ends.
+use std::path::Path;
+use std::process::Command;
+
+pub const STREAMS: &str = env!("CARGO_BIN_EXE_streams");
+
+/// Runs a command that must succeed.
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (needs iproute2, nftables and root)", args[0]));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace of this test.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Claims `{prefix}-{id}` for the first free id (20 to 219) from one derived from the process
+    /// id: `ip netns add` fails on a name that exists, so claiming is atomic and never touches
+    /// another run's. Returns the namespace and its id (for addresses and device names).
+    pub fn claim(prefix: &str) -> (Netns, u8) {
+        let first = std::process::id() % 200;
+        let id = (0..200)
+            .map(|k| (first + k) % 200 + 20)
+            .find(|id| Netns::try_add(&format!("{prefix}-{id}")))
+            .expect("a free network namespace name (needs iproute2 and root)");
+        let ns = Netns {
+            name: format!("{prefix}-{id}"),
+        };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        (ns, id as u8)
+    }
+
+    /// Creates the namespace `name`, which must not exist.
+    pub fn create(name: &str) -> Netns {
+        assert!(Netns::try_add(name), "network namespace {name} exists");
+        let ns = Netns {
+            name: name.to_owned(),
+        };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn try_add(name: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "add", name])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    /// Runs a command inside; it must succeed.
+    pub fn exec(&self, args: &[&str]) {
+        let mut all = vec!["ip", "netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        sh(&all);
+    }
+
+    /// `program` to be run inside.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// One end of a veth pair: its namespace (`None`: the test's own), device name and address
+/// (`10.1.2.3/30`).
+pub struct End<'a> {
+    pub ns: Option<&'a Netns>,
+    pub dev: &'a str,
+    pub addr: &'a str,
+}
+
+/// A veth pair between `a` and `b`, addressed and up. It goes when a namespace holding one end
+/// is deleted.
+pub fn veth(a: End<'_>, b: End<'_>) {
+    sh(&[
+        "ip", "link", "add", a.dev, "type", "veth", "peer", "name", b.dev,
+    ]);
+    for end in [&a, &b] {
+        let run = |args: &[&str]| match end.ns {
+            Some(ns) => ns.exec(args),
+            None => sh(args),
+        };
+        if let Some(ns) = end.ns {
+            sh(&["ip", "link", "set", end.dev, "netns", &ns.name]);
+        }
+        run(&["ip", "addr", "add", end.addr, "dev", end.dev]);
+        run(&["ip", "link", "set", end.dev, "up"]);
+    }
+}
+
+/// A child process, killed when the test ends, however it ends.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A new key at `path`; returns its user id.
+pub fn keygen(path: &Path) -> String {
+    let out = Command::new(STREAMS)
+        .args(["keygen", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
