@@ -141,6 +141,8 @@ impl RoomApplier<'_, '_> {
             | RoomEvent::StreamUnpublished { .. }
             | RoomEvent::Subscribed { .. }
             | RoomEvent::Unsubscribed { .. } => {}
+            // Only media engines' taps get it.
+            RoomEvent::Resync => {}
             RoomEvent::RecordingChanged {
                 room_id,
                 recording_id,

@@ -9,8 +9,8 @@ use streams_proto::UserId;
 use streams_proto::bytes::Bytes;
 use streams_proto::identity;
 use streams_proto::wire::{
-    ClientMessage, ErrorCode, Event, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMessage, WireError,
-    auth_transcript,
+    ClientMessage, ErrorCode, Event, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ResumeTicket,
+    ServerMessage, WireError, auth_transcript,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::hub::OUTBOX_CAPACITY;
 use crate::requests::{self, Caller};
+use crate::resume::{RESUME_GRACE, Token};
 use crate::sfu::LostStreams;
 use crate::state::BridgeState;
 
@@ -112,35 +113,103 @@ where
     } else {
         None
     };
-    let Some(user) = authenticated else {
+    let Some((user, resume)) = authenticated else {
         drop(outbox);
         let _ = writer.await;
         return;
     };
 
     let kick = Arc::new(Notify::new());
-    let conn = state
-        .hub()
-        .register(user.clone(), outbox.clone(), Arc::clone(&kick));
-    tracing::info!(%peer, %user, "client authenticated");
+    let resumed = match resume
+        .as_ref()
+        .and_then(|t| <Token>::try_from(t.as_slice()).ok())
+    {
+        Some(token) => state.resumption.take(&token, &user).await.filter(|conn| {
+            state
+                .hub()
+                .reattach(*conn, outbox.clone(), Arc::clone(&kick))
+        }),
+        None => None,
+    };
+    let conn = resumed.unwrap_or_else(|| {
+        state
+            .hub()
+            .register(user.clone(), outbox.clone(), Arc::clone(&kick))
+    });
+    tracing::info!(%peer, %user, conn, resumed = resumed.is_some(), "client authenticated");
+    let token = state
+        .resumption
+        .issue(conn, user.clone(), Arc::clone(&kick));
     let caller = Caller { user, conn };
     let welcome = ServerMessage::Welcome {
         user_id: caller.user.clone(),
+        resume: Some(ResumeTicket {
+            token: Bytes(token.to_vec()),
+            grace_ms: RESUME_GRACE.as_millis() as u64,
+        }),
+        resumed: resumed.is_some(),
     };
-    if outbox.send(welcome).await.is_ok() {
-        request_loop(&state, &caller, &mut source, &outbox, &kick).await;
+    let end = if outbox.send(welcome).await.is_ok() {
+        request_loop(&state, &caller, &mut source, &outbox, &kick).await
+    } else {
+        End::Lost
+    };
+    // The hub's copy of the outbox goes first (detached or unregistered), so the writer ends.
+    match end {
+        End::Lost => {
+            // Kept for a resume; ended when the grace passes without one.
+            state.hub().detach(conn);
+            tracing::info!(%peer, user = %caller.user, conn, "client dropped; kept {RESUME_GRACE:?} for a resume");
+            if let Some(taken) = state.resumption.park(&token) {
+                tokio::spawn(end_after_grace(state, token, caller, taken));
+            }
+        }
+        End::Closed => {
+            state.resumption.forget(&token);
+            end_connection(&state, &caller).await;
+            tracing::info!(%peer, user = %caller.user, "client disconnected");
+        }
     }
-
-    let left = state.hub().unregister(conn);
-    for (room_id, stream_id) in state.sfu.close(conn, None).await {
-        announce(&state, Event::StreamUnpublished { room_id, stream_id }).await;
-    }
-    for (room_id, user_id) in left {
-        announce(&state, Event::UserLeft { room_id, user_id }).await;
-    }
-    tracing::info!(%peer, user = %caller.user, "client disconnected");
     drop(outbox);
     let _ = writer.await;
+}
+
+/// Ends a parked connection when [`RESUME_GRACE`] passes, unless it is taken over first.
+async fn end_after_grace(
+    state: Arc<BridgeState>,
+    token: Token,
+    caller: Caller,
+    taken: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        _ = taken => {}
+        () = tokio::time::sleep(RESUME_GRACE) => {
+            if state.resumption.expire(&token) {
+                end_connection(&state, &caller).await;
+                tracing::info!(user = %caller.user, conn = caller.conn, "no resume within the grace; connection ended");
+            }
+        }
+    }
+}
+
+/// What a connection leaves behind goes: its media sessions (their streams unpublished), its
+/// presence (members told it left), its subscriptions.
+async fn end_connection(state: &BridgeState, caller: &Caller) {
+    let left = state.hub().unregister(caller.conn);
+    for (room_id, stream_id) in state.sfu.close(caller.conn, None).await {
+        announce(state, Event::StreamUnpublished { room_id, stream_id }).await;
+    }
+    for (room_id, user_id) in left {
+        announce(state, Event::UserLeft { room_id, user_id }).await;
+    }
+}
+
+/// How a connection's request loop ended.
+enum End {
+    /// Its client closed it, or the bridge refused it further service: nothing to keep.
+    Closed,
+    /// It dropped (an error, a reset, the network, a kick): kept for a resume.
+    Lost,
 }
 
 type Source<S> = futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<S>>;
@@ -150,7 +219,7 @@ async fn handshake(
     source: &mut Source<impl AsyncRead + AsyncWrite + Unpin>,
     outbox: &mpsc::Sender<ServerMessage>,
     challenge: &[u8; 32],
-) -> Option<UserId> {
+) -> Option<(UserId, Option<Bytes>)> {
     while let Some(frame) = source.next().await {
         let reply = match frame {
             Ok(Message::Text(text)) => match parse(text.as_str()) {
@@ -158,8 +227,9 @@ async fn handshake(
                     protocol,
                     user_id,
                     signature,
+                    resume,
                 }) => match authenticate(state, protocol, &user_id, &signature, challenge).await {
-                    Ok(()) => return Some(user_id),
+                    Ok(()) => return Some((user_id, resume)),
                     Err(e) => ServerMessage::Response {
                         id: None,
                         result: Err(e),
@@ -233,14 +303,15 @@ async fn request_loop(
     source: &mut Source<impl AsyncRead + AsyncWrite + Unpin>,
     outbox: &mpsc::Sender<ServerMessage>,
     kick: &Notify,
-) {
+) -> End {
     loop {
         let frame = tokio::select! {
-            _ = kick.notified() => return,
+            _ = kick.notified() => return End::Lost,
             frame = source.next() => frame,
         };
         let reply = match frame {
-            None | Some(Ok(Message::Close(_))) => return,
+            Some(Ok(Message::Close(_))) => return End::Closed,
+            None => return End::Lost,
             Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
                 // Above the hard cap the stream cannot be resynchronised: answer, then close.
                 let _ = outbox
@@ -250,11 +321,11 @@ async fn request_loop(
                         format!("message exceeds the hard cap of {HARD_MESSAGE_CAP} bytes ({e}); closing"),
                     ))
                     .await;
-                return;
+                return End::Closed;
             }
             Some(Err(e)) => {
                 tracing::debug!(user = %caller.user, "connection error: {e}");
-                return;
+                return End::Lost;
             }
             Some(Ok(Message::Text(text))) => match parse(text.as_str()) {
                 Ok(ClientMessage::Request { id, request }) => {
@@ -266,7 +337,7 @@ async fn request_loop(
                                 "this key is no longer registered with the bridge",
                             ))
                             .await;
-                        return;
+                        return End::Closed;
                     }
                     ServerMessage::Response {
                         id: Some(id),
@@ -284,7 +355,7 @@ async fn request_loop(
             Some(Ok(_)) => continue,
         };
         if outbox.send(reply).await.is_err() {
-            return;
+            return End::Lost;
         }
     }
 }

@@ -15,7 +15,9 @@ pub const OUTBOX_CAPACITY: usize = 1024;
 
 struct Conn {
     user: UserId,
-    outbox: mpsc::Sender<ServerMessage>,
+    /// `None` while the connection is parked for a resume (its events are dropped; the client
+    /// reads what it missed when it is back).
+    outbox: Option<mpsc::Sender<ServerMessage>>,
     kick: Arc<Notify>,
     scopes: HashSet<EventScope>,
 }
@@ -41,12 +43,35 @@ impl Hub {
             self.next_id,
             Conn {
                 user,
-                outbox,
+                outbox: Some(outbox),
                 kick,
                 scopes: HashSet::new(),
             },
         );
         self.next_id
+    }
+
+    /// A connection dropped and is kept for a resume: its subscriptions and presence stay, its
+    /// events go nowhere.
+    pub fn detach(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.outbox = None;
+        }
+    }
+
+    /// A new connection takes over the parked `conn`; `false` if it is gone.
+    pub fn reattach(
+        &mut self,
+        conn: ConnId,
+        outbox: mpsc::Sender<ServerMessage>,
+        kick: Arc<Notify>,
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        c.outbox = Some(outbox);
+        c.kick = kick;
+        true
     }
 
     /// Forgets a connection; returns the rooms its user has now left entirely.
@@ -158,10 +183,13 @@ impl Hub {
             {
                 continue;
             }
+            let Some(outbox) = &conn.outbox else {
+                continue;
+            };
             let message = ServerMessage::Event {
                 event: event.clone(),
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = conn.outbox.try_send(message) {
+            if let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(message) {
                 tracing::warn!(user = %conn.user, "event outbox full; disconnecting slow client");
                 conn.kick.notify_one();
             }

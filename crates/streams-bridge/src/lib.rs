@@ -11,6 +11,7 @@ pub mod connection;
 pub mod hub;
 pub mod recorder;
 pub mod requests;
+pub mod resume;
 pub mod server;
 pub mod sfu;
 pub mod state;

@@ -1,9 +1,11 @@
-//! [`BridgeState`]: what every connection shares — the store, the hub, and the access mode.
+//! [`BridgeState`]: what every connection shares — the store, the hub, the SFU, the connections kept
+//! for a resume, and the access mode.
 use std::sync::{Arc, Mutex};
 
 use streams_proto::wire::{ErrorCode, WireError};
 
 use crate::hub::Hub;
+use crate::resume::Resumption;
 use crate::sfu::SfuHandle;
 use crate::store::{Store, StoreError};
 
@@ -18,6 +20,8 @@ pub struct BridgeState {
     pub open: bool,
     /// Where recordings are written (`None`: this bridge does not record).
     pub recordings: Option<std::path::PathBuf>,
+    /// Connections kept through a drop for their clients to resume.
+    pub resumption: Resumption,
 }
 
 impl BridgeState {
@@ -29,6 +33,7 @@ impl BridgeState {
             sfu,
             open,
             recordings: None,
+            resumption: Resumption::default(),
         }
     }
 

@@ -51,12 +51,74 @@ async fn hello(url: &str) -> (Ws, Bytes) {
 }
 
 fn auth(identity: &Identity, challenge: &Bytes) -> String {
+    auth_resuming(identity, challenge, None)
+}
+
+/// An answer to `challenge` that presents the resume token `resume`.
+fn auth_resuming(identity: &Identity, challenge: &Bytes, resume: Option<Bytes>) -> String {
     serde_json::to_string(&ClientMessage::Auth {
         protocol: PROTOCOL_VERSION,
         user_id: identity.user_id().clone(),
         signature: identity.sign(&auth_transcript(challenge.as_slice())),
+        resume,
     })
     .unwrap()
+}
+
+/// Whether a connection that presented a token was resumed (panics on anything but a welcome).
+async fn welcomed_as_resumed(ws: &mut Ws) -> bool {
+    match recv(ws).await {
+        ServerMessage::Welcome { resumed, .. } => resumed,
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_token_is_good_once_and_only_for_its_own_user() {
+    let (alice, mallory) = (Identity::generate(), Identity::generate());
+    let bridge = bridge_with_users(&[&alice, &mallory]);
+    let url = bridge.handle.url();
+    let (mut ws, challenge) = hello(&url).await;
+    send_text(&mut ws, auth(&alice, &challenge)).await;
+    let ServerMessage::Welcome {
+        resume: Some(ticket),
+        resumed: false,
+        ..
+    } = recv(&mut ws).await
+    else {
+        panic!("a first connection gets a ticket");
+    };
+    // Dropped without a close: kept for a resume.
+    drop(ws);
+    for (who, token) in [
+        (&mallory, ticket.token.clone()),
+        (&alice, Bytes(vec![1, 2, 3])),
+        (&alice, Bytes(vec![0; 32])),
+    ] {
+        let (mut ws, challenge) = hello(&url).await;
+        send_text(&mut ws, auth_resuming(who, &challenge, Some(token))).await;
+        assert!(!welcomed_as_resumed(&mut ws).await, "a fresh connection");
+    }
+    let (mut ws, challenge) = hello(&url).await;
+    send_text(
+        &mut ws,
+        auth_resuming(&alice, &challenge, Some(ticket.token.clone())),
+    )
+    .await;
+    assert!(
+        welcomed_as_resumed(&mut ws).await,
+        "Alice takes her connection back"
+    );
+    let (mut again, challenge) = hello(&url).await;
+    send_text(
+        &mut again,
+        auth_resuming(&alice, &challenge, Some(ticket.token)),
+    )
+    .await;
+    assert!(
+        !welcomed_as_resumed(&mut again).await,
+        "a token is good once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +149,7 @@ async fn bad_input_gets_typed_errors_and_the_connection_carries_on() {
         protocol: PROTOCOL_VERSION,
         user_id: alice.user_id().clone(),
         signature: mallory.sign(&auth_transcript(challenge.as_slice())),
+        resume: None,
     })
     .unwrap();
     send_text(&mut ws, forged).await;

@@ -1,7 +1,10 @@
 //! The non-blocking room media engine: one member publishes a tone track, another receives it through
 //! the mixer that an output device pulls (the engine hands its voices over), with track, speaking and
-//! statistics events; volume and mute reach what plays.
+//! statistics events; volume and mute reach what plays. `media_engine/resume.rs`: a signaling drop
+//! the call rides out.
 mod common;
+#[path = "media_engine/resume.rs"]
+mod resume;
 
 use std::time::{Duration, Instant};
 

@@ -248,6 +248,10 @@ pub enum Reply {
 /// Room and presence events, verified and decrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoomEvent {
+    /// The signaling connection is back after a drop (resumed or not): events of the gap may be
+    /// missing, so whoever follows a room re-reads what matters (its record, its streams). Only
+    /// event taps (media engines) get it; applications see [`ConnectionState::Connected`].
+    Resync,
     /// A room was created.
     Created(Box<Room>),
     /// A room was updated.
@@ -350,6 +354,10 @@ pub enum ConnectionState {
     Connected {
         /// As whom.
         user_id: UserId,
+        /// `Some(gap)` when this connection resumed the previous one, which dropped `gap` ago: the
+        /// bridge kept its media sessions, presence and subscriptions, so media carried on and
+        /// nobody saw this member leave. `None` on a first connection or a fresh one.
+        resumed: Option<std::time::Duration>,
     },
     /// Not connected; the client retries with backoff.
     Disconnected {

@@ -1,5 +1,8 @@
-//! [`Backoff`]: reconnection delays — exponential with full jitter, capped, reset on success. Sans-IO:
-//! the caller supplies the random draw, so tests are deterministic.
+//! [`Backoff`]: reconnection delays — exponential with jitter, capped, reset on success. The first
+//! retries stay quick (at most [`Backoff::quick_max`] apart for [`Backoff::quick_attempts`]
+//! attempts), so a bridge back after a restart of a few seconds is found within about a second;
+//! after that they spread out to `max`. Sans-IO: the caller supplies the random draw, so tests are
+//! deterministic.
 use std::time::Duration;
 
 /// Reconnection delay policy and state.
@@ -9,21 +12,33 @@ pub struct Backoff {
     pub base: Duration,
     /// Largest delay ceiling.
     pub max: Duration,
+    /// Largest delay ceiling of the first [`Backoff::quick_attempts`] attempts.
+    pub quick_max: Duration,
+    /// How many attempts stay within [`Backoff::quick_max`].
+    pub quick_attempts: u32,
     attempt: u32,
 }
 
 impl Default for Backoff {
+    /// 100 ms, doubling, at most 1 s apart for the first 12 attempts (about 10 s of outage), then
+    /// up to 10 s.
     fn default() -> Self {
-        Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
+        Backoff {
+            quick_max: Duration::from_secs(1),
+            quick_attempts: 12,
+            ..Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
+        }
     }
 }
 
 impl Backoff {
-    /// A policy growing from `base` to `max`.
+    /// A policy growing from `base` to `max` (with no quick phase).
     pub fn new(base: Duration, max: Duration) -> Self {
         Backoff {
             base,
             max,
+            quick_max: max,
+            quick_attempts: 0,
             attempt: 0,
         }
     }
@@ -37,7 +52,12 @@ impl Backoff {
     /// `[ceiling / 2, ceiling]` with `ceiling = min(max, base * 2^attempt)`.
     pub fn next_delay(&mut self, unit: f64) -> Duration {
         let factor = 2u32.saturating_pow(self.attempt.min(20));
-        let ceiling = self.base.saturating_mul(factor).min(self.max);
+        let cap = if self.attempt < self.quick_attempts {
+            self.quick_max.min(self.max)
+        } else {
+            self.max
+        };
+        let ceiling = self.base.saturating_mul(factor).min(cap);
         self.attempt = self.attempt.saturating_add(1);
         ceiling.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
     }
@@ -65,5 +85,20 @@ mod tests {
         b.reset();
         assert_eq!(b.attempt(), 0);
         assert_eq!(b.next_delay(0.0), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn the_default_retries_within_a_second_for_the_first_ten_seconds_then_spreads_out() {
+        let mut b = Backoff::default();
+        let quick: Vec<Duration> = (0..12).map(|_| b.next_delay(1.0)).collect();
+        assert!(
+            quick.iter().all(|d| *d <= Duration::from_secs(1)),
+            "{quick:?}"
+        );
+        let quick_total: Duration = quick.iter().sum();
+        assert!(quick_total >= Duration::from_secs(8), "{quick_total:?}");
+        assert_eq!(b.next_delay(1.0), Duration::from_secs(10));
+        b.reset();
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(100));
     }
 }

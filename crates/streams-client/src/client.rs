@@ -44,7 +44,8 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: 10 s operations, 100 ms – 10 s reconnect backoff, 256 commands, 1024 events.
+    /// Defaults: 10 s operations, reconnects at most 1 s apart for 12 attempts then up to 10 s
+    /// apart ([`Backoff::default`]), 256 commands, 1024 events.
     pub fn new(bridge_url: impl Into<String>, identity: Identity) -> Self {
         ClientConfig {
             bridge_url: bridge_url.into(),
@@ -251,7 +252,7 @@ impl StreamsClient {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.events.recv_timeout(left) {
-                Ok(ClientEvent::Connection(ConnectionState::Connected { user_id })) => {
+                Ok(ClientEvent::Connection(ConnectionState::Connected { user_id, .. })) => {
                     return Ok(user_id);
                 }
                 Ok(ClientEvent::Connection(ConnectionState::Disconnected { reason, error })) => {

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use streams_proto::bytes::Bytes;
 use streams_proto::wire::{
-    ClientMessage, Event, PROTOCOL_VERSION, Request, ResponseBody, ServerMessage, auth_transcript,
+    ClientMessage, Event, PROTOCOL_VERSION, Request, ResponseBody, ResumeTicket, ServerMessage,
+    auth_transcript,
 };
 use streams_proto::{Identity, UserId};
 use tokio::sync::{mpsc, oneshot};
@@ -31,11 +33,24 @@ pub struct Outgoing {
     pub respond: oneshot::Sender<Result<ResponseBody, ClientError>>,
 }
 
-/// Connects (TCP, TLS for `wss://`, WebSocket) and authenticates.
+/// What the bridge said when it let a connection in.
+#[derive(Clone, Debug)]
+pub struct Welcome {
+    /// Who it knows the connection as.
+    pub user_id: UserId,
+    /// How to resume this connection after a drop.
+    pub ticket: Option<ResumeTicket>,
+    /// Whether this connection took over the one whose token was presented.
+    pub resumed: bool,
+}
+
+/// Connects (TCP, TLS for `wss://`, WebSocket) and authenticates, presenting `resume` (the token
+/// of an earlier connection's [`ResumeTicket`]) to take that connection over.
 pub async fn connect(
     transport: &Transport,
     identity: &Identity,
-) -> Result<(Ws, UserId), ConnectError> {
+    resume: Option<Bytes>,
+) -> Result<(Ws, Welcome), ConnectError> {
     let attempt = async {
         let mut ws = transport.open().await?;
         let challenge = loop {
@@ -59,13 +74,25 @@ pub async fn connect(
             protocol: PROTOCOL_VERSION,
             user_id: identity.user_id().clone(),
             signature: identity.sign(&auth_transcript(challenge.as_slice())),
+            resume,
         };
         send(&mut ws, &auth)
             .await
             .map_err(|e| ConnectError::Lost(e.to_string()))?;
         loop {
             match next_message(&mut ws).await? {
-                ServerMessage::Welcome { user_id } => return Ok((ws, user_id)),
+                ServerMessage::Welcome {
+                    user_id,
+                    resume,
+                    resumed,
+                } => {
+                    let welcome = Welcome {
+                        user_id,
+                        ticket: resume,
+                        resumed,
+                    };
+                    return Ok((ws, welcome));
+                }
                 ServerMessage::Response { result: Err(e), .. } => {
                     return Err(ConnectError::Refused(e.message));
                 }
@@ -124,10 +151,12 @@ pub enum LinkEnd {
     Stopped,
 }
 
-/// Serves one connection until it ends: sends queued requests, routes responses and events.
+/// Serves one connection until it ends (or `stopping` is notified: it closes with a WebSocket
+/// close): sends queued requests, routes responses and events.
 pub async fn run(
     mut ws: Ws,
     requests: &mut mpsc::Receiver<Outgoing>,
+    stopping: &tokio::sync::Notify,
     mut on_event: impl FnMut(Event),
 ) -> LinkEnd {
     let mut pending: HashMap<u64, oneshot::Sender<Result<ResponseBody, ClientError>>> =
@@ -138,6 +167,7 @@ pub async fn run(
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         tokio::select! {
+            () = stopping.notified() => break LinkEnd::Stopped,
             outgoing = requests.recv() => {
                 let Some(Outgoing { request, respond }) = outgoing else { break LinkEnd::Stopped };
                 next_id += 1;

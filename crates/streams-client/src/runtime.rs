@@ -7,11 +7,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use streams_proto::wire::{Event, EventScope, Request, ResponseBody};
-use streams_proto::{CryptoError, Identity, RoomId, UserId};
+use streams_proto::wire::{Event, EventScope, Request, ResponseBody, ResumeTicket};
+use streams_proto::{CryptoError, Identity, RoomId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{
@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::backoff::Backoff;
 use crate::error::ClientError;
-use crate::link::{self, LinkEnd, Outgoing};
+use crate::link::{self, LinkEnd, Outgoing, Welcome};
 use crate::rooms::{TrustStore, context_or_default, create_request, update_request};
 use crate::transport::Transport;
 
@@ -93,6 +93,8 @@ pub struct Shared {
     requests: mpsc::Sender<Outgoing>,
     events: EventSink,
     taps: Mutex<Vec<Sender<RoomEvent>>>,
+    /// Notified when the client shuts down: the link closes, the supervisor ends.
+    stopping: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -219,11 +221,16 @@ impl Shared {
                 by,
             },
         };
-        Self::lock(&self.taps).retain(|tap| match tap.try_send(room_event.clone()) {
+        self.tap(&room_event);
+        self.events.push(ClientEvent::Room(room_event));
+    }
+
+    /// Hands `event` to every event tap (a full one misses it; a closed one is dropped).
+    fn tap(&self, event: &RoomEvent) {
+        Self::lock(&self.taps).retain(|tap| match tap.try_send(event.clone()) {
             Ok(()) | Err(TrySendError::Full(_)) => true,
             Err(TrySendError::Disconnected(_)) => false,
         });
-        self.events.push(ClientEvent::Room(room_event));
     }
 }
 
@@ -386,8 +393,14 @@ fn participants(body: ResponseBody) -> Result<Reply, ClientError> {
 /// Renews the event subscriptions and room joins of earlier connections, then reports `Connected`, so
 /// whoever waits for it (a test, the Bevy session's marker) misses no event sent after it. Runs beside
 /// the link, which carries its requests; aborted if the link ends first. A renewal the bridge refuses
-/// or does not answer within `timeout` is logged and skipped, so `Connected` always comes.
-async fn restore_then_announce(s: Arc<Shared>, user_id: UserId, timeout: Duration) {
+/// or does not answer within `timeout` is logged and skipped, so `Connected` always comes. After a
+/// drop, the event taps are told to resynchronise.
+async fn restore_then_announce(
+    s: Arc<Shared>,
+    welcome: Welcome,
+    after_drop: Option<Duration>,
+    timeout: Duration,
+) {
     let scopes: Vec<EventScope> = Shared::lock(&s.scopes).iter().cloned().collect();
     let joined: Vec<RoomId> = Shared::lock(&s.joined).iter().cloned().collect();
     for scope in scopes {
@@ -413,9 +426,13 @@ async fn restore_then_announce(s: Arc<Shared>, user_id: UserId, timeout: Duratio
             Shared::lock(&s.joined).remove(&room_id);
         }
     }
+    if after_drop.is_some() {
+        s.tap(&RoomEvent::Resync);
+    }
     s.events
         .push(ClientEvent::Connection(ConnectionState::Connected {
-            user_id,
+            user_id: welcome.user_id,
+            resumed: after_drop.filter(|_| welcome.resumed),
         }));
 }
 
@@ -428,6 +445,9 @@ async fn supervise(
     request_timeout: Duration,
 ) {
     let mut attempt = 0u32;
+    // The last connection's ticket and when it dropped: presented while its grace lasts.
+    let mut ticket: Option<ResumeTicket> = None;
+    let mut dropped_at: Option<Instant> = None;
     loop {
         attempt += 1;
         shared
@@ -436,22 +456,40 @@ async fn supervise(
                 attempt,
             }));
         let url = transport.url();
-        let (reason, error) = match link::connect(&transport, &shared.identity).await {
-            Ok((ws, user_id)) => {
+        let resume = ticket
+            .as_ref()
+            .zip(dropped_at)
+            .filter(|(t, at)| at.elapsed() < Duration::from_millis(t.grace_ms))
+            .map(|(t, _)| t.token.clone());
+        let connecting = tokio::select! {
+            connected = link::connect(&transport, &shared.identity, resume) => connected,
+            () = shared.stopping.notified() => return,
+        };
+        let (reason, error) = match connecting {
+            Ok((ws, welcome)) => {
                 backoff.reset();
                 attempt = 0;
-                tracing::info!(%url, "connected to the bridge");
+                let after_drop = dropped_at.take().map(|at| at.elapsed());
+                tracing::info!(%url, resumed = welcome.resumed, "connected to the bridge");
+                ticket = welcome.ticket.clone();
                 let restoring = tokio::spawn(restore_then_announce(
                     Arc::clone(&shared),
-                    user_id,
+                    welcome,
+                    after_drop,
                     request_timeout,
                 ));
                 let events = Arc::clone(&shared);
-                let end = link::run(ws, &mut requests, |event| events.on_event(event)).await;
+                let end = link::run(ws, &mut requests, &shared.stopping, |event| {
+                    events.on_event(event);
+                })
+                .await;
                 restoring.abort();
                 match end {
                     LinkEnd::Stopped => return,
-                    LinkEnd::Lost(reason) => (reason, None),
+                    LinkEnd::Lost(reason) => {
+                        dropped_at = Some(Instant::now());
+                        (reason, None)
+                    }
                 }
             }
             Err(e) => {
@@ -472,7 +510,10 @@ async fn supervise(
                 error,
             }));
         let delay = backoff.next_delay(rand::random::<f64>());
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.stopping.notified() => return,
+        }
     }
 }
 
@@ -514,6 +555,7 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
         requests: request_tx,
         events,
         taps: Mutex::new(Vec::new()),
+        stopping: tokio::sync::Notify::new(),
     });
     // Bridge the blocking command channel into the runtime.
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(64);
@@ -565,7 +607,13 @@ pub fn run(config: RuntimeConfig, commands: Receiver<Command>, events: EventSink
                 }
             });
         }
-        supervisor.abort();
+        // A link that is up closes with a WebSocket close (the bridge ends the connection at
+        // once instead of keeping it for a resume); one that is not is simply dropped.
+        shared.stopping.notify_one();
+        let closing = tokio::time::timeout(Duration::from_millis(500), supervisor).await;
+        if closing.is_err() {
+            tracing::debug!("the link did not close in time");
+        }
     });
     runtime.shutdown_timeout(Duration::from_millis(200));
 }

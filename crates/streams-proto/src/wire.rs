@@ -8,12 +8,16 @@
 //!    Events are pushed as [`ServerMessage::Event`] to subscribed members.
 use serde::{Deserialize, Serialize};
 
+mod media;
+
+pub use media::{StreamInfo, TrackAnnounce, TrackInfo, TrackKind, TrackSubscription};
+
 use crate::bytes::Bytes;
 use crate::epoch::EpochRecord;
 use crate::ids::{ContextId, RoomId, UserId};
 use crate::meta::SignedMeta;
 use crate::room::RoomRecord;
-use crate::track::{MediaId, StreamId, TrackId};
+use crate::track::{StreamId, TrackId};
 use crate::transcript::Transcript;
 
 /// The protocol version spoken by this build. A mismatch is refused at the handshake.
@@ -44,6 +48,12 @@ pub enum ClientMessage {
         user_id: UserId,
         /// Signature over [`auth_transcript`] of the challenge.
         signature: Bytes,
+        /// The token of a [`ResumeTicket`] an earlier connection of this user was given: within
+        /// its grace the bridge hands this connection that one's media sessions, presence and
+        /// event subscriptions (a signaling drop that media rode out). An unknown or expired
+        /// token is ignored: the connection starts afresh (`Welcome { resumed: false }`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Bytes>,
     },
     /// A request.
     Request {
@@ -52,6 +62,18 @@ pub enum ClientMessage {
         /// What is asked.
         request: Request,
     },
+}
+
+/// What a client needs to resume its connection: after a drop, a new connection of the same user
+/// that presents `token` within `grace_ms` takes over this one's media sessions, room presence
+/// and event subscriptions, so media that never stopped keeps flowing and nobody sees the member
+/// leave. A token is good for one resume; each connection gets its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeTicket {
+    /// 32 random bytes.
+    pub token: Bytes,
+    /// How long after the drop the bridge keeps the connection's state, in milliseconds.
+    pub grace_ms: u64,
 }
 
 /// Sort order of room listings (by creation time).
@@ -94,70 +116,6 @@ pub enum EventScope {
     Context(ContextId),
     /// One room.
     Room(RoomId),
-}
-
-/// What a published track carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrackKind {
-    /// Microphone or synthetic audio.
-    Audio,
-    /// Camera video.
-    Video,
-    /// Screen sharing.
-    Screen,
-}
-
-/// A track the client publishes: its m-line id in the offer, and the SFrame key id of its frames.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrackAnnounce {
-    /// The media id (SDP `a=mid`) in the client's offer.
-    pub mid: MediaId,
-    /// What it carries.
-    pub kind: TrackKind,
-    /// The SFrame KID its frames are protected with (receivers derive the key from it).
-    pub key_id: u64,
-    /// Frame duration in milliseconds (audio: 10 or 20).
-    #[serde(default = "default_frame_ms")]
-    pub frame_ms: u32,
-}
-
-fn default_frame_ms() -> u32 {
-    20
-}
-
-/// A published track as others see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrackInfo {
-    /// Identifies the track for subscriptions.
-    pub track_id: TrackId,
-    /// What it carries.
-    pub kind: TrackKind,
-    /// Its SFrame KID.
-    pub key_id: u64,
-    /// Frame duration in milliseconds.
-    #[serde(default = "default_frame_ms")]
-    pub frame_ms: u32,
-}
-
-/// A published stream: one member's tracks in one room.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamInfo {
-    /// The stream id (the publisher's media session).
-    pub stream_id: StreamId,
-    /// Who publishes it.
-    pub user_id: UserId,
-    /// Its tracks.
-    pub tracks: Vec<TrackInfo>,
-}
-
-/// One receiving m-line of a subscriber's offer and the remote track it should carry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrackSubscription {
-    /// The media id (SDP `a=mid`) in the subscriber's offer.
-    pub mid: MediaId,
-    /// The remote track.
-    pub track_id: TrackId,
 }
 
 /// A request. Each gets one response.
@@ -578,6 +536,12 @@ pub enum ServerMessage {
     Welcome {
         /// Who the bridge now knows the connection as.
         user_id: UserId,
+        /// How to take this connection over if it drops.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeTicket>,
+        /// Whether this connection took over an earlier one (see [`ClientMessage::Auth`]).
+        #[serde(default)]
+        resumed: bool,
     },
     /// The reply to one request (or to an unreadable message, then without id).
     Response {

@@ -3,7 +3,8 @@
 //! a test can hold back (a direction stops until released; order is kept, as TCP would), delay,
 //! watch, rewrite or drop ([`Verdict`]); it can also cut every connection ([`WsProxy::cut`]: the TCP
 //! connections close with no WebSocket close handshake, as when a server dies) or abort it with a TCP
-//! reset ([`WsProxy::reset`]). It runs its own Tokio runtime on a thread.
+//! reset ([`WsProxy::reset`]), and refuse new connections for a while ([`WsProxy::set_refusing`]:
+//! a path that stays down). It runs its own Tokio runtime on a thread.
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -50,6 +51,8 @@ struct Shared {
     rule: Mutex<Option<Rule>>,
     relayed: [AtomicU64; 2],
     connections: AtomicUsize,
+    /// New connections are reset as soon as they are accepted.
+    refusing: AtomicBool,
     endings: broadcast::Sender<Ending>,
 }
 
@@ -103,6 +106,7 @@ impl WsProxy {
             rule: Mutex::new(None),
             relayed: [AtomicU64::new(0), AtomicU64::new(0)],
             connections: AtomicUsize::new(0),
+            refusing: AtomicBool::new(false),
             endings,
         });
         let (stop, stopped) = oneshot::channel();
@@ -172,6 +176,12 @@ impl WsProxy {
     pub fn reset(&self) {
         let _ = self.shared.endings.send(Ending::Reset);
     }
+
+    /// While `refusing`, each new connection is reset as soon as it is accepted (the path to the
+    /// upstream is down); open ones are untouched.
+    pub fn set_refusing(&self, refusing: bool) {
+        self.shared.refusing.store(refusing, Ordering::Release);
+    }
 }
 
 impl Drop for WsProxy {
@@ -198,6 +208,11 @@ async fn accept_until(
             _ = &mut stopped => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                if shared.refusing.load(Ordering::Acquire) {
+                    // SO_LINGER 0: dropping the stream resets it.
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    continue;
+                }
                 let (upstream, shared) = (upstream.clone(), Arc::clone(&shared));
                 tokio::spawn(async move {
                     shared.connections.fetch_add(1, Ordering::Relaxed);

@@ -30,6 +30,13 @@ impl RoomMediaCore {
                 self.drop_remote_where(|track| track.stream == stream_id);
             }
             RoomEvent::Updated(room) if room.id == self.room_id => self.apply_room(now, &room),
+            // Signaling came back: what was announced during the gap is read again.
+            RoomEvent::Resync if self.keys.is_some() => {
+                self.list_streams();
+                if !self.in_flight(|p| matches!(p, Pending::GetRoom)) {
+                    self.signal(Operation::GetRoom(self.room_id.clone()), Pending::GetRoom);
+                }
+            }
             RoomEvent::RemovedFrom { room_id, .. } | RoomEvent::Deleted { room_id, .. }
                 if room_id == self.room_id =>
             {
