@@ -14,8 +14,9 @@ pub struct MediaConnecting;
 #[derive(Component, Debug, Clone, PartialEq, Eq)]
 pub struct MediaConnected;
 
-/// The media connection was lost and is being set up again (remote tracks stay, silent, until it
-/// is back).
+/// The media session was lost (the bridge restarted, the path died) and is being set up again:
+/// local tracks stay and are published again; remote tracks end and arrive again as new
+/// [`crate::RemoteTrack`] entities once it is back.
 #[derive(Component, Debug, Clone, PartialEq, Eq)]
 pub struct MediaReconnecting;
 
@@ -32,6 +33,7 @@ pub struct MediaFailed {
 pub(crate) enum MediaState {
     Connecting,
     Connected,
+    Reconnecting,
     Failed(String),
 }
 
@@ -49,6 +51,7 @@ pub(crate) fn set_media_state(commands: &mut Commands, room: Entity, state: Medi
     match state {
         MediaState::Connecting => entity.insert(MediaConnecting),
         MediaState::Connected => entity.insert(MediaConnected),
+        MediaState::Reconnecting => entity.insert(MediaReconnecting),
         MediaState::Failed(reason) => entity.insert(MediaFailed { reason }),
     };
 }

@@ -142,7 +142,7 @@ impl RoomApplier<'_, '_> {
             | RoomEvent::Subscribed { .. }
             | RoomEvent::Unsubscribed { .. } => {}
             // Only media engines' taps get it.
-            RoomEvent::Resync => {}
+            RoomEvent::Resync { .. } => {}
             RoomEvent::RecordingChanged {
                 room_id,
                 recording_id,

@@ -251,7 +251,11 @@ pub(crate) fn drain_media_events(
                 MediaEvent::Connected => {
                     set_media_state(&mut commands, room, MediaState::Connected);
                 }
-                MediaEvent::NegotiationFailed(_) => {}
+                MediaEvent::Reconnecting { .. } => {
+                    set_media_state(&mut commands, room, MediaState::Reconnecting);
+                }
+                // `Connected` comes with it.
+                MediaEvent::Rejoined { .. } | MediaEvent::NegotiationFailed(_) => {}
             }
             commands.trigger(StreamsMediaEvent {
                 room,

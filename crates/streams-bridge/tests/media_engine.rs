@@ -1,8 +1,10 @@
 //! The non-blocking room media engine: one member publishes a tone track, another receives it through
 //! the mixer that an output device pulls (the engine hands its voices over), with track, speaking and
 //! statistics events; volume and mute reach what plays. `media_engine/resume.rs`: a signaling drop
-//! the call rides out.
+//! the call rides out; `media_engine/restart.rs`: a bridge restart it comes back from.
 mod common;
+#[path = "media_engine/restart.rs"]
+mod restart;
 #[path = "media_engine/resume.rs"]
 mod resume;
 
@@ -18,6 +20,14 @@ use streams_client::media::driver::RoomMedia;
 use streams_client::media::events::{MediaCommand, MediaEvent, MediaOptions};
 use streams_client::media::voice::decoded_frequency;
 use streams_proto::Identity;
+
+/// Every test here sends real-time media: on a 2-core machine they run one at a time, so that their
+/// timings measure the code, not each other.
+static REAL_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    REAL_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Plays the output device: pulls 10 ms from `mixer` every 10 ms, collecting `media`'s events, until
 /// `done(voiced, events)` holds or 30 s pass (a busy machine delays the tone, the test waits for it).
@@ -45,6 +55,7 @@ fn play_until(
 
 #[test]
 fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() {
+    let _serial = one_at_a_time();
     let (alice, bob) = (Identity::generate(), Identity::generate());
     let bridge = bridge_with_users(&[&alice, &bob]);
     let url = bridge.handle.url();

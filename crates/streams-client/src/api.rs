@@ -251,7 +251,12 @@ pub enum RoomEvent {
     /// The signaling connection is back after a drop (resumed or not): events of the gap may be
     /// missing, so whoever follows a room re-reads what matters (its record, its streams). Only
     /// event taps (media engines) get it; applications see [`ConnectionState::Connected`].
-    Resync,
+    Resync {
+        /// The bridge took the new connection as the old one's resume (its media sessions are
+        /// there); `false`: it did not know the old one any more (it restarted, or the grace
+        /// passed), so nothing of it is left there.
+        resumed: bool,
+    },
     /// A room was created.
     Created(Box<Room>),
     /// A room was updated.

@@ -427,7 +427,9 @@ async fn restore_then_announce(
         }
     }
     if after_drop.is_some() {
-        s.tap(&RoomEvent::Resync);
+        s.tap(&RoomEvent::Resync {
+            resumed: welcome.resumed,
+        });
     }
     s.events
         .push(ClientEvent::Connection(ConnectionState::Connected {

@@ -41,6 +41,7 @@ fn wait_media(media: &RoomMedia, wanted: impl Fn(&MediaEvent) -> bool) {
 
 #[test]
 fn a_cut_signaling_connection_is_resumed_and_media_never_stops() {
+    let _serial = super::one_at_a_time();
     let (alice, bob) = (Identity::generate(), Identity::generate());
     let bridge = bridge_with_users(&[&alice, &bob]);
     let url = bridge.handle.url();

@@ -13,6 +13,18 @@ use crate::video::codec::VideoSettings;
 use crate::video::receiver::{FrameObserver, VideoStats};
 use crate::video::sender::LocalVideoStats;
 
+/// Why a room's media rejoined (a new media session at the bridge, every local track published
+/// again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejoinReason {
+    /// The bridge no longer had this member's media session: it restarted, or the signaling
+    /// connection stayed down past the bridge's grace.
+    BridgeLostSession,
+    /// The media path died (ICE lost the bridge).
+    MediaPathLost,
+}
+
 /// Why a room's media stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -27,6 +39,12 @@ pub enum StopReason {
     Refused(String),
     /// The media connection to the bridge failed.
     ConnectionFailed,
+    /// The media session was lost and rejoining did not succeed within
+    /// [`crate::media::core::REJOIN_GIVE_UP`].
+    MediaLost {
+        /// How long it tried.
+        waited: std::time::Duration,
+    },
     /// ICE never connected: none of the bridge's media addresses answered.
     NoMediaPath {
         /// How long it tried.
@@ -46,6 +64,11 @@ impl std::fmt::Display for StopReason {
             StopReason::RemovedFromRoom => f.write_str("removed from the room"),
             StopReason::Refused(why) => write!(f, "the bridge refused the room's media: {why}"),
             StopReason::ConnectionFailed => f.write_str("the media connection failed"),
+            StopReason::MediaLost { waited } => write!(
+                f,
+                "the media path to the bridge died and did not come back within {} s",
+                waited.as_secs()
+            ),
             StopReason::NoMediaPath { waited, bridge } => {
                 let addrs: Vec<String> = bridge.iter().map(ToString::to_string).collect();
                 write!(
@@ -138,6 +161,21 @@ pub enum MediaEvent {
     /// The media connection to the bridge is up (ICE and DTLS done): local tracks send from now on.
     /// Reported again after the connection was lost and came back.
     Connected,
+    /// The media session was lost ([`RejoinReason`]): the engine is rejoining. Local tracks go on
+    /// (muted, as it were) until [`MediaEvent::Rejoined`]; remote tracks end
+    /// ([`MediaEvent::RemoteTrackRemoved`]) and are received again after it.
+    Reconnecting {
+        /// Why.
+        reason: RejoinReason,
+    },
+    /// Rejoined: a new media session is up, local tracks are published again (each reports
+    /// [`MediaEvent::LocalTrackPublished`] with its old index).
+    Rejoined {
+        /// Why it had to.
+        reason: RejoinReason,
+        /// From the loss to the new session being up.
+        after: std::time::Duration,
+    },
     /// A local track is published.
     LocalTrackPublished {
         /// Its index in this session.

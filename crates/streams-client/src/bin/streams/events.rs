@@ -182,7 +182,7 @@ pub(crate) fn events(
             ClientEvent::Connection(state) => EventLine::Connection {
                 state: format!("{state:?}"),
             },
-            ClientEvent::Reply { .. } | ClientEvent::Room(RoomEvent::Resync) => continue,
+            ClientEvent::Reply { .. } | ClientEvent::Room(RoomEvent::Resync { .. }) => continue,
         };
         println!("{}", serde_json::to_string(&line).unwrap_or_default());
         let _ = std::io::Write::flush(&mut std::io::stdout());

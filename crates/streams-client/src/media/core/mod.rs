@@ -16,6 +16,7 @@
 //! retried; only removal from the room, a failed media connection or the owner stop the core.
 mod local;
 mod negotiation;
+mod rejoin;
 mod remote;
 mod room;
 
@@ -30,13 +31,16 @@ use streams_proto::{Identity, MediaId, RoomId, RoomSecret, TrackId, UserId};
 
 use crate::api::{Operation, Reply, RoomEvent};
 use crate::error::ClientError;
-use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
+use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, RejoinReason, StopReason};
 use crate::media::rtc::{MediaError, PeerEvent, RtcPeer, START_ESTIMATE_KBPS, Transmit};
 use crate::video::receiver::VideoSlot;
 
 use local::LocalTrack;
 use negotiation::InFlightOffer;
+use rejoin::Rejoining;
 use remote::RemoteTrack;
+
+pub use rejoin::REJOIN_GIVE_UP;
 
 /// Identifies one signaling request of a core; its reply is handed back with the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,6 +105,8 @@ enum Pending {
     SetSubscriptions,
     /// The end of the media session (its reply is not waited for).
     Close,
+    /// The end of a lost session before a rejoin (nothing is offered until it is answered).
+    Reset,
 }
 
 /// Requests to make again after a failure.
@@ -109,6 +115,7 @@ enum Retry {
     Subscribe,
     GetRoom,
     List,
+    Reset,
 }
 
 /// The keys of the room, once it has been fetched.
@@ -161,6 +168,12 @@ pub struct RoomMediaCore {
     /// The latest `now` seen.
     now: Instant,
     stopped: bool,
+    /// The media connection has been up at least once.
+    ever_connected: bool,
+    /// A rejoin under way (see `rejoin.rs`).
+    rejoining: Option<Rejoining>,
+    /// The bridge is ending a lost session: nothing is offered until it answers.
+    resetting: bool,
 }
 
 impl RoomMediaCore {
@@ -196,6 +209,9 @@ impl RoomMediaCore {
             outputs: VecDeque::new(),
             now,
             stopped: false,
+            ever_connected: false,
+            rejoining: None,
+            resetting: false,
         };
         core.retry(Retry::Subscribe);
         core.retry(Retry::GetRoom);
@@ -305,6 +321,11 @@ impl RoomMediaCore {
                 }
             }
             Pending::Close => {}
+            Pending::Reset => match result {
+                // Ended, or there was nothing left to end (a restarted bridge).
+                Ok(_) | Err(ClientError::Bridge(_)) => self.resetting = false,
+                Err(e) => self.failed_request(now, Retry::Reset, e),
+            },
         }
         self.absorb_peer(now);
     }
@@ -397,7 +418,17 @@ impl RoomMediaCore {
     fn absorb_peer(&mut self, now: Instant) {
         while let Some(event) = self.peer.poll_event() {
             match event {
-                PeerEvent::Connected => self.emit(MediaEvent::Connected),
+                PeerEvent::Connected => {
+                    self.ever_connected = true;
+                    self.emit(MediaEvent::Connected);
+                    self.rejoined(now);
+                }
+                // A path that worked and died, or a rejoin that could not connect yet: again.
+                PeerEvent::Failed | PeerEvent::Unreachable { .. }
+                    if self.ever_connected || self.is_rejoining() =>
+                {
+                    self.rejoin(now, RejoinReason::MediaPathLost);
+                }
                 PeerEvent::Failed => self.stop(now, StopReason::ConnectionFailed),
                 PeerEvent::Unreachable { waited, bridge } => {
                     self.stop(now, StopReason::NoMediaPath { waited, bridge });
@@ -440,6 +471,7 @@ impl RoomMediaCore {
             }
             Retry::GetRoom => self.signal(Operation::GetRoom(room), Pending::GetRoom),
             Retry::List => self.list_streams(),
+            Retry::Reset => self.reset_session(),
         }
     }
 

@@ -36,6 +36,7 @@ impl RoomMediaCore {
     /// Offers what is new, unless an offer or a subscription change is already out.
     pub(super) fn negotiate(&mut self, now: Instant) {
         if self.keys.is_none()
+            || self.resetting
             || self.in_flight(|p| matches!(p, Pending::Negotiate(_) | Pending::SetSubscriptions))
         {
             return;

@@ -8,7 +8,7 @@ use streams_proto::{TrackId, UserId};
 
 use super::{Keys, Pending, RoomMediaCore};
 use crate::api::{Operation, Room, RoomEvent};
-use crate::media::events::StopReason;
+use crate::media::events::{RejoinReason, StopReason};
 
 impl RoomMediaCore {
     pub(super) fn room_event(&mut self, now: Instant, event: RoomEvent) {
@@ -30,8 +30,13 @@ impl RoomMediaCore {
                 self.drop_remote_where(|track| track.stream == stream_id);
             }
             RoomEvent::Updated(room) if room.id == self.room_id => self.apply_room(now, &room),
-            // Signaling came back: what was announced during the gap is read again.
-            RoomEvent::Resync if self.keys.is_some() => {
+            // Signaling came back on a connection that is not the old one: the bridge has no
+            // media session of it any more.
+            RoomEvent::Resync { resumed: false } if self.has_session() => {
+                self.rejoin(now, RejoinReason::BridgeLostSession);
+            }
+            // It came back: what was announced during the gap is read again.
+            RoomEvent::Resync { .. } if self.keys.is_some() => {
                 self.list_streams();
                 if !self.in_flight(|p| matches!(p, Pending::GetRoom)) {
                     self.signal(Operation::GetRoom(self.room_id.clone()), Pending::GetRoom);
@@ -81,6 +86,14 @@ impl RoomMediaCore {
                 self.command(now, command);
             }
         }
+    }
+
+    /// Whether the bridge was given a media session (an offer of it was answered, or is out).
+    fn has_session(&self) -> bool {
+        self.ever_connected
+            || self.local.iter().any(|t| t.mid.is_some())
+            || !self.remote.is_empty()
+            || self.in_flight(|p| matches!(p, Pending::Negotiate(_)))
     }
 
     /// Asks the bridge for its current listing of the room's streams.

@@ -1,0 +1,141 @@
+//! The bridge restarts under a call: it is stopped while a member publishes a tone to another, and
+//! started again 3 s later on the same ports and store. Neither member does anything: their clients
+//! reconnect, find the bridge no longer knows their media sessions, and rejoin (new sessions, the
+//! tone published again); the listener hears it again within 2 s of the bridge being back.
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use streams_bridge::{Bridge, BridgeConfig, BridgeHandle, SqliteStore, Store};
+use streams_client::audio::codec::VoiceSettings;
+use streams_client::audio::handoff::VoiceOutput;
+use streams_client::audio::mixer::Mixer;
+use streams_client::audio::source::{AudioSource, ToneSource};
+use streams_client::media::driver::RoomMedia;
+use streams_client::media::events::{MediaCommand, MediaEvent, MediaOptions, RejoinReason};
+use streams_proto::{ContextId, Identity};
+
+use super::common::*;
+
+/// A bridge on `config`'s ports and store.
+fn start(config: &BridgeConfig) -> BridgeHandle {
+    Bridge::spawn(config.clone()).unwrap()
+}
+
+/// When each 10 ms output period that had sound was pulled, until `until` holds or `limit` passes.
+fn play(
+    mixer: &mut Mixer,
+    voiced_at: &mut Vec<Instant>,
+    limit: Duration,
+    until: impl Fn(&[Instant]) -> bool,
+) {
+    let start = Instant::now();
+    let mut period = 0u32;
+    while !until(voiced_at) && start.elapsed() < limit {
+        period += 1;
+        std::thread::sleep(
+            (start + Duration::from_millis(10) * period).saturating_duration_since(Instant::now()),
+        );
+        let mut out = [0.0f32; 480];
+        mixer.fill(&mut out);
+        if out.iter().any(|s| *s != 0.0) {
+            voiced_at.push(Instant::now());
+        }
+    }
+}
+
+fn registered(db: &Path, users: &[&Identity]) {
+    let mut store = SqliteStore::open(db).unwrap();
+    for user in users {
+        store
+            .add_user(user.user_id(), &ContextId::default(), 0)
+            .unwrap();
+    }
+}
+
+#[test]
+fn after_a_bridge_restart_both_members_rejoin_and_the_tone_is_heard_again_within_2_s() {
+    let _serial = super::one_at_a_time();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bridge.db");
+    registered(&db, &[&alice, &bob]);
+    let mut config = BridgeConfig {
+        db,
+        open: false,
+        ..BridgeConfig::ephemeral()
+    };
+    let bridge = start(&config);
+    // The restarted bridge listens where this one does.
+    config.listen = bridge.addr();
+    config.media_listen = bridge.media_addr();
+    let url = bridge.url();
+    let (a, b) = (connect(&url, &alice), connect(&url, &bob));
+    let room = create_room(&a, "restart", &[bob.user_id()]);
+
+    let (output, inbox) = VoiceOutput::new();
+    let bobs = RoomMedia::start_with(
+        b.handle().unwrap(),
+        bob.clone(),
+        &url,
+        room.id.clone(),
+        MediaOptions {
+            voice_output: Some(output),
+            ..MediaOptions::default()
+        },
+    )
+    .unwrap();
+    let alices =
+        RoomMedia::start(a.handle().unwrap(), alice.clone(), &url, room.id.clone()).unwrap();
+    alices.send(MediaCommand::SubscribeAll(false));
+    alices.send(MediaCommand::AddAudioTrack {
+        source: Box::new(ToneSource::new(440.0, 0.5)),
+        settings: VoiceSettings::default(),
+    });
+    let mut mixer = Mixer::new(inbox);
+    let mut voiced = Vec::new();
+    play(&mut mixer, &mut voiced, Duration::from_secs(30), |v| {
+        v.len() >= 100
+    });
+    assert!(voiced.len() >= 100, "Bob hears Alice before the restart");
+
+    drop(bridge);
+    let stopped = Instant::now();
+    // The listener's output keeps being pulled while the bridge is down.
+    play(&mut mixer, &mut voiced, Duration::from_secs(3), |_| false);
+    let bridge = start(&config);
+    let back = Instant::now();
+    play(&mut mixer, &mut voiced, Duration::from_secs(20), |v| {
+        v.iter().filter(|at| **at > back).count() >= 50
+    });
+    let again = voiced
+        .iter()
+        .find(|at| **at > back)
+        .map(|at| at.duration_since(back))
+        .expect("Bob hears Alice again after the restart");
+    let silent_before_back = voiced
+        .iter()
+        .filter(|at| **at > stopped + Duration::from_millis(500) && **at < back)
+        .count();
+    assert_eq!(
+        silent_before_back, 0,
+        "nothing plays while the bridge is down"
+    );
+    let rejoined = |media: &RoomMedia| {
+        media.events().try_iter().find_map(|e| match e {
+            MediaEvent::Rejoined { reason, after } => Some((reason, after)),
+            _ => None,
+        })
+    };
+    let (alice_reason, alice_after) = rejoined(&alices).expect("Alice's engine rejoined");
+    let (bob_reason, _) = rejoined(&bobs).expect("Bob's engine rejoined");
+    assert_eq!(alice_reason, RejoinReason::BridgeLostSession);
+    assert_eq!(bob_reason, RejoinReason::BridgeLostSession);
+    assert!(bridge.media_session_count() == 2);
+    println!(
+        "bridge down 3 s: Bob hears Alice again {:.2} s after it is back (Alice's engine rejoined \
+         {:.2} s after it noticed)",
+        again.as_secs_f64(),
+        alice_after.as_secs_f64()
+    );
+    assert!(again <= Duration::from_secs(2), "{again:?}");
+}
