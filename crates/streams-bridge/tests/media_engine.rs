@@ -11,6 +11,7 @@ mod resume;
 use std::time::{Duration, Instant};
 
 use common::*;
+use streams_client::StreamsClient;
 use streams_client::audio::analysis::level_dbfs;
 use streams_client::audio::codec::VoiceSettings;
 use streams_client::audio::handoff::VoiceOutput;
@@ -19,7 +20,7 @@ use streams_client::audio::source::{AudioSource, ToneSource};
 use streams_client::media::driver::RoomMedia;
 use streams_client::media::events::{MediaCommand, MediaEvent, MediaOptions};
 use streams_client::media::voice::decoded_frequency;
-use streams_proto::Identity;
+use streams_proto::{Identity, RoomId};
 
 /// Every test here sends real-time media: on a 2-core machine they run one at a time, so that their
 /// timings measure the code, not each other.
@@ -27,6 +28,54 @@ static REAL_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     REAL_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A listener's and a publisher's engines in one room, and the listener's mixer (the test pulls
+/// it as an output device would).
+struct TonePair {
+    listener: RoomMedia,
+    publisher: RoomMedia,
+    mixer: Mixer,
+}
+
+/// `listener` receives through a mixer while `publisher` publishes a 440 Hz tone in `room`.
+fn tone_pair(
+    url: &str,
+    listener: (&StreamsClient, &Identity),
+    publisher: (&StreamsClient, &Identity),
+    room: &RoomId,
+) -> TonePair {
+    let (output, inbox) = VoiceOutput::new();
+    let options = MediaOptions {
+        voice_output: Some(output),
+        ..MediaOptions::default()
+    };
+    let (client, identity) = listener;
+    let listener = RoomMedia::start_with(
+        client.handle().unwrap(),
+        identity.clone(),
+        url,
+        room.clone(),
+        options,
+    )
+    .unwrap();
+    let (client, identity) = publisher;
+    let publisher = RoomMedia::start(
+        client.handle().unwrap(),
+        identity.clone(),
+        url,
+        room.clone(),
+    )
+    .unwrap();
+    assert!(publisher.send(MediaCommand::AddAudioTrack {
+        source: Box::new(ToneSource::new(440.0, 0.5)),
+        settings: VoiceSettings::default(),
+    }));
+    TonePair {
+        listener,
+        publisher,
+        mixer: Mixer::new(inbox),
+    }
 }
 
 /// Plays the output device: pulls 10 ms from `mixer` every 10 ms, collecting `media`'s events, until
@@ -62,27 +111,13 @@ fn a_published_track_is_mixed_for_the_listener_with_speaking_and_stats_events() 
     let (a, b) = (connect(&url, &alice), connect(&url, &bob));
     let room = create_room(&a, "engine", &[bob.user_id()]);
 
-    let (output, inbox) = VoiceOutput::new();
-    let bobs = RoomMedia::start_with(
-        b.handle().unwrap(),
-        bob.clone(),
-        &url,
-        room.id.clone(),
-        MediaOptions {
-            voice_output: Some(output),
-            ..MediaOptions::default()
-        },
-    )
-    .unwrap();
-    let alices =
-        RoomMedia::start(a.handle().unwrap(), alice.clone(), &url, room.id.clone()).unwrap();
-    assert!(alices.send(MediaCommand::AddAudioTrack {
-        source: Box::new(ToneSource::new(440.0, 0.5)),
-        settings: VoiceSettings::default(),
-    }));
+    let TonePair {
+        listener: bobs,
+        publisher: alices,
+        mut mixer,
+    } = tone_pair(&url, (&b, &bob), (&a, &alice), &room.id);
 
     // The test plays the output device, until a second of the tone was mixed and reported on.
-    let mut mixer = Mixer::new(inbox);
     let mut events = Vec::new();
     let heard = play_until(&mut mixer, &bobs, &mut events, |voiced, events| {
         voiced.len() >= 48_000

@@ -6,12 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use streams_bridge::{Bridge, BridgeConfig, BridgeHandle, SqliteStore, Store};
-use streams_client::audio::codec::VoiceSettings;
-use streams_client::audio::handoff::VoiceOutput;
 use streams_client::audio::mixer::Mixer;
-use streams_client::audio::source::{AudioSource, ToneSource};
+use streams_client::audio::source::AudioSource;
 use streams_client::media::driver::RoomMedia;
-use streams_client::media::events::{MediaCommand, MediaEvent, MediaOptions, RejoinReason};
+use streams_client::media::events::{MediaEvent, RejoinReason};
 use streams_proto::{ContextId, Identity};
 
 use super::common::*;
@@ -72,26 +70,11 @@ fn after_a_bridge_restart_both_members_rejoin_and_the_tone_is_heard_again_within
     let (a, b) = (connect(&url, &alice), connect(&url, &bob));
     let room = create_room(&a, "restart", &[bob.user_id()]);
 
-    let (output, inbox) = VoiceOutput::new();
-    let bobs = RoomMedia::start_with(
-        b.handle().unwrap(),
-        bob.clone(),
-        &url,
-        room.id.clone(),
-        MediaOptions {
-            voice_output: Some(output),
-            ..MediaOptions::default()
-        },
-    )
-    .unwrap();
-    let alices =
-        RoomMedia::start(a.handle().unwrap(), alice.clone(), &url, room.id.clone()).unwrap();
-    alices.send(MediaCommand::SubscribeAll(false));
-    alices.send(MediaCommand::AddAudioTrack {
-        source: Box::new(ToneSource::new(440.0, 0.5)),
-        settings: VoiceSettings::default(),
-    });
-    let mut mixer = Mixer::new(inbox);
+    let super::TonePair {
+        listener: bobs,
+        publisher: alices,
+        mut mixer,
+    } = super::tone_pair(&url, (&b, &bob), (&a, &alice), &room.id);
     let mut voiced = Vec::new();
     play(&mut mixer, &mut voiced, Duration::from_secs(30), |v| {
         v.len() >= 100
