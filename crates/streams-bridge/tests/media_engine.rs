@@ -1,8 +1,11 @@
 //! The non-blocking room media engine: one member publishes a tone track, another receives it through
 //! the mixer that an output device pulls (the engine hands its voices over), with track, speaking and
 //! statistics events; volume and mute reach what plays. `media_engine/resume.rs`: a signaling drop
-//! the call rides out; `media_engine/restart.rs`: a bridge restart it comes back from.
+//! the call rides out; `media_engine/restart.rs` and `outage.rs`: a bridge restart and a 30 s outage
+//! it comes back from.
 mod common;
+#[path = "media_engine/outage.rs"]
+mod outage;
 #[path = "media_engine/restart.rs"]
 mod restart;
 #[path = "media_engine/resume.rs"]

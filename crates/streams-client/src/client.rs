@@ -44,7 +44,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: 10 s operations, reconnects at most 1 s apart for 12 attempts then up to 10 s
+    /// Defaults: 10 s operations, reconnects at most 1 s apart for 60 attempts then up to 10 s
     /// apart ([`Backoff::default`]), 256 commands, 1024 events.
     pub fn new(bridge_url: impl Into<String>, identity: Identity) -> Self {
         ClientConfig {

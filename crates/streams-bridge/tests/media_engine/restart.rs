@@ -121,4 +121,9 @@ fn after_a_bridge_restart_both_members_rejoin_and_the_tone_is_heard_again_within
         alice_after.as_secs_f64()
     );
     assert!(again <= Duration::from_secs(2), "{again:?}");
+    let heard_after = voiced.iter().filter(|at| **at > back).count();
+    assert!(
+        heard_after >= 50,
+        "the tone keeps playing after the rejoin: {heard_after} periods"
+    );
 }

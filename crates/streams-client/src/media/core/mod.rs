@@ -471,7 +471,9 @@ impl RoomMediaCore {
             }
             Retry::GetRoom => self.signal(Operation::GetRoom(room), Pending::GetRoom),
             Retry::List => self.list_streams(),
-            Retry::Reset => self.reset_session(),
+            // Only while a rejoin still waits for it: a late retry must not end the new session.
+            Retry::Reset if self.resetting => self.reset_session(),
+            Retry::Reset => {}
         }
     }
 

@@ -64,6 +64,7 @@ impl RoomMediaCore {
 
     /// Asks the bridge to end what is left of the old session before anything is offered.
     pub(super) fn reset_session(&mut self) {
+        self.retries.retain(|(_, r)| *r != Retry::Reset);
         self.resetting = true;
         self.signal(Operation::CloseMedia(self.room_id.clone()), Pending::Reset);
     }
