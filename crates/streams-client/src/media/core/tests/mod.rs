@@ -1,6 +1,6 @@
 //! Deterministic tests of the core: two cores and a forwarding SFU of str0m peers on simulated time
 //! ([`sim::World`]). Signaling replies are held back or refused while media flows; keys rotate
-//! while a member talks.
+//! while a member talks; a member whose session the bridge forgot rejoins.
 mod sim;
 
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use streams_proto::{MediaId, TrackId};
 
 use crate::audio::analysis::tone_energy_share;
 use crate::error::ClientError;
-use crate::media::events::{MediaCommand, MediaEvent};
+use crate::media::events::{MediaCommand, MediaEvent, RejoinReason};
 use sim::{NegotiationPolicy, World};
 
 const ALICE: usize = 0;
@@ -218,4 +218,35 @@ fn a_stale_listing_neither_forgets_nor_ends_a_stream_announced_after_it() {
         "a stale listing ended Alice's track: {:?}",
         world.members[BOB].events
     );
+}
+
+#[test]
+fn a_member_whose_session_the_bridge_forgot_rejoins_and_is_heard_again() {
+    let mut world = alice_talking_to_bob();
+    let (old, _) = alices_track(&mut world);
+    world.forget_session(ALICE);
+    let heard_again = world.run_until(Duration::from_secs(10), |w| {
+        w.voice_stats(BOB)
+            .iter()
+            .any(|(track, s)| *track != old && s.frames >= 25)
+    });
+    assert!(heard_again, "{:?}", world.members[ALICE].events);
+    assert!(world.saw(ALICE, |e| matches!(
+        e,
+        MediaEvent::Reconnecting {
+            reason: RejoinReason::BridgeLostSession
+        }
+    )));
+    assert!(world.saw(ALICE, |e| matches!(e, MediaEvent::Rejoined { .. })));
+    // Her track kept its index and was published again.
+    let published = world.members[ALICE]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, MediaEvent::LocalTrackPublished { index: 0, .. }))
+        .count();
+    assert!(published >= 2, "{published}");
+    assert!(world.saw(BOB, |e| matches!(
+        e,
+        MediaEvent::RemoteTrackRemoved { track_id } if *track_id == old
+    )));
 }

@@ -204,6 +204,29 @@ impl World {
         self.members[m].core.handle_command(self.now, command);
     }
 
+    /// The bridge forgets member `m`'s media session (it restarted, or the grace of a dropped
+    /// connection passed): the session ends, the others hear its stream is gone, and `m`'s
+    /// signaling comes back as a fresh connection.
+    pub fn forget_session(&mut self, m: usize) {
+        for (room_id, stream_id) in self.sfu.close_conn(m as u64, Some(&self.room.id)) {
+            for other in (0..self.members.len()).filter(|o| *o != m) {
+                let event = RoomEvent::StreamUnpublished {
+                    room_id: room_id.clone(),
+                    stream_id,
+                };
+                self.schedule(
+                    self.now + WIRE_DELAY,
+                    Arrival::Room {
+                        member: other,
+                        event,
+                    },
+                );
+            }
+        }
+        let event = RoomEvent::Resync { resumed: false };
+        self.schedule(self.now + WIRE_DELAY, Arrival::Room { member: m, event });
+    }
+
     /// A new key epoch (same members), reaching member `first` at once and the other `later`.
     pub fn rotate_keys(&mut self, first: usize, later: Duration) {
         let latest = self.room.record.latest().unwrap().clone();
