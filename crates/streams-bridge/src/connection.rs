@@ -120,36 +120,41 @@ where
     };
 
     let kick = Arc::new(Notify::new());
-    let resumed = match resume
+    let taken = match resume
         .as_ref()
         .and_then(|t| <Token>::try_from(t.as_slice()).ok())
     {
-        Some(token) => state.resumption.take(&token, &user).await.filter(|conn| {
-            state
-                .hub()
-                .reattach(*conn, outbox.clone(), Arc::clone(&kick))
-        }),
+        Some(token) => state.resumption.take(&token, &user).await,
         None => None,
     };
-    let conn = resumed.unwrap_or_else(|| {
-        state
-            .hub()
-            .register(user.clone(), outbox.clone(), Arc::clone(&kick))
-    });
-    tracing::info!(%peer, %user, conn, resumed = resumed.is_some(), "client authenticated");
-    let token = state
-        .resumption
-        .issue(conn, user.clone(), Arc::clone(&kick));
-    let caller = Caller { user, conn };
-    let welcome = ServerMessage::Welcome {
-        user_id: caller.user.clone(),
-        resume: Some(ResumeTicket {
-            token: Bytes(token.to_vec()),
-            grace_ms: RESUME_GRACE.as_millis() as u64,
-        }),
-        resumed: resumed.is_some(),
+    // Under the hub's lock, the Welcome is queued before the connection can be sent any event
+    // (a resumed one keeps its subscriptions, and the client reads nothing before the Welcome).
+    let (caller, resumed, token, welcomed) = {
+        let mut hub = state.hub();
+        let resumed = taken.filter(|conn| hub.contains(*conn));
+        let conn = resumed
+            .unwrap_or_else(|| hub.register(user.clone(), outbox.clone(), Arc::clone(&kick)));
+        let token = state
+            .resumption
+            .issue(conn, user.clone(), Arc::clone(&kick));
+        let welcome = ServerMessage::Welcome {
+            user_id: user.clone(),
+            resume: Some(ResumeTicket {
+                token: Bytes(token.to_vec()),
+                grace_ms: RESUME_GRACE.as_millis() as u64,
+            }),
+            resumed: resumed.is_some(),
+        };
+        // The outbox is new and empty: it has room.
+        let welcomed = outbox.try_send(welcome).is_ok();
+        if resumed.is_some() {
+            hub.reattach(conn, outbox.clone(), Arc::clone(&kick));
+        }
+        (Caller { user, conn }, resumed, token, welcomed)
     };
-    let end = if outbox.send(welcome).await.is_ok() {
+    let conn = caller.conn;
+    tracing::info!(%peer, user = %caller.user, conn, resumed = resumed.is_some(), "client authenticated");
+    let end = if welcomed {
         request_loop(&state, &caller, &mut source, &outbox, &kick).await
     } else {
         End::Lost

@@ -51,6 +51,11 @@ impl Hub {
         self.next_id
     }
 
+    /// Whether `conn` is registered (live or kept for a resume).
+    pub fn contains(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
     /// A connection dropped and is kept for a resume: its subscriptions and presence stay, its
     /// events go nowhere.
     pub fn detach(&mut self, conn: ConnId) {
@@ -59,19 +64,17 @@ impl Hub {
         }
     }
 
-    /// A new connection takes over the parked `conn`; `false` if it is gone.
+    /// A new connection takes over the parked `conn` (if it is still registered).
     pub fn reattach(
         &mut self,
         conn: ConnId,
         outbox: mpsc::Sender<ServerMessage>,
         kick: Arc<Notify>,
-    ) -> bool {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        c.outbox = Some(outbox);
-        c.kick = kick;
-        true
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.outbox = Some(outbox);
+            c.kick = kick;
+        }
     }
 
     /// Forgets a connection; returns the rooms its user has now left entirely.

@@ -18,8 +18,9 @@ use crate::hub::ConnId;
 /// How long a dropped connection is kept for its client to resume it.
 pub const RESUME_GRACE: Duration = Duration::from_secs(20);
 
-/// How long a resume waits for a still-live connection it kicked to park.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
+/// How long a resume waits for a still-live connection it kicked to park: well within the
+/// client's 5 s for connecting and logging in, so the new token reaches it.
+const TAKEOVER_WAIT: Duration = Duration::from_millis(1500);
 
 /// A resume token.
 pub type Token = [u8; 32];
@@ -100,7 +101,7 @@ impl Resumption {
     }
 
     /// Takes over the connection of `token` for `user`: a parked one at once, a live one once it
-    /// has been kicked and parked (within 3 s). `None`: no such ticket, another
+    /// has been kicked and parked (within 1.5 s). `None`: no such ticket, another
     /// user's, or already taken.
     pub async fn take(&self, token: &Token, user: &UserId) -> Option<ConnId> {
         let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;

@@ -216,6 +216,11 @@ pub async fn run(
     for (_, respond) in pending.drain() {
         let _ = respond.send(Err(ClientError::Disconnected(reason.clone())));
     }
-    let _ = ws.close(None).await;
+    // Only a client that stops says goodbye: the bridge ends a closed connection at once, while
+    // it keeps a lost one for a resume (a close sent on a lost link that still got through would
+    // cancel the resume it is about to make).
+    if matches!(end, LinkEnd::Stopped) {
+        let _ = ws.close(None).await;
+    }
     end
 }

@@ -447,7 +447,8 @@ async fn supervise(
     request_timeout: Duration,
 ) {
     let mut attempt = 0u32;
-    // The last connection's ticket and when it dropped: presented while its grace lasts.
+    // The last connection's ticket (always presented: the bridge decides whether its grace, which
+    // runs from when the bridge saw the drop, still lasts) and when it dropped.
     let mut ticket: Option<ResumeTicket> = None;
     let mut dropped_at: Option<Instant> = None;
     loop {
@@ -458,11 +459,7 @@ async fn supervise(
                 attempt,
             }));
         let url = transport.url();
-        let resume = ticket
-            .as_ref()
-            .zip(dropped_at)
-            .filter(|(t, at)| at.elapsed() < Duration::from_millis(t.grace_ms))
-            .map(|(t, _)| t.token.clone());
+        let resume = ticket.as_ref().map(|t| t.token.clone());
         let connecting = tokio::select! {
             connected = link::connect(&transport, &shared.identity, resume) => connected,
             () = shared.stopping.notified() => return,

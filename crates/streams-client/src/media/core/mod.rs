@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streams_proto::frame_crypto::DeviceSession;
-use streams_proto::wire::{EventScope, StreamInfo};
+use streams_proto::wire::{ErrorCode, EventScope, StreamInfo};
 use streams_proto::{Identity, MediaId, RoomId, RoomSecret, TrackId, UserId};
 
 use crate::api::{Operation, Reply, RoomEvent};
@@ -346,6 +346,9 @@ impl RoomMediaCore {
         for retry in due {
             self.retry(retry);
         }
+        if self.rejoin_given_up(now) {
+            return;
+        }
         if self.peer.poll_timeout() <= now {
             self.peer.handle_timeout(now);
         }
@@ -481,10 +484,16 @@ impl RoomMediaCore {
     /// tried again shortly.
     fn failed_request(&mut self, now: Instant, retry: Retry, error: ClientError) {
         if retry == Retry::GetRoom
-            && self.keys.is_none()
             && let ClientError::Bridge(refusal) = &error
         {
-            return self.stop(now, StopReason::Refused(refusal.to_string()));
+            if self.keys.is_none() {
+                return self.stop(now, StopReason::Refused(refusal.to_string()));
+            }
+            // The room went away or this member was removed while the news of it was lost (a
+            // signaling gap): nothing will ever answer.
+            if matches!(refusal.code, ErrorCode::NotFound | ErrorCode::Forbidden) {
+                return self.stop(now, StopReason::NotInRoom);
+            }
         }
         tracing::warn!(room = %self.room_id, ?retry, "signaling failed, retrying: {error}");
         if !self.retries.iter().any(|(_, r)| *r == retry) {

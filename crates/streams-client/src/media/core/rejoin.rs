@@ -25,11 +25,10 @@ pub(super) struct Rejoining {
 impl RoomMediaCore {
     /// The session at the bridge is gone: starts over with a new peer connection (see the module).
     pub(super) fn rejoin(&mut self, now: Instant, reason: RejoinReason) {
-        let since = self.rejoining.as_ref().map_or(now, |r| r.since);
-        if now.duration_since(since) >= REJOIN_GIVE_UP {
-            let waited = now.duration_since(since);
-            return self.stop(now, StopReason::MediaLost { waited });
+        if self.rejoin_given_up(now) {
+            return;
         }
+        let since = self.rejoining.as_ref().map_or(now, |r| r.since);
         let peer = match RtcPeer::new(now, self.peer.local_addr()) {
             Ok(peer) => peer,
             Err(e) => return self.stop(now, StopReason::Failed(format!("cannot rejoin: {e}"))),
@@ -79,6 +78,20 @@ impl RoomMediaCore {
                 after,
             });
         }
+    }
+
+    /// Stops the core when a rejoin has gone on for [`REJOIN_GIVE_UP`] (one whose new session
+    /// never got an answer fails nothing by itself); `true` if it did.
+    pub(super) fn rejoin_given_up(&mut self, now: Instant) -> bool {
+        let Some(since) = self.rejoining.as_ref().map(|r| r.since) else {
+            return false;
+        };
+        let waited = now.duration_since(since);
+        if waited < REJOIN_GIVE_UP {
+            return false;
+        }
+        self.stop(now, StopReason::MediaLost { waited });
+        true
     }
 
     /// Whether a rejoin is under way.

@@ -10,7 +10,7 @@ use streams_proto::{MediaId, TrackId};
 
 use crate::audio::analysis::tone_energy_share;
 use crate::error::ClientError;
-use crate::media::events::{MediaCommand, MediaEvent, RejoinReason};
+use crate::media::events::{MediaCommand, MediaEvent, RejoinReason, StopReason};
 use sim::{NegotiationPolicy, World};
 
 const ALICE: usize = 0;
@@ -249,4 +249,23 @@ fn a_member_whose_session_the_bridge_forgot_rejoins_and_is_heard_again() {
         e,
         MediaEvent::RemoteTrackRemoved { track_id } if *track_id == old
     )));
+}
+
+#[test]
+fn a_room_deleted_while_signaling_was_down_stops_the_core() {
+    let mut world = alice_talking_to_bob();
+    // The deletion's event went to a connection kept for a resume, and was dropped.
+    world.room_gone = true;
+    world.resync(ALICE, true);
+    let stopped = world.run_until(Duration::from_secs(5), |w| {
+        w.saw(ALICE, |e| {
+            matches!(
+                e,
+                MediaEvent::Stopped {
+                    reason: StopReason::NotInRoom
+                }
+            )
+        })
+    });
+    assert!(stopped, "{:?}", world.members[ALICE].events);
 }

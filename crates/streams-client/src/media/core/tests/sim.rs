@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use streams_bridge::sfu::{MediaAddresses, SfuCore};
 use streams_proto::epoch::Membership;
-use streams_proto::wire::StreamInfo;
+use streams_proto::wire::{ErrorCode, StreamInfo, WireError};
 use streams_proto::{
     ContextId, EpochRecord, Identity, MediaId, Policy, PrivateMeta, RoomRecord, SignedMeta,
     TrackId, UserId,
@@ -88,6 +88,8 @@ pub struct World {
     room: Room,
     /// When each member's published frames reached the SFU, by (member, mid).
     pub arrivals_at_sfu: HashMap<(usize, MediaId), Vec<Instant>>,
+    /// The room was deleted (its events lost): the bridge answers "no such room".
+    pub room_gone: bool,
 }
 
 fn room_of(record: RoomRecord, users: Vec<UserId>, manager: &Identity) -> Room {
@@ -192,6 +194,7 @@ impl World {
             manager: alice,
             room,
             arrivals_at_sfu: HashMap::new(),
+            room_gone: false,
         }
     }
 
@@ -223,7 +226,12 @@ impl World {
                 );
             }
         }
-        let event = RoomEvent::Resync { resumed: false };
+        self.resync(m, false);
+    }
+
+    /// Member `m`'s signaling comes back after a drop, as the old connection (`resumed`) or not.
+    pub fn resync(&mut self, m: usize, resumed: bool) {
+        let event = RoomEvent::Resync { resumed };
         self.schedule(self.now + WIRE_DELAY, Arrival::Room { member: m, event });
     }
 
@@ -439,6 +447,9 @@ impl World {
                 }
                 Ok(Reply::Done)
             }
+            Operation::GetRoom(_) | Operation::ListStreams(_) if self.room_gone => Err(
+                ClientError::Bridge(WireError::new(ErrorCode::NotFound, "no such room")),
+            ),
             Operation::GetRoom(_) => Ok(Reply::Room(Box::new(self.room.clone()))),
             Operation::ListStreams(_) => {
                 delay += self.members[m].listing_delay;
