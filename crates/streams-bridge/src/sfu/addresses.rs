@@ -2,8 +2,9 @@
 //! ICE host candidate per address here, and str0m accepts a datagram only when its destination is
 //! one of them; but the address a datagram really arrives at is the bound one, or for a `0.0.0.0`
 //! bind one of the machine's, or behind a 1:1 (destination) NAT a private one. So each datagram's
-//! local address (IP_PKTINFO) is mapped to the announced address it was sent to, and a reply from
-//! an announced address leaves from the local address that address was last reached at.
+//! local address (IP_PKTINFO) is mapped to the announced address it was sent to; on a wildcard
+//! bind each session's replies leave from the local address its datagrams last arrived at (the
+//! core keeps it per session).
 //!
 //! What is announced is one explicit setting, shown at start (`--media-public-ip`): the public
 //! addresses when given, else the bound address, else (a wildcard bind) every address of the
@@ -55,8 +56,6 @@ pub struct MediaAddresses {
     announced: Vec<SocketAddr>,
     /// The socket is bound to an unspecified address: replies name their source IP.
     wildcard: bool,
-    /// For each announced address (by index), the local IP it was last reached at.
-    reached_at: Vec<Option<IpAddr>>,
 }
 
 fn announceable(ip: IpAddr) -> bool {
@@ -118,11 +117,9 @@ impl MediaAddresses {
         if announced.is_empty() {
             return Err(AddressError::NothingToAnnounce(bound));
         }
-        let reached_at = vec![None; announced.len()];
         Ok(MediaAddresses {
             announced,
             wildcard,
-            reached_at,
         })
     }
 
@@ -131,38 +128,22 @@ impl MediaAddresses {
         &self.announced
     }
 
-    /// The announced address a datagram that arrived at the local IP `local` was sent to: the
-    /// one with that IP, else the first of its family, else the first (`None`: the platform did
-    /// not say). Remembers where that address was reached, for [`MediaAddresses::source_for`].
-    pub fn announced_for(&mut self, local: Option<IpAddr>) -> SocketAddr {
-        let Some(local) = local else {
-            return self.announced[0];
-        };
-        let index = self
-            .announced
-            .iter()
-            .position(|a| a.ip() == local)
-            .or_else(|| {
-                self.announced
-                    .iter()
-                    .position(|a| a.is_ipv4() == local.is_ipv4())
-            })
-            .unwrap_or(0);
-        if self.reached_at[index] != Some(local) {
-            self.reached_at[index] = Some(local);
-        }
-        self.announced[index]
+    /// The announced address a datagram from `source` that arrived at the local IP `local` was
+    /// sent to: the one with that IP, else the first of its family (of `source`'s family when the
+    /// platform did not say), else the first.
+    pub fn announced_for(&self, local: Option<IpAddr>, source: SocketAddr) -> SocketAddr {
+        let ipv4 = local.map_or(source.is_ipv4(), |ip| ip.is_ipv4());
+        local
+            .and_then(|ip| self.announced.iter().find(|a| a.ip() == ip))
+            .or_else(|| self.announced.iter().find(|a| a.is_ipv4() == ipv4))
+            .copied()
+            .unwrap_or(self.announced[0])
     }
 
-    /// The local IP to send from when a session sends from the announced address `from`: on a
-    /// wildcard bind, where `from` was last reached (a reply leaves by the address its request
-    /// came to); otherwise the kernel's choice (the bound address).
-    pub fn source_for(&self, from: SocketAddr) -> Option<IpAddr> {
-        if !self.wildcard {
-            return None;
-        }
-        let index = self.announced.iter().position(|a| *a == from)?;
-        self.reached_at[index]
+    /// Whether the socket is bound to an unspecified address, so that a reply must say which
+    /// local address it leaves from (the one its session's datagrams arrive at).
+    pub fn is_wildcard(&self) -> bool {
+        self.wildcard
     }
 
     /// The announced addresses as a log line shows them.
@@ -186,31 +167,32 @@ mod tests {
         text.parse().unwrap()
     }
 
+    const V4_PEER: &str = "198.51.100.1:5000";
+    const V6_PEER: &str = "[2001:db8::99]:5000";
+
     #[test]
     fn a_bound_address_is_announced_as_it_is_unless_public_ones_are_given() {
-        let mut bound = MediaAddresses::new(addr("10.0.0.2:7801"), &[], &[]).unwrap();
+        let peer = addr(V4_PEER);
+        let bound = MediaAddresses::new(addr("10.0.0.2:7801"), &[], &[]).unwrap();
         assert_eq!(bound.announced(), [addr("10.0.0.2:7801")]);
         assert_eq!(
-            bound.announced_for(Some(ip("10.0.0.2"))),
+            bound.announced_for(Some(ip("10.0.0.2")), peer),
             addr("10.0.0.2:7801")
         );
-        assert_eq!(bound.source_for(addr("10.0.0.2:7801")), None);
+        assert!(!bound.is_wildcard());
 
-        // Behind a 1:1 NAT: datagrams arrive at the private address and map to the public one;
-        // replies leave from the bound address (the NAT rewrites them back).
-        let mut natted =
-            MediaAddresses::new(addr("10.0.0.2:7801"), &[ip("203.0.113.7")], &[]).unwrap();
+        // Behind a 1:1 NAT: datagrams arrive at the private address and map to the public one.
+        let natted = MediaAddresses::new(addr("10.0.0.2:7801"), &[ip("203.0.113.7")], &[]).unwrap();
         assert_eq!(natted.announced(), [addr("203.0.113.7:7801")]);
         assert_eq!(
-            natted.announced_for(Some(ip("10.0.0.2"))),
+            natted.announced_for(Some(ip("10.0.0.2")), peer),
             addr("203.0.113.7:7801")
         );
-        assert_eq!(natted.announced_for(None), addr("203.0.113.7:7801"));
-        assert_eq!(natted.source_for(addr("203.0.113.7:7801")), None);
+        assert_eq!(natted.announced_for(None, peer), addr("203.0.113.7:7801"));
     }
 
     #[test]
-    fn a_wildcard_bind_announces_the_interfaces_and_answers_from_where_it_was_reached() {
+    fn a_wildcard_bind_announces_the_interfaces_and_maps_each_arrival_to_one() {
         let interfaces = [
             ip("127.0.0.1"),
             ip("10.0.0.2"),
@@ -224,7 +206,8 @@ mod tests {
             v4.announced(),
             [addr("10.0.0.2:7801"), addr("192.168.1.9:7801")]
         );
-        let mut dual = MediaAddresses::new(addr("[::]:7801"), &[], &interfaces).unwrap();
+        assert!(v4.is_wildcard());
+        let dual = MediaAddresses::new(addr("[::]:7801"), &[], &interfaces).unwrap();
         assert_eq!(
             dual.announced(),
             [
@@ -234,33 +217,23 @@ mod tests {
             ]
         );
         assert!(dual.announced().iter().all(|a| !a.ip().is_unspecified()));
+        let (p4, p6) = (addr(V4_PEER), addr(V6_PEER));
         assert_eq!(
-            dual.source_for(addr("192.168.1.9:7801")),
-            None,
-            "not reached yet"
-        );
-        assert_eq!(
-            dual.announced_for(Some(ip("192.168.1.9"))),
+            dual.announced_for(Some(ip("192.168.1.9")), p4),
             addr("192.168.1.9:7801")
         );
+        // Reached at an address not announced (loopback): the first of its family.
         assert_eq!(
-            dual.source_for(addr("192.168.1.9:7801")),
-            Some(ip("192.168.1.9"))
-        );
-        // Reached at an address not announced (loopback): the first of its family answers, from
-        // where it was reached.
-        assert_eq!(
-            dual.announced_for(Some(ip("127.0.0.1"))),
+            dual.announced_for(Some(ip("127.0.0.1")), p4),
             addr("10.0.0.2:7801")
         );
         assert_eq!(
-            dual.source_for(addr("10.0.0.2:7801")),
-            Some(ip("127.0.0.1"))
-        );
-        assert_eq!(
-            dual.announced_for(Some(ip("::1"))),
+            dual.announced_for(Some(ip("::1")), p6),
             addr("[2001:db8::2]:7801")
         );
+        // The platform did not say: the source's family decides.
+        assert_eq!(dual.announced_for(None, p6), addr("[2001:db8::2]:7801"));
+        assert_eq!(dual.announced_for(None, p4), addr("10.0.0.2:7801"));
 
         // A machine with nothing but loopback announces loopback.
         let lonely = MediaAddresses::new(addr("0.0.0.0:7801"), &[], &[ip("127.0.0.1")]).unwrap();

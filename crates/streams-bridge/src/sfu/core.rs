@@ -357,6 +357,7 @@ impl SfuCore {
             subscribed: HashMap::new(),
             sending: HashMap::new(),
             dirty: false,
+            local_ip: None,
         });
         self.by_stream.insert(id, key);
         self.by_ufrag.insert(ufrag, key);

@@ -54,7 +54,7 @@ impl SfuCore {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.addresses.announced_for(local),
+                destination: self.addresses.announced_for(local, source),
                 contents,
             },
         );
@@ -87,6 +87,9 @@ impl SfuCore {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
+        if local.is_some() {
+            session.local_ip = local;
+        }
         if let Err(e) = session.rtc.handle_input(input) {
             tracing::debug!(session = %session.id, "bad input: {e}");
         }
@@ -158,7 +161,7 @@ impl SfuCore {
             match session.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
-                    source: self.addresses.source_for(t.source),
+                    source: session.local_ip.filter(|_| self.addresses.is_wildcard()),
                     destination: t.destination,
                     contents: t.contents.into(),
                 }),

@@ -1,6 +1,7 @@
 //! One media session on the SFU: a member's str0m connection in a room, the tracks it publishes,
 //! which of its sending m-lines carries which remote track, and how each numbers what it sends.
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use str0m::Rtc;
 use str0m::media::Mid;
@@ -38,6 +39,9 @@ pub struct Session {
     pub sending: HashMap<Mid, Outgoing>,
     /// Written to since its last timeout (queued in the core's dirty list).
     pub dirty: bool,
+    /// The local IP its datagrams last arrived at (where the socket says): its replies leave
+    /// from it on a wildcard bind.
+    pub local_ip: Option<IpAddr>,
 }
 
 impl Session {
