@@ -81,6 +81,29 @@ fn tone_pair(
     }
 }
 
+/// Plays the output device as `play_until` does, noting when each 10 ms period that had sound was
+/// pulled, until `until` holds or `limit` passes.
+fn play_voiced(
+    mixer: &mut Mixer,
+    voiced_at: &mut Vec<Instant>,
+    limit: Duration,
+    until: impl Fn(&[Instant]) -> bool,
+) {
+    let start = Instant::now();
+    let mut period = 0u32;
+    while !until(voiced_at) && start.elapsed() < limit {
+        period += 1;
+        std::thread::sleep(
+            (start + Duration::from_millis(10) * period).saturating_duration_since(Instant::now()),
+        );
+        let mut out = [0.0f32; 480];
+        mixer.fill(&mut out);
+        if out.iter().any(|s| *s != 0.0) {
+            voiced_at.push(Instant::now());
+        }
+    }
+}
+
 /// Plays the output device: pulls 10 ms from `mixer` every 10 ms, collecting `media`'s events, until
 /// `done(voiced, events)` holds or 30 s pass (a busy machine delays the tone, the test waits for it).
 /// Returns the voiced (non-zero) samples.

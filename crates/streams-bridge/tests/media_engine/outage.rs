@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streams_client::audio::source::AudioSource;
 use streams_client::media::events::{MediaEvent, RejoinReason};
 use streams_proto::Identity;
 use streams_testkit::Direction;
@@ -54,23 +53,9 @@ fn after_a_30_s_outage_the_publisher_rejoins_by_itself_and_is_heard_within_2_s()
         mut mixer,
     } = super::tone_pair(&url, (&b, &bob), (&a, &alice), &room.id);
     let mut voiced: Vec<Instant> = Vec::new();
-    let mut play = |limit: Duration, until: &dyn Fn(&[Instant]) -> bool| {
-        let start = Instant::now();
-        let mut period = 0u32;
-        while !until(&voiced) && start.elapsed() < limit {
-            period += 1;
-            std::thread::sleep(
-                (start + Duration::from_millis(10) * period)
-                    .saturating_duration_since(Instant::now()),
-            );
-            let mut out = [0.0f32; 480];
-            mixer.fill(&mut out);
-            if out.iter().any(|s| *s != 0.0) {
-                voiced.push(Instant::now());
-            }
-        }
-    };
-    play(Duration::from_secs(30), &|v| v.len() >= 100);
+    super::play_voiced(&mut mixer, &mut voiced, Duration::from_secs(30), |v| {
+        v.len() >= 100
+    });
     assert!(
         relay.counts(Direction::ToServer).media > 0,
         "Alice's media takes the relay"
@@ -80,12 +65,12 @@ fn after_a_30_s_outage_the_publisher_rejoins_by_itself_and_is_heard_within_2_s()
     relay.impair(Direction::ToClient, cut());
     proxy.set_refusing(true);
     proxy.reset();
-    play(Duration::from_secs(30), &|_| false);
+    super::play_voiced(&mut mixer, &mut voiced, Duration::from_secs(30), |_| false);
     relay.impair(Direction::ToServer, Impairment::default());
     relay.impair(Direction::ToClient, Impairment::default());
     proxy.set_refusing(false);
     let back = Instant::now();
-    play(Duration::from_secs(20), &|v| {
+    super::play_voiced(&mut mixer, &mut voiced, Duration::from_secs(20), |v| {
         v.iter().filter(|at| **at > back).count() >= 50
     });
     let again = voiced

@@ -6,8 +6,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use streams_bridge::{Bridge, BridgeConfig, BridgeHandle, SqliteStore, Store};
-use streams_client::audio::mixer::Mixer;
-use streams_client::audio::source::AudioSource;
 use streams_client::media::driver::RoomMedia;
 use streams_client::media::events::{MediaEvent, RejoinReason};
 use streams_proto::{ContextId, Identity};
@@ -17,28 +15,6 @@ use super::common::*;
 /// A bridge on `config`'s ports and store.
 fn start(config: &BridgeConfig) -> BridgeHandle {
     Bridge::spawn(config.clone()).unwrap()
-}
-
-/// When each 10 ms output period that had sound was pulled, until `until` holds or `limit` passes.
-fn play(
-    mixer: &mut Mixer,
-    voiced_at: &mut Vec<Instant>,
-    limit: Duration,
-    until: impl Fn(&[Instant]) -> bool,
-) {
-    let start = Instant::now();
-    let mut period = 0u32;
-    while !until(voiced_at) && start.elapsed() < limit {
-        period += 1;
-        std::thread::sleep(
-            (start + Duration::from_millis(10) * period).saturating_duration_since(Instant::now()),
-        );
-        let mut out = [0.0f32; 480];
-        mixer.fill(&mut out);
-        if out.iter().any(|s| *s != 0.0) {
-            voiced_at.push(Instant::now());
-        }
-    }
 }
 
 fn registered(db: &Path, users: &[&Identity]) {
@@ -76,7 +52,7 @@ fn after_a_bridge_restart_both_members_rejoin_and_the_tone_is_heard_again_within
         mut mixer,
     } = super::tone_pair(&url, (&b, &bob), (&a, &alice), &room.id);
     let mut voiced = Vec::new();
-    play(&mut mixer, &mut voiced, Duration::from_secs(30), |v| {
+    super::play_voiced(&mut mixer, &mut voiced, Duration::from_secs(30), |v| {
         v.len() >= 100
     });
     assert!(voiced.len() >= 100, "Bob hears Alice before the restart");
@@ -84,10 +60,10 @@ fn after_a_bridge_restart_both_members_rejoin_and_the_tone_is_heard_again_within
     drop(bridge);
     let stopped = Instant::now();
     // The listener's output keeps being pulled while the bridge is down.
-    play(&mut mixer, &mut voiced, Duration::from_secs(3), |_| false);
+    super::play_voiced(&mut mixer, &mut voiced, Duration::from_secs(3), |_| false);
     let bridge = start(&config);
     let back = Instant::now();
-    play(&mut mixer, &mut voiced, Duration::from_secs(20), |v| {
+    super::play_voiced(&mut mixer, &mut voiced, Duration::from_secs(20), |v| {
         v.iter().filter(|at| **at > back).count() >= 50
     });
     let again = voiced
