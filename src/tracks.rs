@@ -254,8 +254,10 @@ pub(crate) fn drain_media_events(
                 MediaEvent::Reconnecting { .. } => {
                     set_media_state(&mut commands, room, MediaState::Reconnecting);
                 }
-                // `Connected` comes with it.
-                MediaEvent::Rejoined { .. } | MediaEvent::NegotiationFailed(_) => {}
+                // `Connected` comes with a rejoin; a moved path keeps the session and its state.
+                MediaEvent::Rejoined { .. }
+                | MediaEvent::NegotiationFailed(_)
+                | MediaEvent::PathChanged { .. } => {}
             }
             commands.trigger(StreamsMediaEvent {
                 room,

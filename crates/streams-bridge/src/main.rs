@@ -22,6 +22,11 @@ struct Cli {
     /// `0.0.0.0:PORT` (or `[::]:PORT`, IPv4 and IPv6) listens on every interface.
     #[arg(long, default_value = "127.0.0.1:7801", global = true)]
     media_listen: SocketAddr,
+    /// Also carry media over TCP (ICE-TCP), for players whose network blocks UDP: media worker `i`
+    /// listens on this port + `i`, announced beside UDP and ranked below it, so clients use it
+    /// only when UDP does not get through (e.g. `0.0.0.0:7881`, or 443 where only HTTPS passes).
+    #[arg(long, value_name = "ADDR", global = true)]
+    media_tcp_listen: Option<SocketAddr>,
     /// An address clients reach the media port at, announced to them instead of the bound one:
     /// the public IP of a bridge behind a 1:1 NAT (a cloud VM). Repeat it for IPv4 and IPv6.
     /// Without it the bound address is announced, or for 0.0.0.0 / [::] every interface's.
@@ -202,6 +207,7 @@ fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
         let config = BridgeConfig {
             listen: cli.listen,
             media_listen: cli.media_listen,
+            media_tcp_listen: cli.media_tcp_listen,
             media_public_ips: cli.media_public_ips.clone(),
             media_workers: cli.media_workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

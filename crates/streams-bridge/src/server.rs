@@ -21,6 +21,9 @@ pub struct BridgeConfig {
     /// UDP address for media (port 0 picks a free one). With several media workers, worker `i`
     /// listens on this port + `i` (or each on a free port).
     pub media_listen: SocketAddr,
+    /// TCP address for media over TCP (ICE-TCP, for clients whose UDP is blocked; port 0 picks a
+    /// free one); worker `i` listens on this port + `i`. `None`: media over UDP only.
+    pub media_tcp_listen: Option<SocketAddr>,
     /// The addresses media sessions announce (the public address of a bridge behind a 1:1 NAT,
     /// IPv4 and/or IPv6), at each worker's port; empty: the bound address, or for an unspecified
     /// one the machine's interface addresses (see [`crate::sfu::addresses`]).
@@ -45,6 +48,7 @@ impl BridgeConfig {
         BridgeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            media_tcp_listen: None,
             media_public_ips: Vec::new(),
             media_workers: 1,
             db: PathBuf::from(":memory:"),
@@ -102,6 +106,7 @@ impl Bridge {
                 })?;
         let (sfu, lost) = SfuHandle::start(
             config.media_listen,
+            config.media_tcp_listen,
             &config.media_public_ips,
             config.media_workers,
         )?;
@@ -276,6 +281,16 @@ impl BridgeHandle {
     /// What each media worker's sessions announce, in worker order.
     pub fn media_announced(&self) -> Vec<Vec<SocketAddr>> {
         self.state.sfu.announced()
+    }
+
+    /// Every media worker's ICE-TCP address, in order (empty: media over UDP only).
+    pub fn media_tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.state.sfu.tcp_addrs()
+    }
+
+    /// What each media worker's sessions announce for ICE-TCP, in worker order.
+    pub fn media_tcp_announced(&self) -> Vec<Vec<SocketAddr>> {
+        self.state.sfu.tcp_announced()
     }
 
     /// How many media sessions the SFU holds.

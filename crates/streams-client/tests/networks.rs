@@ -1,8 +1,13 @@
 //! Calls across networks built of namespaces, veth pairs and nftables (see `networks/netns.rs`):
-//! the encoder following a narrowed link, a bridge behind a 1:1 NAT. One test binary, so Bevy-free
-//! network tests link once; they run one at a time (each sends real-time media).
+//! the encoder following a narrowed link, a bridge behind a 1:1 NAT, players whose UDP is
+//! blocked, a player whose address changes mid-call. One test binary, so Bevy-free network tests
+//! link once; they run one at a time (each sends real-time media).
 #[path = "networks/bandwidth.rs"]
 mod bandwidth;
+#[path = "networks/blocked_udp.rs"]
+mod blocked_udp;
+#[path = "networks/moving.rs"]
+mod moving;
 #[path = "networks/nat.rs"]
 mod nat;
 #[path = "networks/netns.rs"]

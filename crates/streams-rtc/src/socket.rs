@@ -1,7 +1,8 @@
 //! [`MediaSocket`]: the UDP socket of a media connection, waited on with precise deadlines. The
 //! client's media drivers and the bridge's SFU share it: a receive buffer big enough for video
 //! bursts, non-blocking reads and sends of many datagrams per system call ([`batch`]), and a
-//! [`SocketWaker`] that makes a wait return from another thread.
+//! [`SocketWaker`] that makes a wait return from another thread. [`TcpMedia`] waits on the same
+//! poller, for media over TCP.
 //!
 //! Waiting uses the `polling` crate (epoll with a timerfd on Linux, kqueue, IOCP), not the
 //! socket's read timeout: Linux rounds `SO_RCVTIMEO` up to the scheduler's tick, so a 1 ms wait
@@ -15,8 +16,39 @@ use std::time::Instant;
 use polling::{Event, Events, Poller};
 
 pub mod batch;
+pub mod framing;
+pub mod tcp;
 
 pub use self::batch::{Outbox, ReceiveBatch, Received, Sent};
+pub use self::tcp::{TcpFrame, TcpMedia, TcpStats};
+
+/// What a media datagram travels on: UDP, or a TCP stream ([`TcpMedia`], ICE-TCP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A UDP datagram.
+    Udp,
+    /// A frame on a TCP stream.
+    Tcp,
+}
+
+impl Transport {
+    /// The transport of str0m's protocol (`None`: one media never uses, TLS or SSL-TCP).
+    pub fn of(protocol: str0m::net::Protocol) -> Option<Self> {
+        match protocol {
+            str0m::net::Protocol::Udp => Some(Transport::Udp),
+            str0m::net::Protocol::Tcp => Some(Transport::Tcp),
+            _ => None,
+        }
+    }
+
+    /// As str0m names it.
+    pub fn protocol(self) -> str0m::net::Protocol {
+        match self {
+            Transport::Udp => str0m::net::Protocol::Udp,
+            Transport::Tcp => str0m::net::Protocol::Tcp,
+        }
+    }
+}
 
 /// Receive buffer asked of the kernel for a media socket (Linux caps it at `net.core.rmem_max`).
 pub const RECEIVE_BUFFER: usize = 4 << 20;
@@ -83,17 +115,28 @@ impl MediaSocket {
     /// Waits until a datagram can be read, a [`SocketWaker`] wakes the socket or `deadline`
     /// passes, whichever is first (at once if `deadline` has passed).
     pub fn wait(&mut self, deadline: Instant) -> io::Result<()> {
+        self.events.clear();
         if deadline <= Instant::now() {
             return Ok(());
         }
-        self.events.clear();
         self.poller.wait_deadline(&mut self.events, deadline)?;
-        if !self.events.is_empty() {
+        if self.events.iter().any(|e| e.key == SOCKET_KEY) {
             // Interest is one-shot (the portable mode): ask for the next readiness again.
             self.poller
                 .modify(&self.socket, Event::readable(SOCKET_KEY))?;
         }
         Ok(())
+    }
+}
+
+impl MediaSocket {
+    /// The other sources on this socket's poller (a [`TcpMedia`]'s streams) that the last
+    /// [`MediaSocket::wait`] found ready, by key.
+    pub fn ready(&self) -> impl Iterator<Item = usize> + '_ {
+        self.events
+            .iter()
+            .map(|e| e.key)
+            .filter(|key| *key != SOCKET_KEY)
     }
 }
 

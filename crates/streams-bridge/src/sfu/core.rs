@@ -13,11 +13,13 @@ use slotmap::SlotMap;
 use str0m::Candidate;
 use str0m::change::SdpOffer;
 use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::net::TcpType;
 use str0m::rtp::RtpPacket;
 use streams_proto::wire::{
     ErrorCode, StreamInfo, TrackAnnounce, TrackKind, TrackSubscription, WireError,
 };
 use streams_proto::{MediaId, RoomId, StreamId, TrackId, UserId};
+use streams_rtc::socket::Transport;
 
 use super::MAX_SUBSCRIPTIONS;
 use super::addresses::MediaAddresses;
@@ -41,7 +43,9 @@ pub struct Negotiated {
 /// A datagram to send.
 #[derive(Debug)]
 pub struct Transmit {
-    /// The local IP to send it from (`None`: the kernel's choice).
+    /// UDP, or the TCP stream from `destination` (ICE-TCP).
+    pub transport: Transport,
+    /// The local IP to send it from (`None`: the kernel's choice; UDP only).
     pub source: Option<IpAddr>,
     /// Where to.
     pub destination: SocketAddr,
@@ -76,10 +80,13 @@ pub struct RecordedFrame {
 pub struct SfuCore {
     /// What the sessions announce, and which announced address each datagram was sent to.
     pub(super) addresses: MediaAddresses,
+    /// What the sessions announce for ICE-TCP (`None`: no TCP candidates).
+    pub(super) tcp_addresses: Option<MediaAddresses>,
     pub(super) sessions: SlotMap<SessionKey, Session>,
     pub(super) by_stream: HashMap<StreamId, SessionKey>,
-    /// Which session each remote address belongs to: a datagram finds its session in one lookup.
-    pub(super) by_source: HashMap<SocketAddr, SessionKey>,
+    /// Which session each remote address (by transport) belongs to: a datagram finds its session
+    /// in one lookup.
+    pub(super) by_source: HashMap<(Transport, SocketAddr), SessionKey>,
     /// Which session each local ICE ufrag belongs to: a STUN check from a new address finds its
     /// session in one lookup.
     pub(super) by_ufrag: HashMap<String, SessionKey>,
@@ -131,6 +138,7 @@ impl SfuCore {
     pub fn new(now: Instant, addresses: MediaAddresses) -> Self {
         SfuCore {
             addresses,
+            tcp_addresses: None,
             sessions: SlotMap::with_key(),
             by_stream: HashMap::new(),
             by_source: HashMap::new(),
@@ -154,6 +162,15 @@ impl SfuCore {
             scratch_due: Vec::new(),
             last_now: now,
         }
+    }
+
+    /// Sessions also announce `addresses` as passive ICE-TCP candidates (RFC 6544); their
+    /// datagrams come in by [`SfuCore::handle_tcp_frame`] and leave as [`Transport::Tcp`].
+    /// str0m ranks them below UDP (type preference 90 against 126), so a client uses TCP only
+    /// when UDP does not get through.
+    pub fn serving_tcp(mut self, addresses: MediaAddresses) -> Self {
+        self.tcp_addresses = Some(addresses);
+        self
     }
 
     /// Numbers the streams of this core `first`, `first + step`, … (1, 2, … by default), so that
@@ -341,6 +358,15 @@ impl SfuCore {
             .build(now);
         for addr in self.addresses.announced() {
             let candidate = Candidate::host(*addr, "udp").map_err(|e| internal(&e))?;
+            rtc.add_local_candidate(candidate);
+        }
+        for addr in self.tcp_addresses.iter().flat_map(|a| a.announced()) {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| internal(&e))?;
             rtc.add_local_candidate(candidate);
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;

@@ -1,9 +1,9 @@
-//! A forwarding worker's thread: owns its UDP socket and its rooms' recordings, and runs its
-//! [`SfuCore`]. Each turn it
+//! A forwarding worker's thread: owns its UDP socket, its TCP listener and streams (ICE-TCP, if
+//! served) and its rooms' recordings, and runs its [`SfuCore`]. Each turn it
 //! takes the commands queued (it is woken for them), runs the core's timers, sends what the core
 //! has to send (a run of packets to one subscriber in one system call), writes recorded frames,
-//! then waits on the socket until the core's next deadline and reads what has arrived, many
-//! datagrams per system call.
+//! then waits on the socket (and the TCP streams, on the same poller) until the core's next
+//! deadline and reads what has arrived, many UDP datagrams per system call.
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use streams_proto::RoomId;
 use streams_proto::recording::FrameRecord;
 use streams_proto::wire::{ErrorCode, WireError};
-use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch};
+use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch, TcpMedia, Transport};
 
 use super::core::{RecordedFrame, SfuCore};
 use super::worker::{Command, LostSender, WorkerStats};
@@ -31,6 +31,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 pub(super) fn run(
     mut core: SfuCore,
     mut socket: MediaSocket,
+    mut tcp: Option<TcpMedia>,
     commands: Receiver<Command>,
     stats: &WorkerStats,
     lost: &LostSender,
@@ -50,14 +51,25 @@ pub(super) fn run(
         }
         let now = Instant::now();
         core.handle_timeout(now);
+        if let Some(tcp) = &mut tcp {
+            tcp.handle_timeout(now);
+        }
         // A full send buffer loses the datagrams, as the network would.
         while let Some(transmit) = core.poll_transmit() {
-            outbox.push(
-                &socket,
-                transmit.source,
-                transmit.destination,
-                &transmit.contents,
-            );
+            match (transmit.transport, &mut tcp) {
+                (Transport::Udp, _) => {
+                    outbox.push(
+                        &socket,
+                        transmit.source,
+                        transmit.destination,
+                        &transmit.contents,
+                    );
+                }
+                (Transport::Tcp, Some(tcp)) => {
+                    tcp.send(now, transmit.destination, &transmit.contents);
+                }
+                (Transport::Tcp, None) => {}
+            }
         }
         outbox.flush(&socket);
         while let Some(stream) = core.poll_lost() {
@@ -81,6 +93,12 @@ pub(super) fn run(
             tracing::warn!("SFU socket wait: {e}");
             // Not a busy loop if the poller keeps failing.
             std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(tcp) = &mut tcp {
+            let now = Instant::now();
+            tcp.handle_ready(now, socket.ready(), |frame| {
+                core.handle_tcp_frame(now, frame.source, frame.destination, frame.contents);
+            });
         }
         for _ in 0..READS_PER_TURN {
             match socket.try_recv_batch(&mut batch) {

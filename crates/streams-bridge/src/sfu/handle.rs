@@ -61,19 +61,18 @@ impl Placement {
 
 /// The address of worker `index` when the workers bind at `bind`: port 0 lets each pick a free
 /// port; otherwise worker `index` listens on `bind`'s port + `index`.
-fn worker_bind(bind: SocketAddr, index: usize) -> Result<SocketAddr, SfuStartError> {
+fn worker_bind(bind: SocketAddr, index: usize) -> std::io::Result<SocketAddr> {
     if bind.port() == 0 {
         return Ok(bind);
     }
     let port = u16::try_from(index)
         .ok()
         .and_then(|i| bind.port().checked_add(i))
-        .ok_or_else(|| SfuStartError::Bind {
-            addr: bind,
-            source: std::io::Error::new(
+        .ok_or_else(|| {
+            std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("media workers' ports would pass 65535 ({index} more)"),
-            ),
+            )
         })?;
     Ok(SocketAddr::new(bind.ip(), port))
 }
@@ -92,25 +91,36 @@ fn interface_addresses() -> Vec<IpAddr> {
 
 impl SfuHandle {
     /// Starts `workers` forwarding workers (at least one), each on its own UDP socket: worker `i`
-    /// at `bind`'s port + `i` (or a free port each when `bind`'s port is 0), announcing `public`
-    /// (see [`super::addresses`]). Also returns where the streams whose sessions end on their
-    /// own arrive.
+    /// at `bind`'s port + `i` (or a free port each when `bind`'s port is 0), and likewise a TCP
+    /// listener for ICE-TCP at `tcp_bind` if given, announcing `public` (see
+    /// [`super::addresses`]). Also returns where the streams whose sessions end on their own
+    /// arrive.
     pub fn start(
         bind: SocketAddr,
+        tcp_bind: Option<SocketAddr>,
         public: &[IpAddr],
         workers: usize,
     ) -> Result<(Self, LostStreams), SfuStartError> {
         let (lost, lost_streams) = tokio::sync::mpsc::unbounded_channel();
         let count = workers.max(1);
-        let interfaces = if bind.ip().is_unspecified() && public.is_empty() {
+        let wildcard =
+            bind.ip().is_unspecified() || tcp_bind.is_some_and(|t| t.ip().is_unspecified());
+        let interfaces = if wildcard && public.is_empty() {
             interface_addresses()
         } else {
             Vec::new()
         };
         let workers: Arc<[Worker]> = (0..count)
             .map(|index| {
-                let addr = worker_bind(bind, index)?;
-                Worker::start(addr, public, &interfaces, (index, count), lost.clone())
+                let addr = worker_bind(bind, index)
+                    .map_err(|source| SfuStartError::Bind { addr: bind, source })?;
+                let tcp = tcp_bind
+                    .map(|t| {
+                        worker_bind(t, index)
+                            .map_err(|source| SfuStartError::BindTcp { addr: t, source })
+                    })
+                    .transpose()?;
+                Worker::start(addr, tcp, public, &interfaces, (index, count), lost.clone())
             })
             .collect::<Result<Vec<_>, _>>()?
             .into();
@@ -193,6 +203,19 @@ impl SfuHandle {
         self.workers
             .iter()
             .map(|w| w.announced().to_vec())
+            .collect()
+    }
+
+    /// The TCP address of every worker's ICE-TCP listener, in order (empty: TCP not served).
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().filter_map(Worker::tcp_addr).collect()
+    }
+
+    /// What the sessions of every worker announce for ICE-TCP, in worker order.
+    pub fn tcp_announced(&self) -> Vec<Vec<SocketAddr>> {
+        self.workers
+            .iter()
+            .map(|w| w.tcp_announced().to_vec())
             .collect()
     }
 
@@ -322,7 +345,7 @@ mod tests {
 
     #[test]
     fn rooms_spread_over_the_workers_and_stay_where_they_were_placed() {
-        let (sfu, _lost) = SfuHandle::start("127.0.0.1:0".parse().unwrap(), &[], 2).unwrap();
+        let (sfu, _lost) = SfuHandle::start("127.0.0.1:0".parse().unwrap(), None, &[], 2).unwrap();
         let rooms: Vec<RoomId> = (0..4).map(|_| RoomId::random()).collect();
         let placed: Vec<usize> = rooms
             .iter()

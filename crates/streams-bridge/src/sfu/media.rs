@@ -7,11 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::rtp::RtpPacket;
 use str0m::{Event, IceConnectionState, Input, Output};
 use streams_proto::TrackId;
 use streams_proto::wire::TrackKind;
+use streams_rtc::socket::Transport;
 
 use super::KEYFRAME_REQUEST_GAP;
 use super::core::{RecordedFrame, SfuCore, Transmit};
@@ -45,6 +46,37 @@ impl SfuCore {
         local: Option<IpAddr>,
         datagram: &[u8],
     ) {
+        let destination = self.addresses.announced_for(local, source);
+        self.receive(now, Transport::Udp, source, destination, local, datagram);
+    }
+
+    /// A datagram that arrived on a TCP stream (ICE-TCP) from `source` at the local address
+    /// `local`; like [`SfuCore::handle_datagram`]. Dropped if this core announces no TCP address.
+    pub fn handle_tcp_frame(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        local: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let Some(tcp) = &self.tcp_addresses else {
+            return;
+        };
+        let destination = tcp.announced_for(Some(local.ip()), source);
+        self.receive(now, Transport::Tcp, source, destination, None, datagram);
+    }
+
+    /// A datagram from `source` to the announced `destination` (for UDP, at the local IP
+    /// `local`) into the session it belongs to.
+    fn receive(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        destination: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+    ) {
         self.last_now = now;
         let Ok(contents) = datagram.try_into() else {
             return;
@@ -52,13 +84,13 @@ impl SfuCore {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto: transport.protocol(),
                 source,
-                destination: self.addresses.announced_for(local, source),
+                destination,
                 contents,
             },
         );
-        let known = self.by_source.get(&source).copied();
+        let known = self.by_source.get(&(transport, source)).copied();
         let key = if !is_stun(datagram) {
             known
         } else {
@@ -77,7 +109,7 @@ impl SfuCore {
                                 .get(*key)
                                 .is_some_and(|s| s.rtc.accepts(&input))
                         })?;
-                    self.by_source.insert(source, key);
+                    self.by_source.insert((transport, source), key);
                     Some(key)
                 })
         };
@@ -160,11 +192,17 @@ impl SfuCore {
         let due = loop {
             match session.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
-                    source: session.local_ip.filter(|_| self.addresses.is_wildcard()),
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Ok(Output::Transmit(t)) => {
+                    // str0m sends only on the transports its candidates have (UDP, TCP).
+                    if let Some(transport) = Transport::of(t.proto) {
+                        self.transmits.push_back(Transmit {
+                            transport,
+                            source: session.local_ip.filter(|_| self.addresses.is_wildcard()),
+                            destination: t.destination,
+                            contents: t.contents.into(),
+                        });
+                    }
+                }
                 Ok(Output::Event(Event::RtpPacket(packet))) => media.push(packet),
                 Ok(Output::Event(Event::KeyframeRequest(request))) => {
                     keyframes.push((request.mid, request.kind));

@@ -1,5 +1,5 @@
 //! [`Worker`]: one forwarding worker of the SFU as the signaling side sees it — a thread running
-//! its own [`SfuCore`] on its own UDP socket, the bounded queue of [`Command`]s it takes (it is
+//! its own [`SfuCore`] on its own UDP socket (and TCP listener, for ICE-TCP), the bounded queue of [`Command`]s it takes (it is
 //! woken at once for each, no polling), and the figures it publishes ([`WorkerStats`]).
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crossbeam_channel::Sender;
 use streams_proto::wire::{ErrorCode, StreamInfo, TrackAnnounce, TrackSubscription, WireError};
 use streams_proto::{RoomId, StreamId, UserId};
-use streams_rtc::socket::{MediaSocket, SocketWaker};
+use streams_rtc::socket::{MediaSocket, SocketWaker, TcpMedia};
 use tokio::sync::oneshot;
 
 use super::addresses::{AddressError, MediaAddresses};
@@ -20,6 +20,10 @@ use crate::hub::ConnId;
 /// Receive buffer of a worker's socket, which all its sessions share: room for bursts of video
 /// packets (keyframes) while the thread is busy forwarding.
 const RECEIVE_BUFFER: usize = 8 << 20;
+
+/// TCP media streams one worker holds open at a time (players whose UDP is blocked); more are
+/// refused.
+pub const MAX_TCP_STREAMS: usize = 512;
 
 /// Commands one worker's queue holds before callers are told it is busy.
 const QUEUE: usize = 256;
@@ -96,6 +100,8 @@ pub(super) struct Worker {
     waker: Arc<WakeOnDrop>,
     addr: SocketAddr,
     announced: Vec<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
+    tcp_announced: Vec<SocketAddr>,
     stats: Arc<WorkerStats>,
 }
 
@@ -106,6 +112,14 @@ pub enum SfuStartError {
     /// A worker's UDP socket (or its thread) could not be set up.
     #[error("cannot listen on {addr} (UDP): {source}")]
     Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A worker's TCP listener (ICE-TCP) could not be set up.
+    #[error("cannot listen on {addr} (TCP, --media-tcp-listen): {source}")]
+    BindTcp {
         /// The address.
         addr: SocketAddr,
         /// Why.
@@ -130,13 +144,14 @@ pub(super) fn gone() -> WireError {
 }
 
 impl Worker {
-    /// Binds worker `index` (of `count`)'s UDP socket at `bind` and starts its thread
-    /// (`streams-sfu-INDEX`), which sends the streams whose session ended on its own to `lost`.
-    /// Its sessions announce `public` (or what [`MediaAddresses::new`] picks without them, from
-    /// `interfaces`). Its stream ids are `index + 1`, then every `count`th: unique across the
-    /// workers.
+    /// Binds worker `index` (of `count`)'s UDP socket at `bind` (and a TCP listener at
+    /// `tcp_bind`, if given) and starts its thread (`streams-sfu-INDEX`), which sends the streams
+    /// whose session ended on its own to `lost`. Its sessions announce `public` (or what
+    /// [`MediaAddresses::new`] picks without them, from `interfaces`) at each bound port. Its
+    /// stream ids are `index + 1`, then every `count`th: unique across the workers.
     pub fn start(
         bind: SocketAddr,
+        tcp_bind: Option<SocketAddr>,
         public: &[IpAddr],
         interfaces: &[IpAddr],
         (index, count): (usize, usize),
@@ -148,25 +163,48 @@ impl Worker {
         let addr = socket.local_addr().map_err(io)?;
         let addresses = MediaAddresses::new(addr, public, interfaces)?;
         let announced = addresses.announced().to_vec();
+        let mut core = SfuCore::new(std::time::Instant::now(), addresses.clone())
+            .numbering_streams(index as u64 + 1, count as u64);
+        let mut listening = format!("{addr} (UDP)");
+        let mut announcing = addresses.describe();
+        let (mut tcp, mut tcp_addr, mut tcp_announced) = (None, None, Vec::new());
+        if let Some(tcp_bind) = tcp_bind {
+            let io = |source| SfuStartError::BindTcp {
+                addr: tcp_bind,
+                source,
+            };
+            let media = TcpMedia::listen(tcp_bind, &waker, MAX_TCP_STREAMS).map_err(io)?;
+            let bound = media.local_addr().ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::AddrNotAvailable,
+                    "no local address",
+                ))
+            })?;
+            let tcp_addresses = MediaAddresses::new(bound, public, interfaces)?;
+            listening.push_str(&format!(", {bound} (TCP)"));
+            announcing.push_str(&format!("; TCP {}", tcp_addresses.describe()));
+            tcp_announced = tcp_addresses.announced().to_vec();
+            core = core.serving_tcp(tcp_addresses);
+            (tcp, tcp_addr) = (Some(media), Some(bound));
+        }
         let (commands, receiver) = crossbeam_channel::bounded(QUEUE);
         let stats = Arc::new(WorkerStats::default());
         tracing::info!(
             worker = index,
-            "media worker listening on {addr} (UDP), announcing {}",
-            addresses.describe()
+            "media worker listening on {listening}, announcing {announcing}"
         );
-        let core = SfuCore::new(std::time::Instant::now(), addresses)
-            .numbering_streams(index as u64 + 1, count as u64);
         let published = Arc::clone(&stats);
         std::thread::Builder::new()
             .name(format!("streams-sfu-{index}"))
-            .spawn(move || driver::run(core, socket, receiver, &published, &lost))
+            .spawn(move || driver::run(core, socket, tcp, receiver, &published, &lost))
             .map_err(io)?;
         Ok(Worker {
             commands,
             waker: Arc::new(WakeOnDrop(waker)),
             addr,
             announced,
+            tcp_addr,
+            tcp_announced,
             stats,
         })
     }
@@ -179,6 +217,16 @@ impl Worker {
     /// The addresses its sessions announce (where clients send media).
     pub fn announced(&self) -> &[SocketAddr] {
         &self.announced
+    }
+
+    /// The TCP address its listener is bound to, if it serves ICE-TCP.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The ICE-TCP addresses its sessions announce (none without a TCP listener).
+    pub fn tcp_announced(&self) -> &[SocketAddr] {
+        &self.tcp_announced
     }
 
     /// What its thread published last.

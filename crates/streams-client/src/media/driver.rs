@@ -1,9 +1,11 @@
 //! [`RoomMedia`]: the driver of one room's [`RoomMediaCore`], on a thread of its own. It owns the
-//! UDP socket and a non-blocking signaling handle: a request the core makes is started on the
+//! UDP socket (bound at the address that faces the bridge, and bound again when that changes:
+//! see [`crate::media::route`]), the TCP stream to the bridge when ICE falls back to TCP (waited
+//! on with the socket), and a non-blocking signaling handle: a request the core makes is started on the
 //! client's runtime and its reply comes back as an input (waking the driver), so no request is ever
 //! waited for while media flows. Starting, commanding and dropping a [`RoomMedia`] never block the
 //! caller: dropping it asks the engine to stop, and it winds down on its own thread.
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,15 +17,17 @@ use crate::client::ClientHandle;
 use crate::error::ClientError;
 use crate::media::core::{CoreConfig, CoreOutput, RoomMediaCore, SignalId, VideoSlots, Waker};
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
-use crate::media::local_addr::local_ip_towards;
+use crate::media::route::{ROUTE_CHECK, Route};
 use crate::media::rtc::MediaError;
 use crate::video::receiver::VideoSlot;
-use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch, SocketWaker};
+use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch, SocketWaker, TcpMedia, Transport};
 
 /// Datagrams one read system call may fill.
 const READ_SLOTS: usize = 16;
 /// The most reads between two runs of the core's timers (a 720p keyframe is ~100 datagrams).
 const READS_PER_TURN: usize = 8;
+/// TCP streams one engine may have open (one per bridge TCP candidate it tries).
+const TCP_STREAMS: usize = 4;
 
 type SignalReply = (SignalId, Result<Reply, ClientError>);
 
@@ -230,13 +234,11 @@ impl MediaLaunch {
             let waker = waker.clone();
             Arc::new(move || waker.wake())
         };
-        let bound = MediaSocket::bind_with(
-            SocketAddr::new(local_ip_towards(&bridge_url), 0),
-            &waker,
-            streams_rtc::socket::RECEIVE_BUFFER,
-        )
-        .and_then(|socket| Ok((socket.local_addr()?, socket)))
-        .map_err(MediaError::from);
+        let route = Route::towards(&bridge_url);
+        let local_ip = route.source_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let bound = bind_socket(local_ip, &waker)
+            .and_then(|socket| Ok((socket.local_addr()?, socket)))
+            .map_err(MediaError::from);
         let setup = bound.and_then(|(local, socket)| {
             let config = CoreConfig {
                 identity,
@@ -258,7 +260,11 @@ impl MediaLaunch {
         };
         Driver {
             core,
+            tcp: TcpMedia::connecting(&waker, TCP_STREAMS),
+            batch: ReceiveBatch::new(&socket, READ_SLOTS),
             socket,
+            route,
+            next_route_check: Instant::now() + ROUTE_CHECK,
             outbox: Outbox::default(),
             client,
             commands,
@@ -271,10 +277,23 @@ impl MediaLaunch {
     }
 }
 
+/// The media socket at `ip` (an ephemeral port), woken by `waker`.
+fn bind_socket(ip: IpAddr, waker: &SocketWaker) -> std::io::Result<MediaSocket> {
+    MediaSocket::bind_with(
+        SocketAddr::new(ip, 0),
+        waker,
+        streams_rtc::socket::RECEIVE_BUFFER,
+    )
+}
+
 /// What the engine's thread owns.
 struct Driver {
     core: RoomMediaCore,
     socket: MediaSocket,
+    batch: ReceiveBatch,
+    tcp: TcpMedia,
+    route: Route,
+    next_route_check: Instant,
     /// The packets of a video frame to the bridge leave in one send.
     outbox: Outbox,
     client: ClientHandle,
@@ -290,23 +309,56 @@ impl Driver {
     /// wait for a datagram, a wake-up or the core's next deadline, then every datagram already
     /// received (up to [`READS_PER_TURN`] reads) before the timers run again.
     fn run(mut self) {
-        let mut batch = ReceiveBatch::new(&self.socket, READ_SLOTS);
         loop {
             let now = Instant::now();
+            if now >= self.next_route_check {
+                self.next_route_check = now + ROUTE_CHECK;
+                self.follow_route(now);
+            }
             self.take_inputs(now);
             self.core.handle_timeout(now);
+            self.tcp.handle_timeout(now);
             self.flush(now);
             if self.core.is_stopped() {
                 return;
             }
-            if let Err(e) = self.socket.wait(self.core.poll_timeout()) {
+            let deadline = self.core.poll_timeout().min(self.next_route_check);
+            if let Err(e) = self.socket.wait(deadline) {
                 tracing::warn!("media socket wait: {e}");
             }
-            self.read_datagrams(&mut batch);
+            let now = Instant::now();
+            let core = &mut self.core;
+            self.tcp.handle_ready(now, self.socket.ready(), |frame| {
+                core.handle_tcp_frame(now, frame.source, frame.contents);
+            });
+            self.read_datagrams();
         }
     }
 
-    fn read_datagrams(&mut self, batch: &mut ReceiveBatch) {
+    /// If the address facing the bridge changed, binds the socket there and moves the media to
+    /// it (the TCP streams from the old address are closed; new ones open on demand).
+    fn follow_route(&mut self, now: Instant) {
+        let Ok(bound) = self.socket.local_addr() else {
+            return;
+        };
+        let Some(ip) = self.route.source_ip().filter(|ip| *ip != bound.ip()) else {
+            return;
+        };
+        let socket = match bind_socket(ip, &self.waker) {
+            Ok(socket) => socket,
+            Err(e) => return tracing::warn!("cannot bind the media socket at {ip}: {e}"),
+        };
+        let Ok(local) = socket.local_addr() else {
+            return;
+        };
+        self.batch = ReceiveBatch::new(&socket, READ_SLOTS);
+        self.socket = socket;
+        self.tcp.close_all();
+        self.core.handle_local_address(now, local);
+    }
+
+    fn read_datagrams(&mut self) {
+        let batch = &mut self.batch;
         for _ in 0..READS_PER_TURN {
             match self.socket.try_recv_batch(batch) {
                 Ok(0) => return,
@@ -350,10 +402,15 @@ impl Driver {
         while let Some(output) = self.core.poll_output() {
             match output {
                 // A failed send loses its datagrams, as the network would (logged).
-                CoreOutput::Transmit(t) => {
-                    self.outbox
-                        .push(&self.socket, None, t.destination, &t.contents);
-                }
+                CoreOutput::Transmit(t) => match t.transport {
+                    Transport::Udp => {
+                        self.outbox
+                            .push(&self.socket, None, t.destination, &t.contents);
+                    }
+                    Transport::Tcp => {
+                        self.tcp.send(now, t.destination, &t.contents);
+                    }
+                },
                 CoreOutput::Signal { id, op } => {
                     let replies = self.replies.0.clone();
                     let waker = self.waker.clone();

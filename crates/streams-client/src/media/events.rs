@@ -74,8 +74,8 @@ impl std::fmt::Display for StopReason {
                 write!(
                     f,
                     "no media path to the bridge: ICE never connected to {} within {} s \
-                     (UDP blocked on the way, or a bridge behind NAT that announces a private \
-                     address: see streams-bridge --media-public-ip)",
+                     (UDP blocked on the way: see streams-bridge --media-tcp-listen; or a bridge \
+                     behind NAT that announces a private address: see --media-public-ip)",
                     if addrs.is_empty() {
                         "its media port".to_string()
                     } else {
@@ -175,6 +175,15 @@ pub enum MediaEvent {
         reason: RejoinReason,
         /// From the loss to the new session being up.
         after: std::time::Duration,
+    },
+    /// The network changed under the call (the local address facing the bridge is new): media
+    /// moves to the new address in the same session, tracks and keys unchanged, as soon as ICE
+    /// has checked the new path (about a round trip).
+    PathChanged {
+        /// The old local media address.
+        from: std::net::SocketAddr,
+        /// The new one.
+        to: std::net::SocketAddr,
     },
     /// A local track is published.
     LocalTrackPublished {

@@ -6,7 +6,7 @@
 pub mod core;
 pub mod driver;
 pub mod events;
-pub mod local_addr;
+pub mod route;
 pub mod rtc;
 pub mod session;
 pub mod voice;

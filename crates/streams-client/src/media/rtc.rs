@@ -5,6 +5,13 @@
 //! clock inside: a driver owns those (see [`crate::media::session::MediaSession`] and
 //! [`crate::media::driver`]), and tests run it on simulated time.
 //!
+//! Its candidates are its UDP address and, for a room's media engine, an active ICE-TCP one
+//! (RFC 6544: the port is 9, the stream is opened by the driver when ICE first sends to a
+//! bridge's passive TCP candidate), so a network that blocks UDP still connects over TCP. When the
+//! local address changes ([`RtcPeer::move_to`]) the old candidates are dropped and new ones added,
+//! ranked above them: ICE checks the new pairs and both ends switch to them, in the same session
+//! (same DTLS, keys and tracks), without signaling.
+//!
 //! The client always offers; every change (publish, subscribe) is a fresh offer of the whole session.
 //! The codecs and header extensions are the profile both ends share ([`streams_rtc::profile`]);
 //! sending video turns on str0m's bandwidth estimation (TWCC).
@@ -16,11 +23,12 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 pub use str0m::media::MediaKind;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::net::{Protocol, Receive, TcpType};
+use str0m::{Candidate, CandidateKind, Event, IceConnectionState, Input, Output, Rtc};
 use streams_proto::MediaId;
 use streams_rtc::dtls::NoCertificate;
 use streams_rtc::mid::{to_media_id, to_mid};
+use streams_rtc::socket::Transport;
 
 /// Media session failures.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +77,46 @@ pub const START_ESTIMATE_KBPS: u64 = 800;
 /// then does not exist (blocked UDP, a private address announced behind a NAT).
 pub const ICE_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// The local preference (RFC 8445 §5.1.2) of the first host candidates. Each move to a new
+/// address adds one, so the new pairs outrank the old at both ends: the bridge (ICE lite) keeps
+/// the best nominated pair, and a new candidate ranked as str0m ranks a second one (lower) would
+/// not take over there until the old pair timed out (15 s).
+const FIRST_LOCAL_PREFERENCE: u32 = 60_000;
+
+/// How long the candidates of an address moved away from are kept: the new pairs are checked and
+/// nominated within a few round trips.
+const RETIRE_AFTER: Duration = Duration::from_secs(3);
+
+/// A host candidate at `addr` (an active one for TCP) ranked for move `generation`.
+fn host_candidate(
+    addr: SocketAddr,
+    transport: Transport,
+    generation: u32,
+) -> Result<Candidate, MediaError> {
+    // Type preferences as str0m gives them: UDP host 126, TCP host 90.
+    let (type_preference, proto, tcptype, kind) = match transport {
+        Transport::Udp => (126u32, Protocol::Udp, None, 'u'),
+        Transport::Tcp => (90, Protocol::Tcp, Some(TcpType::Active), 't'),
+    };
+    let local_preference = (FIRST_LOCAL_PREFERENCE + generation).min(u32::from(u16::MAX));
+    // Component 1 (RTP): 256 - 1.
+    let priority = type_preference << 24 | local_preference << 8 | 255;
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+        return Err(MediaError::Rtc(format!("cannot use {addr} as a candidate")));
+    }
+    Ok(Candidate::from_parts(
+        format!("{kind}{generation}"),
+        1,
+        proto,
+        priority,
+        addr,
+        CandidateKind::Host,
+        None,
+        tcptype,
+        None,
+    ))
+}
+
 /// A media frame received on one of this session's receiving m-lines.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -83,6 +131,8 @@ pub struct Received {
 /// A datagram to send.
 #[derive(Clone, Debug)]
 pub struct Transmit {
+    /// UDP, or the TCP stream to `destination` (opened if there is none).
+    pub transport: Transport,
     /// Where to.
     pub destination: SocketAddr,
     /// What.
@@ -126,6 +176,16 @@ pub struct Offer {
 pub struct RtcPeer {
     rtc: Rtc,
     local: SocketAddr,
+    /// The active ICE-TCP candidate's address (the local IP, port 9), if it has one.
+    tcp_local: Option<SocketAddr>,
+    /// The local candidates in use.
+    candidates: Vec<Candidate>,
+    /// The candidates of the address moved away from, and when they are dropped: kept while the
+    /// new pairs are checked, so that what still arrives for the old pair (the bridge's media,
+    /// until it switches) is taken.
+    retiring: Option<(Instant, Vec<Candidate>)>,
+    /// Moves to a new address so far (ranks the candidates).
+    generation: u32,
     timeout: Instant,
     connected: bool,
     failed: bool,
@@ -146,10 +206,15 @@ impl RtcPeer {
         let mut rtc = streams_rtc::profile()?
             .enable_bwe(Some(Bitrate::kbps(START_ESTIMATE_KBPS)))
             .build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_error)?);
+        let udp = host_candidate(local, Transport::Udp, 0)?;
+        rtc.add_local_candidate(udp.clone());
         Ok(RtcPeer {
             rtc,
             local,
+            tcp_local: None,
+            candidates: vec![udp],
+            retiring: None,
+            generation: 0,
             timeout: now,
             connected: false,
             failed: false,
@@ -161,9 +226,52 @@ impl RtcPeer {
         })
     }
 
+    /// Like [`RtcPeer::new`], with an active ICE-TCP candidate beside the UDP one: if the bridge
+    /// announces TCP and UDP does not get through, media flows over a TCP stream to it
+    /// ([`Transport::Tcp`] transmits; what arrives on it goes to [`RtcPeer::handle_tcp_frame`]).
+    pub fn with_tcp(now: Instant, local: SocketAddr) -> Result<Self, MediaError> {
+        let mut peer = Self::new(now, local)?;
+        peer.add_tcp_candidate()?;
+        Ok(peer)
+    }
+
+    fn add_tcp_candidate(&mut self) -> Result<(), MediaError> {
+        // RFC 6544 §4.5: an active candidate's port is 9 (it opens streams from ephemeral ones).
+        let tcp_local = SocketAddr::new(self.local.ip(), 9);
+        let candidate = host_candidate(tcp_local, Transport::Tcp, self.generation)?;
+        self.rtc.add_local_candidate(candidate.clone());
+        self.candidates.push(candidate);
+        self.tcp_local = Some(tcp_local);
+        Ok(())
+    }
+
+    /// The local address changed to `local` (a new UDP socket there): the old candidates are
+    /// dropped and new ones (UDP, and TCP if it had one) added, ranked above them. Media moves to
+    /// the new pairs once ICE has checked them; nothing is renegotiated.
+    pub fn move_to(&mut self, now: Instant, local: SocketAddr) -> Result<(), MediaError> {
+        self.retire_candidates();
+        let old = std::mem::take(&mut self.candidates);
+        self.retiring = Some((now + RETIRE_AFTER, old));
+        self.generation += 1;
+        self.local = local;
+        let udp = host_candidate(local, Transport::Udp, self.generation)?;
+        self.rtc.add_local_candidate(udp.clone());
+        self.candidates.push(udp);
+        if self.tcp_local.is_some() {
+            self.add_tcp_candidate()?;
+        }
+        self.drain(now);
+        Ok(())
+    }
+
     /// The local UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Whether it has an ICE-TCP candidate ([`RtcPeer::with_tcp`]).
+    pub fn has_tcp(&self) -> bool {
+        self.tcp_local.is_some()
     }
 
     /// Whether ICE and DTLS are up.
@@ -183,15 +291,35 @@ impl RtcPeer {
 
     /// A datagram from `source` arrived at `now`; `false` if it is not for this connection.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        self.receive(now, Protocol::Udp, source, self.local, contents)
+    }
+
+    /// A datagram arrived on the TCP stream from `source`; `false` if it is not for this
+    /// connection (or it has no ICE-TCP candidate).
+    pub fn handle_tcp_frame(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        match self.tcp_local {
+            Some(local) => self.receive(now, Protocol::Tcp, source, local, contents),
+            None => false,
+        }
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> bool {
         let Ok(contents) = contents.try_into() else {
             return false;
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.local,
+                destination,
                 contents,
             },
         );
@@ -205,8 +333,20 @@ impl RtcPeer {
         true
     }
 
+    /// Drops the candidates of the address moved away from.
+    fn retire_candidates(&mut self) {
+        if let Some((_, old)) = self.retiring.take() {
+            for candidate in old {
+                self.rtc.direct_api().invalidate_candidate(&candidate);
+            }
+        }
+    }
+
     /// Time passed: timers run (retransmissions, RTCP, ICE, pacing).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.retiring.as_ref().is_some_and(|(at, _)| now >= *at) {
+            self.retire_candidates();
+        }
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             self.fail(now, e);
         }
@@ -228,10 +368,14 @@ impl RtcPeer {
 
     /// When [`RtcPeer::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Instant {
-        match self.connect_by {
-            Some(by) if !self.connected => self.timeout.min(by),
-            _ => self.timeout,
+        let mut at = self.timeout;
+        if let Some(by) = self.connect_by.filter(|_| !self.connected) {
+            at = at.min(by);
         }
+        if let Some((retire, _)) = &self.retiring {
+            at = at.min(*retire);
+        }
+        at
     }
 
     /// The next datagram to send.
@@ -405,10 +549,16 @@ impl RtcPeer {
                     self.timeout = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Ok(Output::Transmit(t)) => {
+                    // str0m sends only on the transports of its candidates (UDP, TCP).
+                    if let Some(transport) = Transport::of(t.proto) {
+                        self.transmits.push_back(Transmit {
+                            transport,
+                            destination: t.destination,
+                            contents: t.contents.into(),
+                        });
+                    }
+                }
                 Ok(Output::Event(event)) => match event {
                     Event::Connected => {
                         self.connected = true;

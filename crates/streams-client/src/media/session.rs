@@ -1,6 +1,6 @@
 //! [`MediaSession`]: an [`RtcPeer`] on a UDP socket of its own, driven by whoever owns it with
 //! blocking waits ([`MediaSession::run_until`]): the simple form for tools, tests and benchmarks that
-//! drive one connection on one thread. The room media engine drives an [`RtcPeer`] through its own
+//! drive one connection on one thread, over UDP only. The room media engine drives an [`RtcPeer`] through its own
 //! sans-IO core instead (see [`crate::media::driver`]).
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;

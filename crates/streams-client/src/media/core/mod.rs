@@ -180,7 +180,7 @@ impl RoomMediaCore {
     /// A core for `config.room_id`; its first outputs subscribe to the room's events and fetch it.
     pub fn new(now: Instant, config: CoreConfig) -> Result<Self, MediaError> {
         let mut core = RoomMediaCore {
-            peer: RtcPeer::new(now, config.local)?,
+            peer: RtcPeer::with_tcp(now, config.local)?,
             identity: config.identity,
             room_id: config.room_id,
             device: DeviceSession::random(),
@@ -269,6 +269,35 @@ impl RoomMediaCore {
             return false;
         }
         let accepted = self.peer.handle_datagram(now, source, contents);
+        self.absorb_peer(now);
+        accepted
+    }
+
+    /// The local address facing the bridge changed to `local` (the driver's socket is bound there
+    /// now): media moves to it in the same session ([`RtcPeer::move_to`]), reported as
+    /// [`MediaEvent::PathChanged`].
+    pub fn handle_local_address(&mut self, now: Instant, local: SocketAddr) {
+        self.now = now;
+        let from = self.peer.local_addr();
+        if self.stopped || from == local {
+            return;
+        }
+        tracing::info!(room = %self.room_id, %from, to = %local, "the network changed; moving media");
+        if let Err(e) = self.peer.move_to(now, local) {
+            return self.stop(now, StopReason::Failed(format!("cannot move media: {e}")));
+        }
+        self.emit(MediaEvent::PathChanged { from, to: local });
+        self.absorb_peer(now);
+    }
+
+    /// A datagram that arrived on the TCP stream from `source` (ICE-TCP); `false` if it is not
+    /// for this core's connection.
+    pub fn handle_tcp_frame(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        self.now = now;
+        if self.stopped {
+            return false;
+        }
+        let accepted = self.peer.handle_tcp_frame(now, source, contents);
         self.absorb_peer(now);
         accepted
     }

@@ -29,7 +29,7 @@ impl RoomMediaCore {
             return;
         }
         let since = self.rejoining.as_ref().map_or(now, |r| r.since);
-        let peer = match RtcPeer::new(now, self.peer.local_addr()) {
+        let peer = match RtcPeer::with_tcp(now, self.peer.local_addr()) {
             Ok(peer) => peer,
             Err(e) => return self.stop(now, StopReason::Failed(format!("cannot rejoin: {e}"))),
         };

@@ -1,8 +1,10 @@
 //! Deterministic tests of the core: two cores and a forwarding SFU of str0m peers on simulated time
 //! ([`sim::World`]). Signaling replies are held back or refused while media flows; keys rotate
-//! while a member talks; a member whose session the bridge forgot rejoins.
+//! while a member talks; a member whose session the bridge forgot rejoins; a member whose address
+//! changes moves its media in the same session.
 mod sim;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use streams_proto::wire::{ErrorCode, WireError};
@@ -268,4 +270,47 @@ fn a_room_deleted_while_signaling_was_down_stops_the_core() {
         })
     });
     assert!(stopped, "{:?}", world.members[ALICE].events);
+}
+
+/// Bob's address changes while he listens: his engine moves the media (new candidates, ranked
+/// above the old) and the bridge, ICE lite, switches to the new pair at once, in the same session:
+/// the same track goes on, nothing is renegotiated, nothing is rejoined.
+#[test]
+fn a_member_whose_address_changes_is_heard_again_at_once_in_the_same_session() {
+    let mut world = alice_talking_to_bob();
+    let (track, _) = alices_track(&mut world);
+    let stats = |world: &mut World| {
+        let (_, s) = world
+            .voice_stats(BOB)
+            .into_iter()
+            .find(|(t, _)| *t == track)
+            .unwrap();
+        (s.frames, s.concealed)
+    };
+    let (frames_before, concealed_before) = stats(&mut world);
+    let to = SocketAddr::from(([10, 1, 0, 77], 4242));
+    world.move_member(BOB, to);
+    world.run_for(Duration::from_secs(2));
+    let (frames, concealed) = stats(&mut world);
+    let gap = Duration::from_millis(20 * (concealed - concealed_before));
+    assert!(
+        gap <= Duration::from_millis(100),
+        "{gap:?} concealed after the move: {:?}",
+        world.members[BOB].events
+    );
+    assert!(frames >= frames_before + 85, "{frames_before} → {frames}");
+    assert!(
+        world.lost_to_old_addresses > 0,
+        "the SFU sent to the old address for a while"
+    );
+    assert!(world.saw(
+        BOB,
+        |e| matches!(e, MediaEvent::PathChanged { to: t, .. } if *t == to)
+    ));
+    assert!(!world.saw(BOB, |e| matches!(e, MediaEvent::Reconnecting { .. })));
+    assert_eq!(
+        world.voice_stats(BOB).len(),
+        1,
+        "the same track, not a second one"
+    );
 }

@@ -90,6 +90,10 @@ pub struct World {
     pub arrivals_at_sfu: HashMap<(usize, MediaId), Vec<Instant>>,
     /// The room was deleted (its events lost): the bridge answers "no such room".
     pub room_gone: bool,
+    /// Addresses members moved away from: what the SFU sends there is lost.
+    retired: Vec<SocketAddr>,
+    /// Datagrams the SFU sent to a retired address.
+    pub lost_to_old_addresses: u64,
 }
 
 fn room_of(record: RoomRecord, users: Vec<UserId>, manager: &Identity) -> Room {
@@ -195,6 +199,8 @@ impl World {
             room,
             arrivals_at_sfu: HashMap::new(),
             room_gone: false,
+            retired: Vec::new(),
+            lost_to_old_addresses: 0,
         }
     }
 
@@ -227,6 +233,15 @@ impl World {
             }
         }
         self.resync(m, false);
+    }
+
+    /// Member `m`'s address changes to `to` (its driver saw a new route and bound there): from
+    /// now on what it sends comes from `to`, and what the SFU sends to the old address is lost.
+    pub fn move_member(&mut self, m: usize, to: SocketAddr) {
+        let from = std::mem::replace(&mut self.members[m].addr, to);
+        self.retired.push(from);
+        self.members[m].core.handle_local_address(self.now, to);
+        self.drain();
     }
 
     /// Member `m`'s signaling comes back after a drop, as the old connection (`resumed`) or not.
@@ -396,11 +411,14 @@ impl World {
         }
         self.sfu.handle_timeout(now);
         while let Some(t) = self.sfu.poll_transmit() {
-            let member = self
-                .members
-                .iter()
-                .position(|x| x.addr == t.destination)
-                .expect("the SFU only answers members");
+            let Some(member) = self.members.iter().position(|x| x.addr == t.destination) else {
+                assert!(
+                    self.retired.contains(&t.destination),
+                    "the SFU only answers members"
+                );
+                self.lost_to_old_addresses += 1;
+                continue;
+            };
             let arrival = Arrival::Datagram {
                 to_sfu: false,
                 member,
