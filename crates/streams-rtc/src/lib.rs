@@ -16,8 +16,15 @@ use str0m::rtp::Extension;
 /// (bandwidth estimation) and the mid extension, and no audio-level extension (it would tell the
 /// bridge who speaks); the shared DTLS certificate and configuration. Each side adds its role
 /// (ICE lite on the bridge, bandwidth estimation on the client).
+///
+/// Audio frames are handed out as they arrive, without str0m's reordering hold: the client's
+/// jitter buffer orders them, recovers a lost frame from its successor's FEC and conceals the
+/// rest, and str0m holding every frame after a lost one until 15 more had come (300 ms) made each
+/// loss a 300 ms stall whose frames then arrived too late to play. (The bridge forwards RTP
+/// packets and never depacketizes, so this only changes the client.)
 pub fn profile() -> Result<RtcConfig, dtls::NoCertificate> {
     Ok(RtcConfig::new()
+        .set_reordering_size_audio(0)
         .set_crypto_provider(dtls::crypto())
         .set_dtls_cert(dtls::certificate()?)
         .clear_codecs()
