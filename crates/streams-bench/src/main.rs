@@ -12,12 +12,16 @@
 //! - `sfu-scale` ([`fanout::scale`]): the same at growing load (`wide` or `rooms`) until a server
 //!   loses more than 1 % or the load side runs out of core.
 //!
+//! - `impair` ([`impair`]): a call through the bridge over an impaired path (delay and jitter,
+//!   loss, reordering, a rate cap): audio concealment and latency, video frame rate, freezes, PSNR.
+//!
 //! - `all`: every scenario above with its defaults, one after the other (a few minutes).
 //!
 //! Run them optimised: `cargo run --release -p streams-bench -- video`.
 mod audio_latency;
 mod common;
 mod fanout;
+mod impair;
 #[cfg(feature = "textures")]
 mod join;
 mod mixer;
@@ -141,6 +145,16 @@ enum Scenario {
         #[arg(long, default_value_t = 7)]
         max_steps: u32,
     },
+    /// A call through the bridge over an impaired path, one JSON line per condition (clean, 100 ±
+    /// 30 ms jitter, 5/10/20 % loss, 1 % reordering, 300 kbit/s).
+    Impair {
+        /// Seconds of media per condition.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Run only this condition (by its name in the output, e.g. "loss 5%").
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Video through the SFU: one publisher of the test pattern, one subscriber.
     Video {
         /// Picture width.
@@ -164,9 +178,10 @@ fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
     match scenario {
         Scenario::All { without_janus } => {
             let janus = !without_janus && std::path::Path::new("/usr/bin/janus").exists();
-            let runs: [&[&str]; 6] = [
+            let runs: [&[&str]; 7] = [
                 &["audio-latency"],
                 &["video"],
+                &["impair"],
                 &["mixer"],
                 &["textures"],
                 &["join"],
@@ -191,6 +206,7 @@ fn run(scenario: Scenario) -> Result<Vec<serde_json::Value>, String> {
             }
             Ok(Vec::new())
         }
+        Scenario::Impair { seconds, only } => impair::impair(seconds, only.as_deref()),
         Scenario::AudioLatency {
             pairs,
             seconds,

@@ -261,6 +261,8 @@ pub struct VideoTrackReport {
     pub decrypt_failures: u64,
     /// Freezes (see [`VideoStats::freezes`]).
     pub freezes: u64,
+    /// The longest pause between two pictures, ms.
+    pub longest_pause_ms: f64,
     /// Keyframe requests sent.
     pub keyframe_requests: u64,
     /// Frames skipped while waiting for a keyframe.
@@ -454,6 +456,7 @@ pub fn listen_media_while(
             height: stats.height,
             decrypt_failures: stats.decrypt_failures,
             freezes: stats.freezes,
+            longest_pause_ms: stats.longest_pause_ms,
             keyframe_requests: stats.keyframe_requests,
             skipped: stats.skipped,
             decode_ms_p50: stats.decode_ms_p50,

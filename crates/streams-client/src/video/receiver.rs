@@ -100,6 +100,8 @@ pub struct VideoStats {
     /// Pauses between pictures longer than max(3 × the average interval, average + 150 ms) (as
     /// WebRTC counts freezes).
     pub freezes: u64,
+    /// The longest pause between two pictures, ms.
+    pub longest_pause_ms: f64,
     /// Keyframe requests (PLI) sent for this track.
     pub keyframe_requests: u64,
     /// Frames that failed to decrypt (dropped, never decoded).
@@ -348,8 +350,10 @@ impl DecodeWorker {
     fn deliver(&mut self, picture: I420Frame, rgba: Option<Vec<u8>>, capture_us: u64) {
         let now = wall_us_now();
         let mut freeze = false;
+        let mut pause_ms = 0.0;
         if let Some(last) = self.last_decoded_us {
             let interval = now.saturating_sub(last) as f64;
+            pause_ms = interval / 1000.0;
             if let Some(mean) = self.mean_interval_us {
                 freeze = interval > (3.0 * mean).max(mean + 150_000.0);
                 self.mean_interval_us = Some(mean * 0.9 + interval.min(mean * 4.0) * 0.1);
@@ -389,6 +393,7 @@ impl DecodeWorker {
             s.width = width;
             s.height = height;
             s.freezes += u64::from(freeze);
+            s.longest_pause_ms = s.longest_pause_ms.max(pause_ms);
             s.latency_p50_ms = p50;
             s.latency_p95_ms = p95;
             s.decode_ms_p50 = decode_p50;
