@@ -52,8 +52,8 @@ pub use streams_client::{self, NewRoom, Operation, Reply, RoomEvent, RoomUpdate}
 pub use streams_client::{ConnectError, TlsError, TlsTrust};
 pub use streams_proto::{self, CertFingerprint, Identity, RoomId, TrackId, UserId};
 pub use tracks::{
-    AudioTrackStats, LocalTrack, LocalTrackOf, LocalTrackStats, RemoteTrack, RemoteVoice,
-    RoomLocalTracks, RoomTracks, Speaking, TrackOf, VideoTrackStats,
+    AudioTrackStats, AwaitingRejoin, LocalTrack, LocalTrackOf, LocalTrackStats, REJOIN_TRACK_GRACE,
+    RemoteTrack, RemoteVoice, RoomLocalTracks, RoomTracks, Speaking, TrackOf, VideoTrackStats,
 };
 pub use video_texture::{LatestPicture, LocalPreview, RemoteVideo, VideoFeed};
 

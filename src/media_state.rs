@@ -15,8 +15,9 @@ pub struct MediaConnecting;
 pub struct MediaConnected;
 
 /// The media session was lost (the bridge restarted, the path died) and is being set up again:
-/// local tracks stay and are published again; remote tracks end and arrive again as new
-/// [`crate::RemoteTrack`] entities once it is back.
+/// local tracks stay (not [`crate::LocalTrack::published`] until they are again); remote tracks
+/// stay too, silent, and the same entities carry them again once they are back
+/// ([`crate::AwaitingRejoin`] meanwhile).
 #[derive(Component, Debug, Clone, PartialEq, Eq)]
 pub struct MediaReconnecting;
 

@@ -17,7 +17,7 @@ use crate::media_link::{
     MediaLaunches, StreamsMediaError, StreamsMediaEvent, launch_and_retire_engines,
 };
 use crate::spatial::{SpatialAudio, proximity, publish_poses};
-use crate::tracks::drain_media_events;
+use crate::tracks::{drain_media_events, expire_awaiting_tracks};
 use crate::video_texture::apply_video_frames;
 use crate::video_texture::{LocalPreview, RemoteVideo};
 
@@ -165,6 +165,7 @@ impl Plugin for StreamsPlugin {
                 PreUpdate,
                 (
                     drain_media_events,
+                    expire_awaiting_tracks,
                     trigger_media_errors,
                     apply_video_frames::<RemoteVideo>,
                     apply_video_frames::<LocalPreview>,

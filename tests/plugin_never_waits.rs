@@ -4,18 +4,110 @@
 //! state markers move on once the messages are released. How long frames take is the benchmark's
 //! business (`streams-bench join`); a frame that waited for a held reply would wait until the
 //! watchdog released it, and that fails the test.
+//!
+//! And the game keeps its entities when the network comes back: the bridge restarts under a call,
+//! both ends rejoin by themselves, and the bot's voice returns on the same `RemoteTrack` entity
+//! (which waited meanwhile), the app's own track on the same `LocalTrack` entity.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy_streams::prelude::*;
+use bevy_streams::streams_client::audio::codec::VoiceSettings;
+use bevy_streams::streams_client::audio::source::ToneSource;
+use bevy_streams::streams_client::media::driver::RoomMedia;
+use bevy_streams::streams_client::media::events::MediaCommand;
 use bevy_streams::streams_client::{ClientConfig, StreamsClient};
-use bevy_streams::streams_proto::wire::EventScope;
-use bevy_streams::{Identity, LocalTrack};
+use bevy_streams::streams_proto::wire::{EventScope, TrackKind};
+use bevy_streams::{AwaitingRejoin, Identity, LocalTrack, RoomId};
 use streams_bridge::{Bridge, BridgeConfig};
 use streams_testkit::Direction;
 use streams_testkit::ws_proxy::WsProxy;
+
+#[test]
+fn after_a_bridge_restart_the_same_track_entities_carry_the_media_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BridgeConfig {
+        db: dir.path().join("bridge.db"),
+        ..BridgeConfig::ephemeral()
+    };
+    let bridge = Bridge::spawn(config.clone()).unwrap();
+    // The restarted bridge listens where this one does, on the same store.
+    config.listen = bridge.addr();
+    config.media_listen = bridge.media_addr();
+    let url = bridge.url();
+    let (mut app, room, room_id, bot_identity, bot) =
+        app_in_a_room_with_a_bot(&url, &url, "Restart");
+    app.world_mut().trigger(JoinMedia { entity: room });
+    app.update();
+    app.world_mut().trigger(PublishAudio {
+        entity: room,
+        input: AudioInput::Tone(440.0),
+    });
+    let media = RoomMedia::start(bot.handle().unwrap(), bot_identity, &url, room_id).unwrap();
+    media.send(MediaCommand::AddAudioTrack {
+        source: Box::new(ToneSource::new(880.0, 0.5)),
+        settings: VoiceSettings::default(),
+    });
+    update_until(&mut app, "the bot's voice and our own track", |app| {
+        remote_voices(app).len() == 1 && published(app) == Some(true)
+    });
+    let (voice, before) = remote_voices(&mut app)[0];
+    let local = local_track(&mut app);
+
+    drop(bridge);
+    let down = Instant::now();
+    let mut reconnecting = false;
+    while down.elapsed() < Duration::from_secs(3) {
+        app.update();
+        reconnecting |= has::<MediaReconnecting>(&app, room);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _bridge = Bridge::spawn(config).unwrap();
+    let back = Instant::now();
+    update_until(&mut app, "the voice on its old entity again", |app| {
+        reconnecting |= has::<MediaReconnecting>(app, room);
+        let voices = remote_voices(app);
+        voices.len() == 1
+            && voices[0].1 != before
+            && !has::<AwaitingRejoin>(app, voices[0].0)
+            && published(app) == Some(true)
+    });
+    let again = back.elapsed();
+    let (entity, after) = remote_voices(&mut app)[0];
+    assert_eq!(entity, voice, "the same RemoteTrack entity, not a new one");
+    assert_eq!(local_track(&mut app), local, "the same LocalTrack entity");
+    assert!(reconnecting, "the room showed MediaReconnecting meanwhile");
+    assert!(has::<MediaConnected>(&app, room));
+    println!(
+        "bridge restarted: the bot's voice ({before} → {after}) back on entity {voice} {:.1} s \
+         after the bridge was",
+        again.as_secs_f64()
+    );
+}
+
+/// The remote audio tracks: entity and track id.
+fn remote_voices(app: &mut App) -> Vec<(Entity, TrackId)> {
+    app.world_mut()
+        .query::<(Entity, &RemoteTrack)>()
+        .iter(app.world())
+        .filter(|(_, t)| t.kind == TrackKind::Audio)
+        .map(|(e, t)| (e, t.track_id))
+        .collect()
+}
+
+/// The one local track's entity.
+fn local_track(app: &mut App) -> Entity {
+    let mut q = app.world_mut().query_filtered::<Entity, With<LocalTrack>>();
+    q.single(app.world()).unwrap()
+}
+
+/// Whether the one local track is published (`None`: there is none, or several).
+fn published(app: &mut App) -> Option<bool> {
+    let mut q = app.world_mut().query::<&LocalTrack>();
+    q.single(app.world()).ok().map(|t| t.published)
+}
 
 /// Releases the proxy if a held phase has not finished by then (far beyond any frame's work): a
 /// frame blocked on a held reply returns only then.
@@ -68,12 +160,15 @@ fn local_tracks(app: &mut App) -> usize {
         .count()
 }
 
-#[test]
-fn frames_return_while_the_bridge_is_held_back_and_media_state_follows_the_replies() {
-    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).unwrap();
-    let proxy = Arc::new(WsProxy::start(&bridge.url()).unwrap());
+/// A headless app connected to `url`, in a room (`name`) with a bot that talks to `bridge_url`
+/// directly and has joined it: the app, the room entity and id, the bot's identity and client.
+fn app_in_a_room_with_a_bot(
+    url: &str,
+    bridge_url: &str,
+    name: &str,
+) -> (App, Entity, RoomId, Identity, StreamsClient) {
     let mut app = App::new();
-    let mut plugin = StreamsPlugin::url(proxy.url());
+    let mut plugin = StreamsPlugin::url(url);
     plugin.audio_output = false;
     app.add_plugins((
         MinimalPlugins,
@@ -91,12 +186,12 @@ fn frames_return_while_the_bridge_is_held_back_and_media_state_follows_the_repli
     });
     // A room with a bot, which talks to the bridge directly.
     let bot_identity = Identity::generate();
-    let bot = StreamsClient::start(ClientConfig::new(bridge.url(), bot_identity.clone())).unwrap();
+    let bot = StreamsClient::start(ClientConfig::new(bridge_url, bot_identity.clone())).unwrap();
     bot.wait_connected(Duration::from_secs(30)).unwrap();
     app.world_mut()
         .resource_mut::<StreamsCommands>()
         .send(Operation::CreateRoom(NewRoom {
-            name: "Held".into(),
+            name: name.into(),
             users: vec![bot_identity.user_id().clone()],
             ..Default::default()
         }));
@@ -122,6 +217,14 @@ fn frames_return_while_the_bridge_is_held_back_and_media_state_follows_the_repli
         app.update();
         std::thread::sleep(Duration::from_millis(5));
     }
+    (app, room, room_id, bot_identity, bot)
+}
+
+#[test]
+fn frames_return_while_the_bridge_is_held_back_and_media_state_follows_the_replies() {
+    let bridge = Bridge::spawn(BridgeConfig::ephemeral()).unwrap();
+    let proxy = Arc::new(WsProxy::start(&bridge.url()).unwrap());
+    let (mut app, room, _, _, _bot) = app_in_a_room_with_a_bot(&proxy.url(), &bridge.url(), "Held");
 
     // Everything the bridge says is held: joining and publishing still return at once.
     proxy.hold(Direction::ToClient);
