@@ -15,7 +15,9 @@ use streams_bridge::{Bridge, BridgeConfig};
 use streams_client::NewRoom;
 use streams_client::audio::codec::VoiceSettings;
 use streams_client::audio::source::ToneSource;
-use streams_client::media::voice_session::{Listened, Publication, listen_media, publish};
+use streams_client::media::voice_session::{
+    Listened, Publication, PublishReport, listen_media, publish,
+};
 use streams_client::video::codec::VideoSettings;
 use streams_client::video::pattern::PatternSource;
 use streams_proto::Identity;
@@ -176,11 +178,12 @@ fn run(condition: &Condition, seconds: u64) -> Result<serde_json::Value, String>
     });
     let sent = sent.map_err(|e| e.to_string())?;
     let heard = heard?.map_err(|e| e.to_string())?;
-    Ok(line(condition.name, sent.frames, &heard))
+    Ok(line(condition.name, &sent, &heard))
 }
 
-/// The condition's JSON line from what was sent (audio frames) and what arrived.
-fn line(name: &str, sent_audio: u64, heard: &Listened) -> serde_json::Value {
+/// The condition's JSON line from what was sent and what arrived.
+fn line(name: &str, sent: &PublishReport, heard: &Listened) -> serde_json::Value {
+    let sent_audio = sent.frames;
     let percent = |n: u64| (n as f64 * 1000.0 / sent_audio.max(1) as f64).round() / 10.0;
     let audio = heard.audio.first().map(|a| {
         serde_json::json!({
@@ -204,6 +207,9 @@ fn line(name: &str, sent_audio: u64, heard: &Listened) -> serde_json::Value {
             "psnr_db": v.psnr_db.map(|p| (p * 10.0).round() / 10.0),
             "keyframe_requests": v.keyframe_requests,
             "latency_p50_ms": v.latency_p50_ms,
+            // What the sender's encoder aimed at and sent at the end (from the estimate).
+            "target_kbps": sent.video.as_ref().map(|s| s.target_bitrate / 1000),
+            "sent_kbps": sent.video.as_ref().map(|s| s.sent_bitrate / 1000),
         })
     });
     serde_json::json!({
