@@ -9,8 +9,8 @@
 //! (RFC 6544: the port is 9, the stream is opened by the driver when ICE first sends to a
 //! bridge's passive TCP candidate), so a network that blocks UDP still connects over TCP. When the
 //! local address changes ([`RtcPeer::move_to`]) the old candidates are dropped and new ones added,
-//! ranked above them: ICE checks the new pairs and both ends switch to them, in the same session
-//! (same DTLS, keys and tracks), without signaling.
+//! ranked above them (see `candidates.rs`): ICE checks the new pairs and both ends switch to them,
+//! in the same session (same DTLS, keys and tracks), without signaling.
 //!
 //! The client always offers; every change (publish, subscribe) is a fresh offer of the whole session.
 //! The codecs and header extensions are the profile both ends share ([`streams_rtc::profile`]);
@@ -23,12 +23,16 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 pub use str0m::media::MediaKind;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive, TcpType};
-use str0m::{Candidate, CandidateKind, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use streams_proto::MediaId;
 use streams_rtc::dtls::NoCertificate;
 use streams_rtc::mid::{to_media_id, to_mid};
 use streams_rtc::socket::Transport;
+
+use self::candidates::LocalCandidates;
+
+mod candidates;
 
 /// Media session failures.
 #[derive(Debug, thiserror::Error)]
@@ -76,46 +80,6 @@ pub const START_ESTIMATE_KBPS: u64 = 800;
 /// round trip, and str0m keeps retrying its checks for several seconds, so a path that is not up by
 /// then does not exist (blocked UDP, a private address announced behind a NAT).
 pub const ICE_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
-
-/// The local preference (RFC 8445 §5.1.2) of the first host candidates. Each move to a new
-/// address adds one, so the new pairs outrank the old at both ends: the bridge (ICE lite) keeps
-/// the best nominated pair, and a new candidate ranked as str0m ranks a second one (lower) would
-/// not take over there until the old pair timed out (15 s).
-const FIRST_LOCAL_PREFERENCE: u32 = 60_000;
-
-/// How long the candidates of an address moved away from are kept: the new pairs are checked and
-/// nominated within a few round trips.
-const RETIRE_AFTER: Duration = Duration::from_secs(3);
-
-/// A host candidate at `addr` (an active one for TCP) ranked for move `generation`.
-fn host_candidate(
-    addr: SocketAddr,
-    transport: Transport,
-    generation: u32,
-) -> Result<Candidate, MediaError> {
-    // Type preferences as str0m gives them: UDP host 126, TCP host 90.
-    let (type_preference, proto, tcptype, kind) = match transport {
-        Transport::Udp => (126u32, Protocol::Udp, None, 'u'),
-        Transport::Tcp => (90, Protocol::Tcp, Some(TcpType::Active), 't'),
-    };
-    let local_preference = (FIRST_LOCAL_PREFERENCE + generation).min(u32::from(u16::MAX));
-    // Component 1 (RTP): 256 - 1.
-    let priority = type_preference << 24 | local_preference << 8 | 255;
-    if addr.ip().is_unspecified() || addr.ip().is_multicast() {
-        return Err(MediaError::Rtc(format!("cannot use {addr} as a candidate")));
-    }
-    Ok(Candidate::from_parts(
-        format!("{kind}{generation}"),
-        1,
-        proto,
-        priority,
-        addr,
-        CandidateKind::Host,
-        None,
-        tcptype,
-        None,
-    ))
-}
 
 /// A media frame received on one of this session's receiving m-lines.
 #[derive(Clone, Debug)]
@@ -175,17 +139,7 @@ pub struct Offer {
 /// One peer connection with the SFU.
 pub struct RtcPeer {
     rtc: Rtc,
-    local: SocketAddr,
-    /// The active ICE-TCP candidate's address (the local IP, port 9), if it has one.
-    tcp_local: Option<SocketAddr>,
-    /// The local candidates in use.
-    candidates: Vec<Candidate>,
-    /// The candidates of the address moved away from, and when they are dropped: kept while the
-    /// new pairs are checked, so that what still arrives for the old pair (the bridge's media,
-    /// until it switches) is taken.
-    retiring: Option<(Instant, Vec<Candidate>)>,
-    /// Moves to a new address so far (ranks the candidates).
-    generation: u32,
+    candidates: LocalCandidates,
     timeout: Instant,
     connected: bool,
     failed: bool,
@@ -206,15 +160,10 @@ impl RtcPeer {
         let mut rtc = streams_rtc::profile()?
             .enable_bwe(Some(Bitrate::kbps(START_ESTIMATE_KBPS)))
             .build(now);
-        let udp = host_candidate(local, Transport::Udp, 0)?;
-        rtc.add_local_candidate(udp.clone());
+        let candidates = LocalCandidates::new(&mut rtc, local)?;
         Ok(RtcPeer {
             rtc,
-            local,
-            tcp_local: None,
-            candidates: vec![udp],
-            retiring: None,
-            generation: 0,
+            candidates,
             timeout: now,
             connected: false,
             failed: false,
@@ -231,47 +180,27 @@ impl RtcPeer {
     /// ([`Transport::Tcp`] transmits; what arrives on it goes to [`RtcPeer::handle_tcp_frame`]).
     pub fn with_tcp(now: Instant, local: SocketAddr) -> Result<Self, MediaError> {
         let mut peer = Self::new(now, local)?;
-        peer.add_tcp_candidate()?;
+        peer.candidates.add_tcp(&mut peer.rtc)?;
         Ok(peer)
-    }
-
-    fn add_tcp_candidate(&mut self) -> Result<(), MediaError> {
-        // RFC 6544 §4.5: an active candidate's port is 9 (it opens streams from ephemeral ones).
-        let tcp_local = SocketAddr::new(self.local.ip(), 9);
-        let candidate = host_candidate(tcp_local, Transport::Tcp, self.generation)?;
-        self.rtc.add_local_candidate(candidate.clone());
-        self.candidates.push(candidate);
-        self.tcp_local = Some(tcp_local);
-        Ok(())
     }
 
     /// The local address changed to `local` (a new UDP socket there): the old candidates are
     /// dropped and new ones (UDP, and TCP if it had one) added, ranked above them. Media moves to
     /// the new pairs once ICE has checked them; nothing is renegotiated.
     pub fn move_to(&mut self, now: Instant, local: SocketAddr) -> Result<(), MediaError> {
-        self.retire_candidates();
-        let old = std::mem::take(&mut self.candidates);
-        self.retiring = Some((now + RETIRE_AFTER, old));
-        self.generation += 1;
-        self.local = local;
-        let udp = host_candidate(local, Transport::Udp, self.generation)?;
-        self.rtc.add_local_candidate(udp.clone());
-        self.candidates.push(udp);
-        if self.tcp_local.is_some() {
-            self.add_tcp_candidate()?;
-        }
+        self.candidates.move_to(&mut self.rtc, now, local)?;
         self.drain(now);
         Ok(())
     }
 
     /// The local UDP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.candidates.udp()
     }
 
     /// Whether it has an ICE-TCP candidate ([`RtcPeer::with_tcp`]).
     pub fn has_tcp(&self) -> bool {
-        self.tcp_local.is_some()
+        self.candidates.tcp().is_some()
     }
 
     /// Whether ICE and DTLS are up.
@@ -291,13 +220,14 @@ impl RtcPeer {
 
     /// A datagram from `source` arrived at `now`; `false` if it is not for this connection.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
-        self.receive(now, Protocol::Udp, source, self.local, contents)
+        let local = self.candidates.udp();
+        self.receive(now, Protocol::Udp, source, local, contents)
     }
 
     /// A datagram arrived on the TCP stream from `source`; `false` if it is not for this
     /// connection (or it has no ICE-TCP candidate).
     pub fn handle_tcp_frame(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
-        match self.tcp_local {
+        match self.candidates.tcp() {
             Some(local) => self.receive(now, Protocol::Tcp, source, local, contents),
             None => false,
         }
@@ -333,20 +263,9 @@ impl RtcPeer {
         true
     }
 
-    /// Drops the candidates of the address moved away from.
-    fn retire_candidates(&mut self) {
-        if let Some((_, old)) = self.retiring.take() {
-            for candidate in old {
-                self.rtc.direct_api().invalidate_candidate(&candidate);
-            }
-        }
-    }
-
     /// Time passed: timers run (retransmissions, RTCP, ICE, pacing).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.retiring.as_ref().is_some_and(|(at, _)| now >= *at) {
-            self.retire_candidates();
-        }
+        self.candidates.handle_timeout(&mut self.rtc, now);
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             self.fail(now, e);
         }
@@ -372,8 +291,8 @@ impl RtcPeer {
         if let Some(by) = self.connect_by.filter(|_| !self.connected) {
             at = at.min(by);
         }
-        if let Some((retire, _)) = &self.retiring {
-            at = at.min(*retire);
+        if let Some(retire) = self.candidates.next_timeout() {
+            at = at.min(retire);
         }
         at
     }
