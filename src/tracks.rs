@@ -313,8 +313,11 @@ pub(crate) fn drain_media_events(
                             .insert(AwaitingRejoin { rejoined_at });
                     }
                 }
-                // A moved path keeps the session and its state.
-                MediaEvent::NegotiationFailed(_) | MediaEvent::PathChanged { .. } => {}
+                // A moved or silent path keeps the session and its state.
+                MediaEvent::NegotiationFailed(_)
+                | MediaEvent::PathChanged { .. }
+                | MediaEvent::PathLost
+                | MediaEvent::PathBack { .. } => {}
             }
             continue_event(&mut commands, &mut messages, room, event);
         }

@@ -185,6 +185,16 @@ pub enum MediaEvent {
         /// The new one.
         to: std::net::SocketAddr,
     },
+    /// Nothing has come from the bridge for about a second (its answers to the engine's checks,
+    /// sent every 400 ms, stopped): the media path seems dead. The session is kept: if the path
+    /// comes back within about 10 s media flows on ([`MediaEvent::PathBack`]); if not, the engine
+    /// rejoins ([`MediaEvent::Reconnecting`]).
+    PathLost,
+    /// The bridge is heard again after [`MediaEvent::PathLost`], in the same session.
+    PathBack {
+        /// How long nothing came.
+        after: std::time::Duration,
+    },
     /// A local track is published.
     LocalTrackPublished {
         /// Its index in this session.

@@ -81,6 +81,19 @@ pub const START_ESTIMATE_KBPS: u64 = 800;
 /// then does not exist (blocked UDP, a private address announced behind a NAT).
 pub const ICE_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// How often the client checks its media path (ICE consent, RFC 7675): str0m's largest STUN
+/// retransmit interval, which is also how often a working pair is checked; the bridge answers each.
+const CONSENT_INTERVAL: Duration = Duration::from_millis(400);
+
+/// Checks of a pair str0m sends unanswered before it gives the pair up: at [`CONSENT_INTERVAL`],
+/// about 10 s, so a path cut for less comes back by itself in the same session (str0m's default,
+/// 9, would give up after under 4 s at this interval).
+const CONSENT_RETRANSMITS: usize = 25;
+
+/// Nothing heard from the bridge for this long on a connection that was up: the path is taken for
+/// dead ([`PeerEvent::PathLost`]); two or more consent checks went unanswered.
+pub const DEAD_PATH_AFTER: Duration = Duration::from_secs(1);
+
 /// A media frame received on one of this session's receiving m-lines.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -123,6 +136,14 @@ pub enum PeerEvent {
     KeyframeRequest(MediaId),
     /// A new bandwidth estimate, bits/s.
     Estimate(u64),
+    /// Nothing has come from the bridge for [`DEAD_PATH_AFTER`]: the path seems dead. ICE keeps
+    /// checking it; [`PeerEvent::PathBack`] follows if it comes back before the connection fails.
+    PathLost,
+    /// The bridge is heard again after [`PeerEvent::PathLost`].
+    PathBack {
+        /// From the last datagram before the silence to the first after it.
+        after: Duration,
+    },
 }
 
 /// The sending and receiving m-lines an offer adds, in the order they were asked for.
@@ -143,6 +164,10 @@ pub struct RtcPeer {
     timeout: Instant,
     connected: bool,
     failed: bool,
+    /// When the bridge was last heard (an accepted datagram).
+    last_heard: Option<Instant>,
+    /// The path went silent ([`PeerEvent::PathLost`] was reported).
+    path_lost: bool,
     /// Until connected: when the bridge's media counts as unreachable.
     connect_by: Option<Instant>,
     /// The bridge's media addresses, from its answers' candidates.
@@ -157,9 +182,11 @@ impl RtcPeer {
     /// media profile both ends share ([`streams_rtc::profile`]: codecs, extensions, the process's
     /// DTLS certificate), with bandwidth estimation.
     pub fn new(now: Instant, local: SocketAddr) -> Result<Self, MediaError> {
-        let mut rtc = streams_rtc::profile()?
-            .enable_bwe(Some(Bitrate::kbps(START_ESTIMATE_KBPS)))
-            .build(now);
+        let mut config =
+            streams_rtc::profile()?.enable_bwe(Some(Bitrate::kbps(START_ESTIMATE_KBPS)));
+        config.set_max_stun_rto(CONSENT_INTERVAL);
+        config.set_max_stun_retransmits(CONSENT_RETRANSMITS);
+        let mut rtc = config.build(now);
         let candidates = LocalCandidates::new(&mut rtc, local)?;
         Ok(RtcPeer {
             rtc,
@@ -167,6 +194,8 @@ impl RtcPeer {
             timeout: now,
             connected: false,
             failed: false,
+            last_heard: None,
+            path_lost: false,
             connect_by: None,
             bridge: Vec::new(),
             pending: None,
@@ -256,6 +285,13 @@ impl RtcPeer {
         if !self.rtc.accepts(&input) {
             return false;
         }
+        if self.path_lost {
+            self.path_lost = false;
+            let after = self.last_heard.map_or(Duration::ZERO, |at| now - at);
+            tracing::info!("the media path is back after {after:?}");
+            self.events.push_back(PeerEvent::PathBack { after });
+        }
+        self.last_heard = Some(now);
         if let Err(e) = self.rtc.handle_input(input) {
             self.fail(now, e);
         }
@@ -270,6 +306,12 @@ impl RtcPeer {
             self.fail(now, e);
         }
         self.drain(now);
+        if let Some(silent_since) = self.silent_since().filter(|at| now >= *at) {
+            self.path_lost = true;
+            let quiet = now - (silent_since - DEAD_PATH_AFTER);
+            tracing::warn!("nothing from the bridge for {quiet:?}: the media path seems dead");
+            self.events.push_back(PeerEvent::PathLost);
+        }
         if !self.connected
             && !self.failed
             && let Some(by) = self.connect_by.filter(|by| now >= *by)
@@ -294,7 +336,19 @@ impl RtcPeer {
         if let Some(retire) = self.candidates.next_timeout() {
             at = at.min(retire);
         }
+        if let Some(silent) = self.silent_since() {
+            at = at.min(silent);
+        }
         at
+    }
+
+    /// When the path counts as dead if nothing arrives before (only while it is up and not
+    /// already reported).
+    fn silent_since(&self) -> Option<Instant> {
+        let watched = self.connected && !self.failed && !self.path_lost;
+        self.last_heard
+            .filter(|_| watched)
+            .map(|at| at + DEAD_PATH_AFTER)
     }
 
     /// The next datagram to send.

@@ -175,7 +175,11 @@ impl MediaSession {
                 PeerEvent::Media(received) => self.received.push(received),
                 PeerEvent::KeyframeRequest(mid) => self.keyframe_requests.push(mid),
                 PeerEvent::Estimate(bps) => self.bitrate_estimate = Some(bps),
-                PeerEvent::Connected | PeerEvent::Failed | PeerEvent::Unreachable { .. } => {}
+                PeerEvent::Connected
+                | PeerEvent::Failed
+                | PeerEvent::Unreachable { .. }
+                | PeerEvent::PathLost
+                | PeerEvent::PathBack { .. } => {}
             }
         }
     }

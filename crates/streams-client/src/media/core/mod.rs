@@ -471,6 +471,8 @@ impl RoomMediaCore {
                     self.estimate = bps;
                     self.share_estimate();
                 }
+                PeerEvent::PathLost => self.emit(MediaEvent::PathLost),
+                PeerEvent::PathBack { after } => self.emit(MediaEvent::PathBack { after }),
             }
         }
     }

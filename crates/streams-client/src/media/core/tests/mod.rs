@@ -1,7 +1,8 @@
 //! Deterministic tests of the core: two cores and a forwarding SFU of str0m peers on simulated time
 //! ([`sim::World`]). Signaling replies are held back or refused while media flows; keys rotate
 //! while a member talks; a member whose session the bridge forgot rejoins; a member whose address
-//! changes moves its media in the same session.
+//! changes moves its media in the same session; a cut path is reported within a second and comes
+//! back in the same session.
 mod sim;
 
 use std::net::SocketAddr;
@@ -312,5 +313,43 @@ fn a_member_whose_address_changes_is_heard_again_at_once_in_the_same_session() {
         world.voice_stats(BOB).len(),
         1,
         "the same track, not a second one"
+    );
+}
+
+/// Bob's path is cut for 3 s, both ways: his engine reports it within about a second (its checks
+/// go every 400 ms and stop being answered), keeps the session, and reports it back when the path
+/// returns; Alice's voice plays on without a rejoin.
+#[test]
+fn a_path_cut_for_3_s_is_reported_within_a_second_and_comes_back_in_the_same_session() {
+    let mut world = alice_talking_to_bob();
+    let (track, _) = alices_track(&mut world);
+    let cut_at = world.now;
+    let cut = Duration::from_secs(3);
+    world.cut_path(BOB, cut);
+    world.run_for(Duration::from_secs(5));
+    let when = |world: &World, matches: fn(&MediaEvent) -> bool| {
+        world.members[BOB]
+            .events
+            .iter()
+            .find(|(at, e)| *at >= cut_at && matches(e))
+            .map(|(at, e)| (*at - cut_at, e.clone()))
+    };
+    let (lost, _) = when(&world, |e| matches!(e, MediaEvent::PathLost)).expect("PathLost");
+    assert!(
+        lost >= Duration::from_millis(900) && lost <= Duration::from_millis(1500),
+        "reported {lost:?} after the cut"
+    );
+    let (back, event) =
+        when(&world, |e| matches!(e, MediaEvent::PathBack { .. })).expect("PathBack");
+    assert!(
+        back >= cut && back <= cut + Duration::from_millis(500),
+        "back {back:?} after the cut: {event:?}"
+    );
+    assert!(!world.saw(BOB, |e| matches!(e, MediaEvent::Reconnecting { .. })));
+    let before = decoded(&mut world, track);
+    world.run_for(Duration::from_secs(1));
+    assert!(
+        decoded(&mut world, track) >= before + 40,
+        "Alice is heard again"
     );
 }

@@ -94,6 +94,8 @@ pub struct World {
     retired: Vec<SocketAddr>,
     /// Datagrams the SFU sent to a retired address.
     pub lost_to_old_addresses: u64,
+    /// A member whose path is cut (every datagram to or from it lost) until then.
+    cut: Option<(usize, Instant)>,
 }
 
 fn room_of(record: RoomRecord, users: Vec<UserId>, manager: &Identity) -> Room {
@@ -201,6 +203,7 @@ impl World {
             room_gone: false,
             retired: Vec::new(),
             lost_to_old_addresses: 0,
+            cut: None,
         }
     }
 
@@ -242,6 +245,16 @@ impl World {
         self.retired.push(from);
         self.members[m].core.handle_local_address(self.now, to);
         self.drain();
+    }
+
+    /// Member `m`'s media path is cut for `span` from now: every datagram to or from it is lost.
+    pub fn cut_path(&mut self, m: usize, span: Duration) {
+        self.cut = Some((m, self.now + span));
+    }
+
+    fn is_cut(&self, m: usize) -> bool {
+        self.cut
+            .is_some_and(|(member, until)| member == m && self.now < until)
     }
 
     /// Member `m`'s signaling comes back after a drop, as the old connection (`resumed`) or not.
@@ -397,6 +410,9 @@ impl World {
                 match output {
                     CoreOutput::Transmit(t) => {
                         assert_eq!(t.destination, self.sfu_addr, "only the SFU is a peer");
+                        if self.is_cut(m) {
+                            continue;
+                        }
                         let arrival = Arrival::Datagram {
                             to_sfu: true,
                             member: m,
@@ -419,6 +435,9 @@ impl World {
                 self.lost_to_old_addresses += 1;
                 continue;
             };
+            if self.is_cut(member) {
+                continue;
+            }
             let arrival = Arrival::Datagram {
                 to_sfu: false,
                 member,
