@@ -81,8 +81,12 @@ fn tone_pair(
     }
 }
 
-/// Plays the output device as `play_until` does, noting when each 10 ms period that had sound was
-/// pulled, until `until` holds or `limit` passes.
+/// A sample above this (-60 dBFS) is sound; the tail of a concealed frame decaying towards zero
+/// below it is not.
+const AUDIBLE: f32 = 1e-3;
+
+/// Plays the output device as `play_until` does, noting when each 10 ms period that had sound
+/// (a sample above [`AUDIBLE`]) was pulled, until `until` holds or `limit` passes.
 fn play_voiced(
     mixer: &mut Mixer,
     voiced_at: &mut Vec<Instant>,
@@ -98,7 +102,7 @@ fn play_voiced(
         );
         let mut out = [0.0f32; 480];
         mixer.fill(&mut out);
-        if out.iter().any(|s| *s != 0.0) {
+        if out.iter().any(|s| s.abs() > AUDIBLE) {
             voiced_at.push(Instant::now());
         }
     }
