@@ -163,10 +163,10 @@ impl Worker {
         let addr = socket.local_addr().map_err(io)?;
         let addresses = MediaAddresses::new(addr, public, interfaces)?;
         let announced = addresses.announced().to_vec();
-        let mut core = SfuCore::new(std::time::Instant::now(), addresses.clone())
-            .numbering_streams(index as u64 + 1, count as u64);
         let mut listening = format!("{addr} (UDP)");
         let mut announcing = addresses.describe();
+        let mut core = SfuCore::new(std::time::Instant::now(), addresses)
+            .numbering_streams(index as u64 + 1, count as u64);
         let (mut tcp, mut tcp_addr, mut tcp_announced) = (None, None, Vec::new());
         if let Some(tcp_bind) = tcp_bind {
             let io = |source| SfuStartError::BindTcp {

@@ -227,11 +227,6 @@ impl RtcPeer {
         self.candidates.udp()
     }
 
-    /// Whether it has an ICE-TCP candidate ([`RtcPeer::with_tcp`]).
-    pub fn has_tcp(&self) -> bool {
-        self.candidates.tcp().is_some()
-    }
-
     /// Whether ICE and DTLS are up.
     pub fn is_connected(&self) -> bool {
         self.connected

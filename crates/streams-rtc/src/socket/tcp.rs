@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use polling::{Event, Poller};
 
-use super::SocketWaker;
 use super::framing::{FrameReader, frame_header};
+use super::{SocketWaker, canonical};
 
 /// Bytes one stream may hold waiting for the kernel to take them (about a second of 2 Mbit/s
 /// video).
@@ -500,11 +500,6 @@ fn read_frames(
         }
     }
     Ok(())
-}
-
-/// `addr` with a v4-mapped IPv6 address turned back into IPv4 (a dual-stack listener's peers).
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 impl Drop for TcpMedia {
