@@ -264,13 +264,7 @@ impl RoomMediaCore {
 
     /// A datagram from `source`; `false` if it is not for this core's connection.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
-        self.now = now;
-        if self.stopped {
-            return false;
-        }
-        let accepted = self.peer.handle_datagram(now, source, contents);
-        self.absorb_peer(now);
-        accepted
+        self.receive(now, |peer| peer.handle_datagram(now, source, contents))
     }
 
     /// The local address facing the bridge changed to `local` (the driver's socket is bound there
@@ -293,11 +287,16 @@ impl RoomMediaCore {
     /// A datagram that arrived on the TCP stream from `source` (ICE-TCP); `false` if it is not
     /// for this core's connection.
     pub fn handle_tcp_frame(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        self.receive(now, |peer| peer.handle_tcp_frame(now, source, contents))
+    }
+
+    /// Hands what arrived to the peer (by UDP or TCP) unless stopped; whether it took it.
+    fn receive(&mut self, now: Instant, into: impl FnOnce(&mut RtcPeer) -> bool) -> bool {
         self.now = now;
         if self.stopped {
             return false;
         }
-        let accepted = self.peer.handle_tcp_frame(now, source, contents);
+        let accepted = into(&mut self.peer);
         self.absorb_peer(now);
         accepted
     }
