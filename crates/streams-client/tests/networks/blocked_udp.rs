@@ -5,12 +5,12 @@
 //! ICE) within 10 s.
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use streams_bridge::{Bridge, BridgeConfig, BridgeHandle};
 
-use super::netns::{End, Netns, STREAMS, keygen, veth};
+use super::netns::{End, Netns, STREAMS, json, keygen, ok_stdout, veth};
 
 /// The players' namespace, joined to this one (the bridge's) by a veth pair.
 struct Players {
@@ -100,19 +100,6 @@ impl Players {
             .arg(key);
         command
     }
-}
-
-fn ok_stdout(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap()
 }
 
 #[test]

@@ -5,25 +5,12 @@
 //! audio gap, counted as concealed frames, stays under a second and the track is the same one (no
 //! re-publish).
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use streams_bridge::{Bridge, BridgeConfig};
 
-use super::netns::{End, Netns, STREAMS, keygen, veth};
-
-fn ok_stdout(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap()
-}
+use super::netns::{End, Netns, STREAMS, json, keygen, ok_stdout, veth};
 
 /// The bot's frames are 20 ms (its default).
 const FRAME_MS: u64 = 20;

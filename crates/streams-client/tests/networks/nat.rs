@@ -5,12 +5,12 @@
 //! exists and the bot must say so (naming ICE) within 10 s; with it, a 440 Hz tone arrives.
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use streams_bridge::{Bridge, BridgeConfig, BridgeHandle};
 
-use super::netns::{End, Netns, STREAMS, keygen, sh, veth};
+use super::netns::{End, Netns, STREAMS, json, keygen, ok_stdout, sh, veth};
 
 /// The three parties and their addresses.
 struct Nat {
@@ -122,19 +122,6 @@ impl Nat {
             .arg(key);
         command
     }
-}
-
-fn ok_stdout(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap()
 }
 
 /// A room of `alice` with `bob`, made by a player.

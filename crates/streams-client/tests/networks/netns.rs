@@ -3,7 +3,7 @@
 //! and private 10.x addresses inside them only; a namespace is deleted (with its veth pairs and
 //! their routes) when its [`Netns`] is dropped, however the test ends.
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 pub const STREAMS: &str = env!("CARGO_BIN_EXE_streams");
 
@@ -118,6 +118,21 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The standard output of a process that must have succeeded (its standard error if not).
+pub fn ok_stdout(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// One JSON line a tool printed.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap()
 }
 
 /// A new key at `path`; returns its user id.
