@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use streams_bridge::{Bridge, BridgeConfig};
-use streams_client::NewRoom;
 use streams_client::audio::codec::{FrameDuration, VoiceSettings};
 use streams_client::audio::source::ToneSource;
 use streams_client::media::voice_session::{TrackReport, listen, publish_voice};
 use streams_proto::Identity;
 
-use crate::common::client;
+use crate::common::{client, room_with};
 
 /// Runs the scenario and returns its JSON line.
 pub fn audio_latency(
@@ -30,13 +29,7 @@ pub fn audio_latency(
                 scope.spawn(move || -> Result<(u64, TrackReport), String> {
                     let (speaker, hearer) = (Identity::generate(), Identity::generate());
                     let (s, h) = (client(&url, &speaker)?, client(&url, &hearer)?);
-                    let room = s
-                        .create_room(NewRoom {
-                            name: format!("bench {i}"),
-                            users: vec![hearer.user_id().clone()],
-                            ..NewRoom::default()
-                        })
-                        .map_err(|e| e.to_string())?;
+                    let room = room_with(&s, &hearer, &format!("bench {i}"))?;
                     std::thread::scope(|inner| {
                         let listening = inner.spawn(|| {
                             listen(

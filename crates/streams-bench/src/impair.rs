@@ -12,12 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streams_bridge::{Bridge, BridgeConfig};
-use streams_client::NewRoom;
 use streams_client::audio::codec::VoiceSettings;
 use streams_client::audio::source::ToneSource;
-use streams_client::media::voice_session::{
-    Listened, Publication, PublishReport, listen_media, publish,
-};
+use streams_client::media::voice_session::{Listened, Publication, PublishReport};
 use streams_client::video::codec::VideoSettings;
 use streams_client::video::pattern::PatternSource;
 use streams_proto::Identity;
@@ -26,7 +23,7 @@ use streams_testkit::Direction;
 use streams_testkit::udp_relay::{Impairment, UdpRelay};
 use streams_testkit::ws_proxy::{Message, Verdict, WsProxy};
 
-use crate::common::client;
+use crate::common::{Member, call, client, room_with};
 
 /// The picture the publisher sends.
 const PICTURE: (usize, usize, u32) = (640, 360, 30);
@@ -131,53 +128,37 @@ fn run(condition: &Condition, seconds: u64) -> Result<serde_json::Value, String>
         client(&proxy.url(), &publisher)?,
         client(&url, &subscriber)?,
     );
-    let room = p
-        .create_room(NewRoom {
-            name: "impair bench".into(),
-            users: vec![subscriber.user_id().clone()],
-            ..NewRoom::default()
-        })
-        .map_err(|e| e.to_string())?;
+    let room = room_with(&p, &subscriber, "impair bench")?;
     let (width, height, fps) = PICTURE;
     let pattern = PatternSource::new(width, height, fps).map_err(|e| e.to_string())?;
-    let (sent, heard) = std::thread::scope(|scope| {
-        let listening = scope.spawn(|| {
-            listen_media(
-                &s,
-                &subscriber,
-                &url,
-                &room.id,
-                Duration::from_secs(seconds + 3),
-            )
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        let publication = Publication {
-            audio: Some((
-                Box::new(ToneSource::new(440.0, 0.5)),
-                VoiceSettings::default(),
-            )),
-            video: Some((
-                Box::new(pattern),
-                VideoSettings::for_picture(width, height, fps),
-                TrackKind::Video,
-            )),
-        };
-        let sent = publish(
-            &p,
-            &publisher,
-            &proxy.url(),
-            &room.id,
-            publication,
-            Duration::from_secs(seconds),
-            &mut |_| {},
-        );
-        let heard = listening
-            .join()
-            .map_err(|_| "the subscriber panicked".to_string());
-        (sent, heard)
-    });
-    let sent = sent.map_err(|e| e.to_string())?;
-    let heard = heard?.map_err(|e| e.to_string())?;
+    let publication = Publication {
+        audio: Some((
+            Box::new(ToneSource::new(440.0, 0.5)),
+            VoiceSettings::default(),
+        )),
+        video: Some((
+            Box::new(pattern),
+            VideoSettings::for_picture(width, height, fps),
+            TrackKind::Video,
+        )),
+    };
+    let (sent, heard) = call(
+        Member {
+            client: &p,
+            identity: &publisher,
+            url: &proxy.url(),
+        },
+        Member {
+            client: &s,
+            identity: &subscriber,
+            url: &url,
+        },
+        &room.id,
+        publication,
+        seconds,
+        Duration::from_secs(3),
+        &mut |_| {},
+    )?;
     Ok(line(condition.name, &sent, &heard))
 }
 

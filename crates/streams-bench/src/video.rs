@@ -6,14 +6,13 @@
 use std::time::Duration;
 
 use streams_bridge::{Bridge, BridgeConfig};
-use streams_client::NewRoom;
-use streams_client::media::voice_session::{Publication, listen_media, publish};
+use streams_client::media::voice_session::Publication;
 use streams_client::video::codec::VideoSettings;
 use streams_client::video::pattern::PatternSource;
 use streams_proto::Identity;
 use streams_proto::wire::TrackKind;
 
-use crate::common::client;
+use crate::common::{Member, call, client, room_with};
 
 /// Runs the scenario and returns its JSON line.
 pub fn video(
@@ -27,57 +26,40 @@ pub fn video(
     let url = bridge.url();
     let (publisher, subscriber) = (Identity::generate(), Identity::generate());
     let (p, s) = (client(&url, &publisher)?, client(&url, &subscriber)?);
-    let room = p
-        .create_room(NewRoom {
-            name: "video bench".into(),
-            users: vec![subscriber.user_id().clone()],
-            ..NewRoom::default()
-        })
-        .map_err(|e| e.to_string())?;
-    let (sent, heard) = std::thread::scope(|scope| {
-        let listening = scope.spawn(|| {
-            listen_media(
-                &s,
-                &subscriber,
-                &url,
-                &room.id,
-                Duration::from_secs(seconds + 2),
-            )
-        });
-        // Let the subscriber be there first, as a room's members would be.
-        std::thread::sleep(Duration::from_millis(500));
-        let publication = Publication {
-            audio: None,
-            video: Some((
-                Box::new(source),
-                VideoSettings::for_picture(width, height, fps),
-                TrackKind::Video,
-            )),
-        };
-        let sent = publish(
-            &p,
-            &publisher,
-            &url,
-            &room.id,
-            publication,
-            Duration::from_secs(seconds),
-            &mut |report| {
-                if let Some(v) = &report.video {
-                    eprintln!(
-                        "target {} kbit/s, sent {} kbit/s",
-                        v.target_bitrate / 1000,
-                        v.sent_bitrate / 1000
-                    );
-                }
-            },
-        );
-        let heard = listening
-            .join()
-            .map_err(|_| "the subscriber panicked".to_string());
-        (sent, heard)
-    });
-    let sent = sent.map_err(|e| e.to_string())?;
-    let heard = heard?.map_err(|e| e.to_string())?;
+    let room = room_with(&p, &subscriber, "video bench")?;
+    let publication = Publication {
+        audio: None,
+        video: Some((
+            Box::new(source),
+            VideoSettings::for_picture(width, height, fps),
+            TrackKind::Video,
+        )),
+    };
+    let (sent, heard) = call(
+        Member {
+            client: &p,
+            identity: &publisher,
+            url: &url,
+        },
+        Member {
+            client: &s,
+            identity: &subscriber,
+            url: &url,
+        },
+        &room.id,
+        publication,
+        seconds,
+        Duration::from_secs(2),
+        &mut |report| {
+            if let Some(v) = &report.video {
+                eprintln!(
+                    "target {} kbit/s, sent {} kbit/s",
+                    v.target_bitrate / 1000,
+                    v.sent_bitrate / 1000
+                );
+            }
+        },
+    )?;
     let local = sent.video.ok_or("no video track was published")?;
     let track = heard.video.first().ok_or("no video track arrived")?;
     let pattern = track.pattern.clone().unwrap_or_default();
