@@ -117,7 +117,8 @@ impl RoomApplier<'_, '_> {
             | Reply::Answer { .. }
             | Reply::Streams(_)
             | Reply::Recordings(_)
-            | Reply::RecordingChunk { .. } => {}
+            | Reply::RecordingChunk { .. }
+            | Reply::TurnServers(_) => {}
         }
     }
 

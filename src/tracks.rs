@@ -317,7 +317,9 @@ pub(crate) fn drain_media_events(
                 MediaEvent::NegotiationFailed(_)
                 | MediaEvent::PathChanged { .. }
                 | MediaEvent::PathLost
-                | MediaEvent::PathBack { .. } => {}
+                | MediaEvent::PathBack { .. }
+                | MediaEvent::RelayReady { .. }
+                | MediaEvent::RelayFailed { .. } => {}
             }
             continue_event(&mut commands, &mut messages, room, event);
         }

@@ -17,6 +17,7 @@ pub mod sfu;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod turn;
 
 pub use server::{Bridge, BridgeConfig, BridgeError, BridgeHandle};
 pub use store::{SqliteStore, Store, StoreError};

@@ -2,10 +2,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use streams_bridge::turn::{DEFAULT_CREDENTIAL_TTL, TurnRelays};
 use streams_bridge::{Bridge, BridgeConfig, SqliteStore, Store, TlsSource};
-use streams_proto::{ContextId, UserId};
+use streams_proto::{ContextId, TurnUrl, UserId};
 
 /// The bevy_streams bridge: keeps Stream Rooms, authenticates users, enforces room policies and relays
 /// events. It stores only what it may see: private metadata and room secrets stay encrypted.
@@ -66,6 +68,28 @@ struct Cli {
     /// Clients pin it with `streams --bridge-cert-sha256 FINGERPRINT`.
     #[arg(long, global = true)]
     tls_self_signed: bool,
+    /// A TURN server (coturn) clients may relay media through when nothing reaches the media
+    /// ports directly, e.g. `turn:turn.example.com:3478?transport=tcp` or `turns:turn.example.com`.
+    /// Repeat it for several; needs --turn-secret.
+    #[arg(
+        long = "turn-url",
+        value_name = "URL",
+        global = true,
+        requires = "turn_secret"
+    )]
+    turn_urls: Vec<TurnUrl>,
+    /// The secret shared with the TURN servers (coturn `use-auth-secret` with
+    /// `static-auth-secret=SECRET`): the bridge hands each member credentials made from it.
+    #[arg(
+        long,
+        env = "STREAMS_TURN_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    turn_secret: Option<String>,
+    /// How long the TURN credentials handed out are good for, in seconds.
+    #[arg(long, default_value_t = DEFAULT_CREDENTIAL_TTL.as_secs(), global = true)]
+    turn_ttl_secs: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -198,6 +222,15 @@ fn tls_source(cli: &Cli) -> Result<Option<TlsSource>, String> {
     Ok(Some(TlsSource::SelfSigned { dir, names }))
 }
 
+fn turn_relays(cli: &Cli) -> Option<TurnRelays> {
+    let secret = cli.turn_secret.clone()?;
+    (!cli.turn_urls.is_empty()).then(|| TurnRelays {
+        urls: cli.turn_urls.clone(),
+        secret,
+        ttl: Duration::from_secs(cli.turn_ttl_secs),
+    })
+}
+
 fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -216,6 +249,7 @@ fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
             open: cli.open,
             recordings: Some(recordings_dir(cli)?),
             tls: tls_source(cli)?,
+            turn: turn_relays(cli),
         };
         let bridge = Bridge::bind(&config).await.map_err(|e| e.to_string())?;
         tracing::info!(
@@ -225,6 +259,9 @@ fn serve(cli: &Cli, db: PathBuf) -> Result<(), String> {
             "streams-bridge listening on {}",
             bridge.url()
         );
+        for url in &cli.turn_urls {
+            tracing::info!("clients may relay media through TURN server {url}");
+        }
         if let Some(fingerprint) = bridge.cert_fingerprint() {
             tracing::info!("TLS certificate SHA-256 fingerprint: {fingerprint}");
         }

@@ -55,6 +55,13 @@ pub async fn handle(
 ) -> Result<ResponseBody, WireError> {
     match request {
         Request::Ping => Ok(ResponseBody::Pong),
+        Request::IceServers => Ok(ResponseBody::IceServers {
+            servers: state
+                .turn
+                .iter()
+                .map(|turn| turn.credentials_for(&caller.user, SystemTime::now()))
+                .collect(),
+        }),
         Request::CreateRoom { genesis, meta } => create_room(state, caller, *genesis, *meta).await,
         Request::UpdateRoom {
             room_id,

@@ -12,6 +12,7 @@ use crate::sfu::{SfuHandle, SfuStartError};
 use crate::state::BridgeState;
 use crate::store::{SqliteStore, StoreError};
 use crate::tls::{TlsServer, TlsSetupError, TlsSource};
+use crate::turn::TurnRelays;
 
 /// Where and how a bridge runs.
 #[derive(Clone, Debug)]
@@ -40,6 +41,9 @@ pub struct BridgeConfig {
     /// Serve signaling over TLS (`wss://`) with this certificate; `None`: plain `ws://`, which
     /// clients accept only on loopback unless told otherwise.
     pub tls: Option<TlsSource>,
+    /// TURN servers clients may relay media through, and the secret they share with the bridge
+    /// (`None`: clients reach the media ports directly or not at all).
+    pub turn: Option<TurnRelays>,
 }
 
 impl BridgeConfig {
@@ -55,6 +59,7 @@ impl BridgeConfig {
             open: true,
             recordings: None,
             tls: None,
+            turn: None,
         }
     }
 }
@@ -113,6 +118,7 @@ impl Bridge {
         let state = Arc::new({
             let mut state = BridgeState::new(Box::new(store), sfu, config.open);
             state.recordings = config.recordings.clone();
+            state.turn = config.turn.clone();
             state
         });
         // Media sessions that end on their own (ICE lost) are announced like closed ones.
@@ -296,11 +302,23 @@ impl BridgeHandle {
     /// How many media sessions the SFU holds.
     pub fn media_session_count(&self) -> usize {
         let sfu = self.state.sfu.clone();
-        // The SFU answers from its own thread; a small runtime waits for it.
+        self.wait_for(async move { sfu.session_count().await })
+            .unwrap_or(0)
+    }
+
+    /// The addresses the SFU's media arrives from (clients, their NATs, TURN relays).
+    pub fn media_peer_addresses(&self) -> Vec<SocketAddr> {
+        let sfu = self.state.sfu.clone();
+        self.wait_for(async move { sfu.peer_addresses().await })
+            .unwrap_or_default()
+    }
+
+    /// Waits on this thread for what the SFU answers from its own (a small runtime waits).
+    fn wait_for<T>(&self, answer: impl std::future::Future<Output = T>) -> Option<T> {
         tokio::runtime::Builder::new_current_thread()
             .build()
-            .map(|rt| rt.block_on(sfu.session_count()))
-            .unwrap_or(0)
+            .ok()
+            .map(|rt| rt.block_on(answer))
     }
 
     /// How many keyframe requests (PLI/FIR) of subscribers the SFU has passed on to publishers.

@@ -8,6 +8,7 @@ use crate::hub::Hub;
 use crate::resume::Resumption;
 use crate::sfu::SfuHandle;
 use crate::store::{Store, StoreError};
+use crate::turn::TurnRelays;
 
 /// Shared by all connections of one bridge.
 pub struct BridgeState {
@@ -22,6 +23,8 @@ pub struct BridgeState {
     pub recordings: Option<std::path::PathBuf>,
     /// Connections kept through a drop for their clients to resume.
     pub resumption: Resumption,
+    /// The TURN servers handed to clients (`None`: none).
+    pub turn: Option<TurnRelays>,
 }
 
 impl BridgeState {
@@ -34,6 +37,7 @@ impl BridgeState {
             open,
             recordings: None,
             resumption: Resumption::default(),
+            turn: None,
         }
     }
 

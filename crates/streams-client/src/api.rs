@@ -136,6 +136,8 @@ pub enum Operation {
     },
     /// The recordings of a room (members only).
     ListRecordings(RoomId),
+    /// The TURN servers the bridge relays media through, with fresh credentials, resolved.
+    TurnServers,
     /// A piece of a recording's file (members only).
     FetchRecording {
         /// The room.
@@ -234,6 +236,8 @@ pub enum Reply {
     },
     /// The recordings of a room.
     Recordings(Vec<streams_proto::wire::RecordingInfo>),
+    /// The TURN servers this client may use.
+    TurnServers(Vec<crate::turn_servers::TurnServer>),
     /// A piece of a recording's file.
     RecordingChunk {
         /// Where it starts.

@@ -21,6 +21,7 @@ pub mod rooms;
 pub mod runtime;
 pub mod tls;
 pub mod transport;
+pub mod turn_servers;
 pub mod video;
 
 pub use api::{

@@ -339,6 +339,12 @@ async fn execute(s: &Shared, op: Operation) -> Result<Reply, ClientError> {
             ResponseBody::Streams { streams, .. } => Ok(Reply::Streams(streams)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         },
+        Operation::TurnServers => match s.call(Request::IceServers).await? {
+            ResponseBody::IceServers { servers } => Ok(Reply::TurnServers(
+                crate::turn_servers::resolve(servers).await,
+            )),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        },
         Operation::SetRecording { room_id, enabled } => {
             s.call(Request::SetRecording { room_id, enabled }).await?;
             Ok(Reply::Done)

@@ -12,6 +12,8 @@ mod moving;
 mod nat;
 #[path = "networks/netns.rs"]
 mod netns;
+#[path = "networks/turn.rs"]
+mod turn;
 
 /// Every test here sends real-time media: on a 2-core machine they run one at a time, so that
 /// what they measure is the network they build, not each other.

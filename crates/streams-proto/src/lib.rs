@@ -8,6 +8,7 @@
 //! - [`frame_crypto`]: SFrame (RFC 9605) media frame protection with per-sender keys.
 //! - [`fingerprint`]: the SHA-256 of a bridge's TLS certificate, which clients can pin.
 //! - [`track`]: typed media ids (stream, m-line, track), checked when parsed.
+//! - [`turn`]: TURN server URLs, as the bridge hands them out.
 //! - [`wire`]: the signaling messages (JSON over WebSocket) shared by the bridge and the client.
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod recording;
 pub mod room;
 pub mod track;
 pub mod transcript;
+pub mod turn;
 pub mod wire;
 
 pub use bytes::Bytes;
@@ -36,3 +38,4 @@ pub use meta::{PrivateMeta, SignedMeta};
 pub use policy::{Access, Policy, Right};
 pub use room::RoomRecord;
 pub use track::{InvalidMediaId, MediaId, StreamId, TrackId};
+pub use turn::{InvalidTurnUrl, TurnTransport, TurnUrl};

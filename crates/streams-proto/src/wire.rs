@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod media;
 
-pub use media::{StreamInfo, TrackAnnounce, TrackInfo, TrackKind, TrackSubscription};
+pub use media::{IceServer, StreamInfo, TrackAnnounce, TrackInfo, TrackKind, TrackSubscription};
 
 use crate::bytes::Bytes;
 use crate::epoch::EpochRecord;
@@ -245,6 +245,9 @@ pub enum Request {
         /// Where to start.
         offset: u64,
     },
+    /// The TURN servers this bridge relays media through, with fresh credentials for the caller
+    /// (an empty list when it has none).
+    IceServers,
     /// Liveness check.
     Ping,
 }
@@ -276,6 +279,11 @@ pub enum ResponseBody {
     },
     /// Answer to [`Request::Ping`].
     Pong,
+    /// Answer to [`Request::IceServers`].
+    IceServers {
+        /// The servers, most preferred first.
+        servers: Vec<IceServer>,
+    },
     /// The bridge's SDP answer to a [`Request::Negotiate`].
     Answer {
         /// The SDP answer.

@@ -11,6 +11,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use polling::{Event, Events, Poller};
@@ -20,7 +21,7 @@ pub mod framing;
 pub mod tcp;
 
 pub use self::batch::{Outbox, ReceiveBatch, Received, Sent};
-pub use self::tcp::{TcpFrame, TcpMedia, TcpStats};
+pub use self::tcp::{Framing, TcpFrame, TcpMedia, TcpStats};
 
 /// What a media datagram travels on: UDP, or a TCP stream ([`TcpMedia`], ICE-TCP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,6 +151,9 @@ impl Drop for MediaSocket {
 #[derive(Clone, Debug)]
 pub struct SocketWaker {
     poller: Arc<Poller>,
+    /// The next poller key for a stream (shared by every [`TcpMedia`] on this poller, so two of
+    /// them never take the same key).
+    stream_keys: Arc<AtomicUsize>,
 }
 
 impl SocketWaker {
@@ -157,6 +161,7 @@ impl SocketWaker {
     pub fn new() -> io::Result<Self> {
         Ok(SocketWaker {
             poller: Arc::new(Poller::new()?),
+            stream_keys: Arc::new(AtomicUsize::new(tcp::FIRST_STREAM_KEY)),
         })
     }
 

@@ -297,6 +297,15 @@ impl SfuCore {
         self.sessions.len()
     }
 
+    /// The addresses media arrived from (a client's, its NAT's, or a TURN server's relay),
+    /// sorted.
+    pub fn peer_addresses(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.by_source.keys().map(|(_, addr)| *addr).collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
     /// Keyframe requests passed on to publishers so far.
     pub fn keyframe_requests_forwarded(&self) -> u64 {
         self.keyframe_requests

@@ -206,5 +206,8 @@ fn handle(core: &mut SfuCore, recordings: &mut HashMap<RoomId, Recorder>, comman
         Command::Count { reply } => {
             let _ = reply.send(core.session_count());
         }
+        Command::Peers { reply } => {
+            let _ = reply.send(core.peer_addresses());
+        }
     }
 }

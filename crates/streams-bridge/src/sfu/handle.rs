@@ -326,6 +326,20 @@ impl SfuHandle {
         }
         count
     }
+
+    /// The addresses media arrives from, on every worker (for tests and diagnostics).
+    pub async fn peer_addresses(&self) -> Vec<SocketAddr> {
+        let mut addrs = Vec::new();
+        for worker in self.workers.iter() {
+            addrs.extend(
+                worker
+                    .ask(|reply| Command::Peers { reply })
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+        addrs
+    }
 }
 
 #[cfg(test)]

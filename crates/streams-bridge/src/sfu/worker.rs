@@ -71,6 +71,9 @@ pub(super) enum Command {
     Count {
         reply: Reply<usize>,
     },
+    Peers {
+        reply: Reply<Vec<SocketAddr>>,
+    },
     StartRecording {
         room: RoomId,
         root: PathBuf,

@@ -1,7 +1,8 @@
 //! [`RoomMedia`]: the driver of one room's [`RoomMediaCore`], on a thread of its own. It owns the
 //! UDP socket (bound at the address that faces the bridge, and bound again when that changes:
 //! see [`crate::media::route`]), the TCP stream to the bridge when ICE falls back to TCP (waited
-//! on with the socket), and a non-blocking signaling handle: a request the core makes is started on the
+//! on with the socket) or to a TURN server (see [`crate::media::relay`]), and a non-blocking
+//! signaling handle: a request the core makes is started on the
 //! client's runtime and its reply comes back as an input (waking the driver), so no request is ever
 //! waited for while media flows. Starting, commanding and dropping a [`RoomMedia`] never block the
 //! caller: dropping it asks the engine to stop, and it winds down on its own thread.
@@ -20,7 +21,9 @@ use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, StopReason};
 use crate::media::route::{ROUTE_CHECK, Route};
 use crate::media::rtc::MediaError;
 use crate::video::receiver::VideoSlot;
-use streams_rtc::socket::{MediaSocket, Outbox, ReceiveBatch, SocketWaker, TcpMedia, Transport};
+use streams_rtc::socket::{
+    Framing, MediaSocket, Outbox, ReceiveBatch, SocketWaker, TcpMedia, Transport,
+};
 
 /// Datagrams one read system call may fill.
 const READ_SLOTS: usize = 16;
@@ -28,6 +31,8 @@ const READ_SLOTS: usize = 16;
 const READS_PER_TURN: usize = 8;
 /// TCP streams one engine may have open (one per bridge TCP candidate it tries).
 const TCP_STREAMS: usize = 4;
+/// TCP streams to TURN servers (one at a time; the next server's while the last one's closes).
+const TURN_STREAMS: usize = 2;
 
 type SignalReply = (SignalId, Result<Reply, ClientError>);
 
@@ -260,7 +265,8 @@ impl MediaLaunch {
         };
         Driver {
             core,
-            tcp: TcpMedia::connecting(&waker, TCP_STREAMS),
+            tcp: TcpMedia::connecting(&waker, TCP_STREAMS, Framing::Rfc4571),
+            turn_tcp: TcpMedia::connecting(&waker, TURN_STREAMS, Framing::Raw),
             batch: ReceiveBatch::new(&socket, READ_SLOTS),
             socket,
             route,
@@ -292,6 +298,8 @@ struct Driver {
     socket: MediaSocket,
     batch: ReceiveBatch,
     tcp: TcpMedia,
+    /// The stream to a TURN server reached over TCP (its bytes go to the core as they come).
+    turn_tcp: TcpMedia,
     route: Route,
     next_route_check: Instant,
     /// The packets of a video frame to the bridge leave in one send.
@@ -318,6 +326,7 @@ impl Driver {
             self.take_inputs(now);
             self.core.handle_timeout(now);
             self.tcp.handle_timeout(now);
+            self.turn_tcp.handle_timeout(now);
             self.flush(now);
             if self.core.is_stopped() {
                 return;
@@ -331,6 +340,10 @@ impl Driver {
             self.tcp.handle_ready(now, self.socket.ready(), |frame| {
                 core.handle_tcp_frame(now, frame.source, frame.contents);
             });
+            self.turn_tcp
+                .handle_ready(now, self.socket.ready(), |bytes| {
+                    core.handle_turn_stream(now, bytes.source, bytes.contents);
+                });
             self.read_datagrams();
         }
     }
@@ -354,6 +367,7 @@ impl Driver {
         self.batch = ReceiveBatch::new(&socket, READ_SLOTS);
         self.socket = socket;
         self.tcp.close_all();
+        self.turn_tcp.close_all();
         self.core.handle_local_address(now, local);
     }
 
@@ -409,6 +423,15 @@ impl Driver {
                     }
                     Transport::Tcp => {
                         self.tcp.send(now, t.destination, &t.contents);
+                    }
+                },
+                CoreOutput::ToTurn(t) => match t.transport {
+                    Transport::Udp => {
+                        self.outbox
+                            .push(&self.socket, None, t.destination, &t.contents);
+                    }
+                    Transport::Tcp => {
+                        self.turn_tcp.send(now, t.destination, &t.contents);
                     }
                 },
                 CoreOutput::Signal { id, op } => {

@@ -195,6 +195,22 @@ pub enum MediaEvent {
         /// How long nothing came.
         after: std::time::Duration,
     },
+    /// A TURN relay was allocated (the bridge handed out TURN servers): its relayed address is
+    /// offered beside the direct candidates, and carries media when nothing else gets through.
+    RelayReady {
+        /// The TURN server's URL.
+        server: String,
+        /// The relayed address (what the bridge sees when media goes through it).
+        relayed: std::net::SocketAddr,
+    },
+    /// A TURN server gave no relay (unreachable, refused the credentials); the next one handed
+    /// out, if any, is tried.
+    RelayFailed {
+        /// The TURN server's URL.
+        server: String,
+        /// Why.
+        reason: String,
+    },
     /// A local track is published.
     LocalTrackPublished {
         /// Its index in this session.

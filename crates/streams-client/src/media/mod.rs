@@ -6,6 +6,7 @@
 pub mod core;
 pub mod driver;
 pub mod events;
+pub mod relay;
 pub mod route;
 pub mod rtc;
 pub mod session;

@@ -10,7 +10,9 @@
 //! bridge's passive TCP candidate), so a network that blocks UDP still connects over TCP. When the
 //! local address changes ([`RtcPeer::move_to`]) the old candidates are dropped and new ones added,
 //! ranked above them (see `candidates.rs`): ICE checks the new pairs and both ends switch to them,
-//! in the same session (same DTLS, keys and tracks), without signaling.
+//! in the same session (same DTLS, keys and tracks), without signaling. A TURN allocation's
+//! relayed address can be added as a candidate too ([`RtcPeer::set_relay`]); what is sent from it
+//! is marked [`Transmit::relayed`] and goes through the relay.
 //!
 //! The client always offers; every change (publish, subscribe) is a fresh offer of the whole session.
 //! The codecs and header extensions are the profile both ends share ([`streams_rtc::profile`]);
@@ -110,6 +112,9 @@ pub struct Received {
 pub struct Transmit {
     /// UDP, or the TCP stream to `destination` (opened if there is none).
     pub transport: Transport,
+    /// Sent from the relayed candidate: it goes through the TURN relay
+    /// ([`crate::media::relay::Relay::send`]), not straight to `destination`.
+    pub relayed: bool,
     /// Where to.
     pub destination: SocketAddr,
     /// What.
@@ -225,6 +230,34 @@ impl RtcPeer {
     /// The local UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.candidates.udp()
+    }
+
+    /// Offers a TURN allocation's relayed address as a candidate (replacing any earlier one;
+    /// `None` drops it). The bridge learns it from ICE's checks (as a peer-reflexive candidate):
+    /// nothing is renegotiated.
+    pub fn set_relay(
+        &mut self,
+        now: Instant,
+        relayed: Option<SocketAddr>,
+    ) -> Result<(), MediaError> {
+        self.candidates.set_relay(&mut self.rtc, relayed)?;
+        self.drain(now);
+        Ok(())
+    }
+
+    /// A datagram `peer` sent to the relayed address `relayed` (unwrapped by the relay); `false`
+    /// if it is not for this connection.
+    pub fn handle_relayed(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        relayed: SocketAddr,
+        contents: &[u8],
+    ) -> bool {
+        if self.candidates.relay() != Some(relayed) {
+            return false;
+        }
+        self.receive(now, Protocol::Udp, peer, relayed, contents)
     }
 
     /// Whether ICE and DTLS are up.
@@ -522,6 +555,7 @@ impl RtcPeer {
                     if let Some(transport) = Transport::of(t.proto) {
                         self.transmits.push_back(Transmit {
                             transport,
+                            relayed: self.candidates.relay() == Some(t.source),
                             destination: t.destination,
                             contents: t.contents.into(),
                         });

@@ -68,3 +68,17 @@ pub struct TrackSubscription {
     /// The remote track.
     pub track_id: TrackId,
 }
+
+/// A TURN server a client may relay its media through (the bridge's `--turn-url`s), with
+/// short-lived credentials for this client (the TURN REST API scheme: coturn's `use-auth-secret`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// Its URLs (`turn:` / `turns:`, see [`crate::turn::TurnUrl`]).
+    pub urls: Vec<String>,
+    /// The username: when the credential expires (Unix seconds) and whose it is.
+    pub username: String,
+    /// The password (base64 of an HMAC of the username under the secret the server shares).
+    pub credential: String,
+    /// When the credential expires, Unix seconds.
+    pub expires_at: u64,
+}

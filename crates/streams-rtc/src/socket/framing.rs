@@ -1,6 +1,17 @@
 //! RFC 4571 framing: how ICE-TCP (RFC 6544) carries datagrams (STUN, DTLS, SRTP) on a TCP stream,
-//! each preceded by its length as two big-endian bytes. [`FrameReader`] rebuilds the datagrams
+//! each preceded by its length as two big-endian bytes (or, for a protocol that delimits its own
+//! messages, nothing: [`Framing::Raw`]). [`FrameReader`] rebuilds the datagrams
 //! from whatever pieces the stream delivers; [`frame_header`] is what goes before one sent.
+
+/// How datagrams travel on a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Each after its length (RFC 4571): ICE-TCP.
+    Rfc4571,
+    /// As they are: what is read is handed on as it comes, for a protocol that delimits its own
+    /// messages (a TURN client's stream to its server, RFC 8656 §6.2).
+    Raw,
+}
 
 /// The longest datagram a frame can carry (its length is 16 bits).
 pub const MAX_FRAME: usize = u16::MAX as usize;
@@ -11,10 +22,15 @@ pub fn frame_header(len: usize) -> Option<[u8; 2]> {
     u16::try_from(len).ok().map(u16::to_be_bytes)
 }
 
+/// What one read of an unframed stream takes at most.
+const RAW_READ: usize = 16 << 10;
+
 /// Rebuilds datagrams from a TCP stream's bytes. Holds at most one frame and its header
-/// (64 KiB), whatever the peer sends.
+/// (64 KiB), whatever the peer sends. For an unframed stream ([`Framing::Raw`]) it hands on each
+/// read as it is.
 #[derive(Debug, Default)]
 pub struct FrameReader {
+    raw: bool,
     /// The frame being read, its header included (grown as frames need).
     buffer: Vec<u8>,
     /// How many bytes of it have been read.
@@ -22,9 +38,21 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// A reader of streams framed as `framing` says.
+    pub fn new(framing: Framing) -> Self {
+        FrameReader {
+            raw: framing == Framing::Raw,
+            ..FrameReader::default()
+        }
+    }
+
     /// Where the next bytes read from the stream go: at most what completes the current header
     /// or frame, so a read never takes bytes of the next frame.
     pub fn space(&mut self) -> &mut [u8] {
+        if self.raw {
+            self.buffer.resize(RAW_READ, 0);
+            return &mut self.buffer;
+        }
         if self.complete() {
             self.len = 0;
         }
@@ -38,6 +66,9 @@ impl FrameReader {
     /// `n` bytes were read into [`FrameReader::space`]; returns the datagram they complete, if
     /// they do. (An empty frame completes nothing: it is skipped.)
     pub fn filled(&mut self, n: usize) -> Option<&[u8]> {
+        if self.raw {
+            return (n > 0).then(|| &self.buffer[..n.min(self.buffer.len())]);
+        }
         self.len += n.min(self.wanted());
         if !self.complete() {
             return None;
@@ -120,6 +151,18 @@ mod tests {
         reader.space()[..2].copy_from_slice(&[0, 3]);
         assert!(reader.filled(2).is_none());
         assert_eq!(reader.space().len(), 3);
+    }
+
+    #[test]
+    fn a_raw_stream_is_handed_on_as_read() {
+        let mut reader = FrameReader::new(Framing::Raw);
+        let space = reader.space();
+        assert_eq!(space.len(), RAW_READ);
+        space[..3].copy_from_slice(b"abc");
+        assert_eq!(reader.filled(3), Some(&b"abc"[..]));
+        reader.space()[..1].copy_from_slice(b"d");
+        assert_eq!(reader.filled(1), Some(&b"d"[..]));
+        assert_eq!(reader.filled(0), None);
     }
 
     #[test]

@@ -14,10 +14,12 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use polling::{Event, Poller};
 
+pub use super::framing::Framing;
 use super::framing::{FrameReader, frame_header};
 use super::{SocketWaker, canonical};
 
@@ -37,6 +39,9 @@ const FRAMES_PER_TURN: usize = 64;
 
 /// The poller's key for the listener (the UDP socket's is 0); streams have the keys after it.
 const LISTENER_KEY: usize = 1;
+
+/// The first poller key of a stream.
+pub(super) const FIRST_STREAM_KEY: usize = LISTENER_KEY + 1;
 
 /// A datagram that arrived on a TCP stream.
 #[derive(Debug)]
@@ -68,6 +73,7 @@ struct Connection {
     /// An outgoing connection not yet established.
     connecting: bool,
     reader: FrameReader,
+    framing: Framing,
     /// Framed datagrams not yet written, from `written` on.
     queued: Vec<u8>,
     written: usize,
@@ -106,13 +112,20 @@ impl Connection {
 
     /// Queues one framed datagram; `false` if it does not fit.
     fn queue(&mut self, contents: &[u8]) -> bool {
-        let Some(header) = frame_header(contents.len()) else {
-            return false;
+        let header = match self.framing {
+            Framing::Rfc4571 => match frame_header(contents.len()) {
+                Some(header) => Some(header),
+                None => return false,
+            },
+            Framing::Raw => None,
         };
-        if self.queued.len() - self.written + 2 + contents.len() > MAX_QUEUED {
+        let header_len = header.map_or(0, |h| h.len());
+        if self.queued.len() - self.written + header_len + contents.len() > MAX_QUEUED {
             return false;
         }
-        self.queued.extend_from_slice(&header);
+        if let Some(header) = header {
+            self.queued.extend_from_slice(&header);
+        }
         self.queued.extend_from_slice(contents);
         true
     }
@@ -121,10 +134,12 @@ impl Connection {
 /// The TCP streams of one media thread.
 pub struct TcpMedia {
     poller: Arc<Poller>,
+    keys: Arc<AtomicUsize>,
+    /// Of the streams it opens (accepted ones are always RFC 4571).
+    framing: Framing,
     listener: Option<TcpListener>,
     connections: HashMap<usize, Connection>,
     by_peer: HashMap<SocketAddr, usize>,
-    next_key: usize,
     max_connections: usize,
     /// Outgoing: destinations whose last connection attempt failed, and when.
     failed: HashMap<SocketAddr, Instant>,
@@ -162,7 +177,7 @@ impl TcpMedia {
         socket.listen(128)?;
         socket.set_nonblocking(true)?;
         let listener: TcpListener = socket.into();
-        let mut media = Self::new(waker, max_connections);
+        let mut media = Self::new(waker, max_connections, Framing::Rfc4571);
         // SAFETY: the listener is removed from the poller before it is closed (`Drop` below),
         // and it is never closed otherwise: `TcpMedia` owns it and hands out no ownership.
         unsafe { media.poller.add(&listener, Event::readable(LISTENER_KEY))? };
@@ -171,18 +186,19 @@ impl TcpMedia {
     }
 
     /// Connects to peers on demand (at most `max_connections` at a time): the first datagram
-    /// sent to a destination opens a stream to it.
-    pub fn connecting(waker: &SocketWaker, max_connections: usize) -> Self {
-        Self::new(waker, max_connections)
+    /// sent to a destination opens a stream to it, carrying datagrams as `framing` says.
+    pub fn connecting(waker: &SocketWaker, max_connections: usize, framing: Framing) -> Self {
+        Self::new(waker, max_connections, framing)
     }
 
-    fn new(waker: &SocketWaker, max_connections: usize) -> Self {
+    fn new(waker: &SocketWaker, max_connections: usize, framing: Framing) -> Self {
         TcpMedia {
             poller: Arc::clone(&waker.poller),
+            keys: Arc::clone(&waker.stream_keys),
+            framing,
             listener: None,
             connections: HashMap::new(),
             by_peer: HashMap::new(),
-            next_key: LISTENER_KEY + 1,
             max_connections,
             failed: HashMap::new(),
             next_sweep: None,
@@ -301,8 +317,7 @@ impl TcpMedia {
     }
 
     fn register(&mut self, connection: Connection) -> Option<usize> {
-        let key = self.next_key;
-        self.next_key += 1;
+        let key = self.keys.fetch_add(1, Ordering::Relaxed);
         let interest = connection.interest(key);
         // SAFETY: the stream is removed from the poller before it is closed (`close` and
         // `Drop`), and it is never closed otherwise: `TcpMedia` owns it.
@@ -358,7 +373,8 @@ impl TcpMedia {
             peer: destination,
             local,
             connecting: true,
-            reader: FrameReader::default(),
+            framing: self.framing,
+            reader: FrameReader::new(self.framing),
             queued: Vec::new(),
             written: 0,
             last_received: now,
@@ -412,7 +428,8 @@ impl TcpMedia {
                 peer,
                 local: canonical(local),
                 connecting: false,
-                reader: FrameReader::default(),
+                framing: Framing::Rfc4571,
+                reader: FrameReader::new(Framing::Rfc4571),
                 queued: Vec::new(),
                 written: 0,
                 last_received: now,

@@ -33,7 +33,7 @@ impl Side {
         let socket = MediaSocket::bind_with(LOOPBACK, &waker, RECEIVE_BUFFER).unwrap();
         Side {
             socket,
-            tcp: TcpMedia::connecting(&waker, 4),
+            tcp: TcpMedia::connecting(&waker, 4, Framing::Rfc4571),
             received: Vec::new(),
         }
     }
@@ -146,6 +146,7 @@ fn a_stream_queues_a_bounded_amount_and_drops_what_does_not_fit() {
         local: stream.local_addr().unwrap(),
         stream,
         connecting: true,
+        framing: Framing::Rfc4571,
         reader: FrameReader::default(),
         queued: Vec::new(),
         written: 0,
@@ -158,4 +159,45 @@ fn a_stream_queues_a_bounded_amount_and_drops_what_does_not_fit() {
     }
     assert!(!connection.queue(&datagram));
     assert!(!connection.queue(&[0u8; 70_000]), "longer than a frame");
+}
+
+#[test]
+fn a_raw_stream_carries_bytes_unframed_beside_a_framed_one_on_the_same_poller() {
+    use std::io::{Read, Write};
+    let waker = SocketWaker::new().unwrap();
+    let mut socket = MediaSocket::bind_with(LOOPBACK, &waker, RECEIVE_BUFFER).unwrap();
+    let mut framed = TcpMedia::connecting(&waker, 4, Framing::Rfc4571);
+    let mut raw = TcpMedia::connecting(&waker, 4, Framing::Raw);
+    let (framed_server, raw_server) = (
+        std::net::TcpListener::bind(LOOPBACK).unwrap(),
+        std::net::TcpListener::bind(LOOPBACK).unwrap(),
+    );
+    let now = Instant::now();
+    assert!(framed.send(now, framed_server.local_addr().unwrap(), b"ab"));
+    assert!(raw.send(now, raw_server.local_addr().unwrap(), b"turn message"));
+    let (mut framed_peer, _) = framed_server.accept().unwrap();
+    let (mut raw_peer, _) = raw_server.accept().unwrap();
+    raw_peer.write_all(b"answer").unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < 6 {
+        assert!(Instant::now() < deadline, "timed out");
+        socket
+            .wait(Instant::now() + Duration::from_millis(20))
+            .unwrap();
+        let keys: Vec<usize> = socket.ready().collect();
+        framed.handle_ready(Instant::now(), keys.clone(), |_| {
+            panic!("nothing was sent on the framed stream")
+        });
+        raw.handle_ready(Instant::now(), keys, |bytes| {
+            got.extend_from_slice(bytes.contents)
+        });
+    }
+    assert_eq!(got, b"answer");
+    let mut sent = [0u8; 12];
+    raw_peer.read_exact(&mut sent).unwrap();
+    assert_eq!(&sent, b"turn message", "no length before it");
+    let mut sent = [0u8; 4];
+    framed_peer.read_exact(&mut sent).unwrap();
+    assert_eq!(sent, [0, 2, b'a', b'b'], "RFC 4571: the length first");
 }

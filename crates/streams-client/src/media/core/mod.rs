@@ -17,6 +17,7 @@
 mod local;
 mod negotiation;
 mod rejoin;
+mod relaying;
 mod remote;
 mod room;
 
@@ -32,8 +33,11 @@ use streams_proto::{Identity, MediaId, RoomId, RoomSecret, TrackId, UserId};
 use crate::api::{Operation, Reply, RoomEvent};
 use crate::error::ClientError;
 use crate::media::events::{MediaCommand, MediaEvent, MediaOptions, RejoinReason, StopReason};
+use crate::media::relay::{Relay, ToServer};
 use crate::media::rtc::{MediaError, PeerEvent, RtcPeer, START_ESTIMATE_KBPS, Transmit};
+use crate::turn_servers::TurnServer;
 use crate::video::receiver::VideoSlot;
+use streams_rtc::socket::Transport;
 
 use local::LocalTrack;
 use negotiation::InFlightOffer;
@@ -51,6 +55,8 @@ pub struct SignalId(pub u64);
 pub enum CoreOutput {
     /// Send a datagram.
     Transmit(Transmit),
+    /// Send bytes to the TURN server (over UDP, or its TCP stream unframed).
+    ToTurn(ToServer),
     /// Make a signaling request; hand its result to [`RoomMediaCore::handle_signal_reply`].
     Signal {
         /// Its id.
@@ -107,6 +113,8 @@ enum Pending {
     Close,
     /// The end of a lost session before a rejoin (nothing is offered until it is answered).
     Reset,
+    /// The bridge's TURN servers.
+    TurnServers,
 }
 
 /// Requests to make again after a failure.
@@ -116,6 +124,7 @@ enum Retry {
     GetRoom,
     List,
     Reset,
+    TurnServers,
 }
 
 /// The keys of the room, once it has been fetched.
@@ -174,6 +183,10 @@ pub struct RoomMediaCore {
     rejoining: Option<Rejoining>,
     /// The bridge is ending a lost session: nothing is offered until it answers.
     resetting: bool,
+    /// The TURN relay, if the bridge has TURN servers (see `relaying.rs`).
+    relay: Option<Relay>,
+    /// TURN servers not tried yet.
+    turn_servers: VecDeque<TurnServer>,
 }
 
 impl RoomMediaCore {
@@ -212,9 +225,12 @@ impl RoomMediaCore {
             ever_connected: false,
             rejoining: None,
             resetting: false,
+            relay: None,
+            turn_servers: VecDeque::new(),
         };
         core.retry(Retry::Subscribe);
         core.retry(Retry::GetRoom);
+        core.retry(Retry::TurnServers);
         Ok(core)
     }
 
@@ -230,8 +246,13 @@ impl RoomMediaCore {
 
     /// The next output.
     pub fn poll_output(&mut self) -> Option<CoreOutput> {
-        if let Some(t) = self.peer.poll_transmit() {
-            return Some(CoreOutput::Transmit(t));
+        while let Some(t) = self.peer.poll_transmit() {
+            if let Some(direct) = self.route_transmit(t) {
+                return Some(CoreOutput::Transmit(direct));
+            }
+        }
+        if let Some(bytes) = self.poll_relay_transmit() {
+            return Some(CoreOutput::ToTurn(bytes));
         }
         self.outputs.pop_front()
     }
@@ -249,6 +270,9 @@ impl RoomMediaCore {
         if let Some(due) = self.next_audio_due() {
             at = at.min(due);
         }
+        if let Some(due) = self.relay_due() {
+            at = at.min(due);
+        }
         at
     }
 
@@ -262,9 +286,25 @@ impl RoomMediaCore {
         self.absorb_peer(now);
     }
 
-    /// A datagram from `source`; `false` if it is not for this core's connection.
+    /// A datagram from `source` (the bridge, or the TURN server); `false` if it is not for this
+    /// core's connection.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        self.now = now;
+        if !self.stopped && self.relay_input(now, Transport::Udp, source, contents) {
+            return true;
+        }
         self.receive(now, |peer| peer.handle_datagram(now, source, contents))
+    }
+
+    /// Bytes of the TCP stream from the TURN server at `source`; `false` if it is not this core's.
+    pub fn handle_turn_stream(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        contents: &[u8],
+    ) -> bool {
+        self.now = now;
+        !self.stopped && self.relay_input(now, Transport::Tcp, source, contents)
     }
 
     /// The local address facing the bridge changed to `local` (the driver's socket is bound there
@@ -281,6 +321,7 @@ impl RoomMediaCore {
             return self.stop(now, StopReason::Failed(format!("cannot move media: {e}")));
         }
         self.emit(MediaEvent::PathChanged { from, to: local });
+        self.move_relay(now);
         self.absorb_peer(now);
     }
 
@@ -349,6 +390,7 @@ impl RoomMediaCore {
                 }
             }
             Pending::Close => {}
+            Pending::TurnServers => self.turn_servers_replied(now, result),
             Pending::Reset => match result {
                 // Ended, or there was nothing left to end (a restarted bridge).
                 Ok(_) | Err(ClientError::Bridge(_)) => self.resetting = false,
@@ -377,6 +419,7 @@ impl RoomMediaCore {
         if self.rejoin_given_up(now) {
             return;
         }
+        self.relay_timeout(now);
         if self.peer.poll_timeout() <= now {
             self.peer.handle_timeout(now);
         }
@@ -507,6 +550,7 @@ impl RoomMediaCore {
             // Only while a rejoin still waits for it: a late retry must not end the new session.
             Retry::Reset if self.resetting => self.reset_session(),
             Retry::Reset => {}
+            Retry::TurnServers => self.signal(Operation::TurnServers, Pending::TurnServers),
         }
     }
 
@@ -541,6 +585,7 @@ impl RoomMediaCore {
         self.report_local();
         self.signal(Operation::CloseMedia(self.room_id.clone()), Pending::Close);
         self.peer.close(now);
+        self.close_relay(now);
         self.local.clear();
         self.emit(MediaEvent::Stopped { reason });
         self.stopped = true;

@@ -35,6 +35,7 @@ impl RoomMediaCore {
         };
         self.peer.close(now);
         self.peer = peer;
+        self.offer_relay_again(now);
         if self.rejoining.is_none() {
             tracing::warn!(room = %self.room_id, ?reason, "media session lost; rejoining");
             self.emit(MediaEvent::Reconnecting {

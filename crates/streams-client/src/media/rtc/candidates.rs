@@ -3,6 +3,7 @@
 //! the stream) — and how they follow the local address when the network changes. Their priority is
 //! set explicitly, one step higher at each move, so that the new pairs outrank the old at both
 //! ends; the old candidates are dropped a little later, once the new pairs have been checked.
+//! A relayed candidate (a TURN allocation, see [`crate::media::relay`]) may sit beside them.
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,9 @@ pub(super) struct LocalCandidates {
     retiring: Option<(Instant, Vec<Candidate>)>,
     /// Moves to a new address so far (ranks the candidates).
     generation: u32,
+    /// The relayed (TURN) candidate, if there is one: ranked below every host candidate, it
+    /// carries media only when nothing else reaches the bridge.
+    relay: Option<Candidate>,
 }
 
 impl LocalCandidates {
@@ -76,6 +80,7 @@ impl LocalCandidates {
             current: Vec::new(),
             retiring: None,
             generation: 0,
+            relay: None,
         };
         candidates.add(rtc, udp, Transport::Udp)?;
         Ok(candidates)
@@ -140,6 +145,29 @@ impl LocalCandidates {
                 rtc.direct_api().invalidate_candidate(&candidate);
             }
         }
+    }
+
+    /// Replaces the relayed candidate with one at `relayed` (none: no relay).
+    pub(super) fn set_relay(
+        &mut self,
+        rtc: &mut Rtc,
+        relayed: Option<SocketAddr>,
+    ) -> Result<(), MediaError> {
+        if let Some(old) = self.relay.take() {
+            rtc.direct_api().invalidate_candidate(&old);
+        }
+        if let Some(relayed) = relayed {
+            let candidate = Candidate::relayed(relayed, self.udp, "udp")
+                .map_err(|e| MediaError::Rtc(e.to_string()))?;
+            rtc.add_local_candidate(candidate.clone());
+            self.relay = Some(candidate);
+        }
+        Ok(())
+    }
+
+    /// The relayed candidate's address, if there is one.
+    pub(super) fn relay(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().map(Candidate::addr)
     }
 
     /// The local UDP address.

@@ -420,6 +420,7 @@ impl World {
                         };
                         self.schedule(now + WIRE_DELAY, arrival);
                     }
+                    CoreOutput::ToTurn(t) => panic!("no TURN server was handed out: {t:?}"),
                     CoreOutput::Signal { id, op } => self.bridge(m, id, op),
                     CoreOutput::Event(event) => self.members[m].events.push((now, event)),
                 }
@@ -467,6 +468,8 @@ impl World {
         let conn = m as u64;
         let result = match op {
             Operation::Subscribe(_) => Ok(Reply::Done),
+            // No TURN on the simulated network.
+            Operation::TurnServers => Ok(Reply::TurnServers(Vec::new())),
             Operation::CloseMedia(_) => {
                 // As the bridge does: the session ends and the others hear its stream is gone.
                 for (room_id, stream_id) in self.sfu.close_conn(conn, Some(&self.room.id)) {

@@ -1,0 +1,88 @@
+//! [`TurnServer`]: a TURN server the bridge handed this client ([`streams_proto::wire::IceServer`]),
+//! with its URL read and its host resolved, so the media core (which does no IO) gets addresses.
+//! Resolved on the client's runtime when the reply arrives ([`resolve`]); URLs this client cannot
+//! use (a bad URL, a name that does not resolve, `turns:` which it does not speak yet) are logged
+//! and left out.
+use std::net::SocketAddr;
+
+use streams_proto::wire::IceServer;
+use streams_proto::{TurnTransport, TurnUrl};
+
+/// A TURN server to allocate a relay on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnServer {
+    /// As the bridge gave it.
+    pub url: TurnUrl,
+    /// Where it was resolved to.
+    pub addr: SocketAddr,
+    /// The TURN username.
+    pub username: String,
+    /// The TURN password.
+    pub credential: String,
+}
+
+/// The usable servers among `servers`, in their order (each URL of each server).
+pub async fn resolve(servers: Vec<IceServer>) -> Vec<TurnServer> {
+    let mut usable = Vec::new();
+    for server in servers {
+        for url in &server.urls {
+            let url: TurnUrl = match url.parse() {
+                Ok(url) => url,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
+            };
+            if url.transport == TurnTransport::Tls {
+                tracing::warn!("{url}: TURN over TLS is not supported yet; skipped");
+                continue;
+            }
+            let addr = match tokio::net::lookup_host((url.host.as_str(), url.port)).await {
+                Ok(mut addrs) => addrs.next(),
+                Err(e) => {
+                    tracing::warn!("cannot resolve TURN server {url}: {e}");
+                    continue;
+                }
+            };
+            if let Some(addr) = addr {
+                usable.push(TurnServer {
+                    url,
+                    addr,
+                    username: server.username.clone(),
+                    credential: server.credential.clone(),
+                });
+            }
+        }
+    }
+    usable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn usable_urls_are_resolved_and_the_rest_left_out() {
+        let server = IceServer {
+            urls: vec![
+                "turn:127.0.0.1:3479?transport=tcp".into(),
+                "stun:127.0.0.1".into(),
+                "turns:127.0.0.1".into(),
+                "turn:localhost".into(),
+            ],
+            username: "1:u".into(),
+            credential: "p".into(),
+            expires_at: 1,
+        };
+        let usable = resolve(vec![server]).await;
+        assert_eq!(usable.len(), 2, "{usable:?}");
+        assert_eq!(usable[0].addr, "127.0.0.1:3479".parse().unwrap());
+        assert_eq!(usable[0].url.transport, TurnTransport::Tcp);
+        assert!(usable[1].addr.ip().is_loopback());
+        assert_eq!(usable[1].addr.port(), 3478);
+        assert_eq!(
+            (usable[1].username.as_str(), usable[1].credential.as_str()),
+            ("1:u", "p")
+        );
+    }
+}
