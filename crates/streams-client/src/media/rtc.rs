@@ -74,8 +74,12 @@ fn rtc_error(e: impl std::fmt::Display) -> MediaError {
     MediaError::Rtc(e.to_string())
 }
 
-/// Where the bandwidth estimate starts, kbit/s.
-pub const START_ESTIMATE_KBPS: u64 = 800;
+/// Where the bandwidth estimate starts, kbit/s: libwebrtc's start, from which str0m probes up
+/// (a clean path reaches 1 Mbit/s within about a second). Starting above a narrow link's rate
+/// costs seconds: the first keyframe, sized for the start, overflows the link's queue, and every
+/// keyframe asked for after it is lost the same way until the estimate has come down (800 kbit/s
+/// on a 300 kbit/s link froze video for 4 s and more).
+pub const START_ESTIMATE_KBPS: u64 = 300;
 
 /// How long ICE and DTLS may take, from the first answer, before the bridge's media is declared
 /// unreachable ([`PeerEvent::Unreachable`]): a reachable bridge answers its first check within a
