@@ -354,9 +354,13 @@ impl Driver {
         let Ok(bound) = self.socket.local_addr() else {
             return;
         };
-        let Some(ip) = self.route.source_ip().filter(|ip| *ip != bound.ip()) else {
-            return;
-        };
+        if let Some(ip) = self.route.source_ip().filter(|ip| *ip != bound.ip()) {
+            self.move_socket(now, ip);
+        }
+    }
+
+    /// Binds the socket afresh at `ip` (a new port) and moves the media there.
+    fn move_socket(&mut self, now: Instant, ip: IpAddr) {
         let socket = match bind_socket(ip, &self.waker) {
             Ok(socket) => socket,
             Err(e) => return tracing::warn!("cannot bind the media socket at {ip}: {e}"),
@@ -413,6 +417,7 @@ impl Driver {
     /// Carries out what the core wants: datagrams sent, requests started, events passed on.
     fn flush(&mut self, now: Instant) {
         let mut refused = Vec::new();
+        let mut rebind = false;
         while let Some(output) = self.core.poll_output() {
             match output {
                 // A failed send loses its datagrams, as the network would (logged).
@@ -434,6 +439,7 @@ impl Driver {
                         self.turn_tcp.send(now, t.destination, &t.contents);
                     }
                 },
+                CoreOutput::Rebind => rebind = true,
                 CoreOutput::Signal { id, op } => {
                     let replies = self.replies.0.clone();
                     let waker = self.waker.clone();
@@ -456,6 +462,9 @@ impl Driver {
         // Requests the client could not even start fail now (and are retried by the core).
         for (id, error) in refused {
             self.core.handle_signal_reply(now, id, Err(error));
+        }
+        if rebind && let Ok(bound) = self.socket.local_addr() {
+            self.move_socket(now, bound.ip());
         }
     }
 }

@@ -176,9 +176,10 @@ pub enum MediaEvent {
         /// From the loss to the new session being up.
         after: std::time::Duration,
     },
-    /// The network changed under the call (the local address facing the bridge is new): media
-    /// moves to the new address in the same session, tracks and keys unchanged, as soon as ICE
-    /// has checked the new path (about a round trip).
+    /// The network changed under the call (the local address facing the bridge is new, or the
+    /// engine bound a fresh socket because the bridge's media stopped reaching the old one: a
+    /// NAT that changed its mapping): media moves to the new address in the same session, tracks
+    /// and keys unchanged, as soon as ICE has checked the new path (about a round trip).
     PathChanged {
         /// The old local media address.
         from: std::net::SocketAddr,

@@ -33,8 +33,11 @@ use streams_rtc::mid::{to_media_id, to_mid};
 use streams_rtc::socket::Transport;
 
 use self::candidates::LocalCandidates;
+use self::path_watch::PathWatch;
+pub use self::path_watch::{DEAD_PATH_AFTER, MEDIA_SILENT_AFTER};
 
 mod candidates;
+mod path_watch;
 
 /// Media session failures.
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +99,6 @@ const CONSENT_INTERVAL: Duration = Duration::from_millis(400);
 /// 9, would give up after under 4 s at this interval).
 const CONSENT_RETRANSMITS: usize = 25;
 
-/// Nothing heard from the bridge for this long on a connection that was up: the path is taken for
-/// dead ([`PeerEvent::PathLost`]); two or more consent checks went unanswered.
-pub const DEAD_PATH_AFTER: Duration = Duration::from_secs(1);
-
 /// A media frame received on one of this session's receiving m-lines.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -153,6 +152,10 @@ pub enum PeerEvent {
         /// From the last datagram before the silence to the first after it.
         after: Duration,
     },
+    /// The bridge answers this connection's checks but has sent no media for
+    /// [`MEDIA_SILENT_AFTER`]: its media goes elsewhere (a NAT mapping that changed). Moving to a
+    /// new local address makes the bridge follow.
+    MediaSilent,
 }
 
 /// The sending and receiving m-lines an offer adds, in the order they were asked for.
@@ -173,10 +176,8 @@ pub struct RtcPeer {
     timeout: Instant,
     connected: bool,
     failed: bool,
-    /// When the bridge was last heard (an accepted datagram).
-    last_heard: Option<Instant>,
-    /// The path went silent ([`PeerEvent::PathLost`] was reported).
-    path_lost: bool,
+    /// What arrives, and the silences reported (see `path_watch.rs`).
+    watch: PathWatch,
     /// Until connected: when the bridge's media counts as unreachable.
     connect_by: Option<Instant>,
     /// The bridge's media addresses, from its answers' candidates.
@@ -203,8 +204,7 @@ impl RtcPeer {
             timeout: now,
             connected: false,
             failed: false,
-            last_heard: None,
-            path_lost: false,
+            watch: PathWatch::default(),
             connect_by: None,
             bridge: Vec::new(),
             pending: None,
@@ -302,7 +302,7 @@ impl RtcPeer {
         destination: SocketAddr,
         contents: &[u8],
     ) -> bool {
-        let Ok(contents) = contents.try_into() else {
+        let Ok(datagram) = contents.try_into() else {
             return false;
         };
         let input = Input::Receive(
@@ -311,19 +311,15 @@ impl RtcPeer {
                 proto,
                 source,
                 destination,
-                contents,
+                contents: datagram,
             },
         );
         if !self.rtc.accepts(&input) {
             return false;
         }
-        if self.path_lost {
-            self.path_lost = false;
-            let after = self.last_heard.map_or(Duration::ZERO, |at| now - at);
-            tracing::info!("the media path is back after {after:?}");
-            self.events.push_back(PeerEvent::PathBack { after });
+        if let Some(back) = self.watch.heard(now) {
+            self.events.push_back(back);
         }
-        self.last_heard = Some(now);
         if let Err(e) = self.rtc.handle_input(input) {
             self.fail(now, e);
         }
@@ -338,11 +334,8 @@ impl RtcPeer {
             self.fail(now, e);
         }
         self.drain(now);
-        if let Some(silent_since) = self.silent_since().filter(|at| now >= *at) {
-            self.path_lost = true;
-            let quiet = now - (silent_since - DEAD_PATH_AFTER);
-            tracing::warn!("nothing from the bridge for {quiet:?}: the media path seems dead");
-            self.events.push_back(PeerEvent::PathLost);
+        if let Some(silence) = self.watch.check(now, self.connected && !self.failed) {
+            self.events.push_back(silence);
         }
         if !self.connected
             && !self.failed
@@ -368,19 +361,14 @@ impl RtcPeer {
         if let Some(retire) = self.candidates.next_timeout() {
             at = at.min(retire);
         }
-        if let Some(silent) = self.silent_since() {
+        if let Some(silent) = self
+            .watch
+            .next_timeout()
+            .filter(|_| self.connected && !self.failed)
+        {
             at = at.min(silent);
         }
         at
-    }
-
-    /// When the path counts as dead if nothing arrives before (only while it is up and not
-    /// already reported).
-    fn silent_since(&self) -> Option<Instant> {
-        let watched = self.connected && !self.failed && !self.path_lost;
-        self.last_heard
-            .filter(|_| watched)
-            .map(|at| at + DEAD_PATH_AFTER)
     }
 
     /// The next datagram to send.
@@ -575,6 +563,7 @@ impl RtcPeer {
                         self.fail(now, "ICE disconnected");
                     }
                     Event::MediaData(data) => {
+                        self.watch.media(now);
                         if let Some(mid) = to_media_id(data.mid) {
                             self.events.push_back(PeerEvent::Media(Received {
                                 mid,

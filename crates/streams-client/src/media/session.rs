@@ -179,7 +179,8 @@ impl MediaSession {
                 | PeerEvent::Failed
                 | PeerEvent::Unreachable { .. }
                 | PeerEvent::PathLost
-                | PeerEvent::PathBack { .. } => {}
+                | PeerEvent::PathBack { .. }
+                | PeerEvent::MediaSilent => {}
             }
         }
     }

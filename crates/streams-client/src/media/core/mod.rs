@@ -57,6 +57,9 @@ pub enum CoreOutput {
     Transmit(Transmit),
     /// Send bytes to the TURN server (over UDP, or its TCP stream unframed).
     ToTurn(ToServer),
+    /// Bind the media socket afresh (same address, a new port) and report it with
+    /// [`RoomMediaCore::handle_local_address`]: the bridge's media stopped reaching this one.
+    Rebind,
     /// Make a signaling request; hand its result to [`RoomMediaCore::handle_signal_reply`].
     Signal {
         /// Its id.
@@ -514,6 +517,12 @@ impl RoomMediaCore {
                     self.share_estimate();
                 }
                 PeerEvent::PathLost => self.emit(MediaEvent::PathLost),
+                // The bridge sends to where this socket's NAT mapping was: a fresh socket gives
+                // new candidates, ranked above the old, and the bridge follows them.
+                PeerEvent::MediaSilent => {
+                    tracing::warn!(room = %self.room_id, "no media from the bridge; rebinding");
+                    self.outputs.push_back(CoreOutput::Rebind);
+                }
                 PeerEvent::PathBack { after } => self.emit(MediaEvent::PathBack { after }),
             }
         }

@@ -346,10 +346,43 @@ fn a_path_cut_for_3_s_is_reported_within_a_second_and_comes_back_in_the_same_ses
         "back {back:?} after the cut: {event:?}"
     );
     assert!(!world.saw(BOB, |e| matches!(e, MediaEvent::Reconnecting { .. })));
+    assert_eq!(
+        world.rebound, 0,
+        "the same socket: nothing but the path changed"
+    );
     let before = decoded(&mut world, track);
     world.run_for(Duration::from_secs(1));
     assert!(
         decoded(&mut world, track) >= before + 40,
         "Alice is heard again"
     );
+}
+
+/// Bob's NAT gives him a new mapping mid-call (a home router's rebinding, a phone's carrier NAT):
+/// his checks and media reach the bridge from a new public address, and what the bridge sends to
+/// the old one is lost. His engine finds the path dead within a second and moves to a fresh socket
+/// (new candidates, ranked above the old): the bridge follows, and Alice is heard again in the
+/// same session, within a second and a half.
+#[test]
+fn a_member_whose_nat_mapping_changes_is_heard_again_within_two_seconds_in_the_same_session() {
+    let mut world = alice_talking_to_bob();
+    let (track, _) = alices_track(&mut world);
+    let rebound_at = world.now;
+    world.rebind_nat(BOB, SocketAddr::from(([198, 51, 100, 9], 40_001)));
+    world.run_for(Duration::from_millis(1500));
+    let before = decoded(&mut world, track);
+    world.run_for(Duration::from_secs(1));
+    assert!(
+        decoded(&mut world, track) >= before + 40,
+        "Alice is heard again within 1.5 s: {:?}",
+        world.members[BOB]
+            .events
+            .iter()
+            .filter(|(at, _)| *at >= rebound_at)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(world.rebound, 1, "one fresh socket");
+    assert!(world.saw(BOB, |e| matches!(e, MediaEvent::PathChanged { .. })));
+    assert!(!world.saw(BOB, |e| matches!(e, MediaEvent::Reconnecting { .. })));
+    assert_eq!(world.voice_stats(BOB).len(), 1, "the same track");
 }

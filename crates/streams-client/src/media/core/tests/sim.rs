@@ -92,6 +92,8 @@ pub struct World {
     pub room_gone: bool,
     /// Addresses members moved away from: what the SFU sends there is lost.
     retired: Vec<SocketAddr>,
+    /// Fresh sockets the cores asked for ([`CoreOutput::Rebind`]).
+    pub rebound: usize,
     /// Datagrams the SFU sent to a retired address.
     pub lost_to_old_addresses: u64,
     /// A member whose path is cut (every datagram to or from it lost) until then.
@@ -202,6 +204,7 @@ impl World {
             arrivals_at_sfu: HashMap::new(),
             room_gone: false,
             retired: Vec::new(),
+            rebound: 0,
             lost_to_old_addresses: 0,
             cut: None,
         }
@@ -245,6 +248,14 @@ impl World {
         self.retired.push(from);
         self.members[m].core.handle_local_address(self.now, to);
         self.drain();
+    }
+
+    /// Member `m`'s NAT maps it to a new public address `to` (a rebinding): what it sends reaches
+    /// the SFU from `to`, what the SFU sends to the old mapping is lost, and its own local address
+    /// (all its core knows) stays the same.
+    pub fn rebind_nat(&mut self, m: usize, to: SocketAddr) {
+        let from = std::mem::replace(&mut self.members[m].addr, to);
+        self.retired.push(from);
     }
 
     /// Member `m`'s media path is cut for `span` from now: every datagram to or from it is lost.
@@ -405,9 +416,12 @@ impl World {
     /// Takes every output of the cores and the SFU.
     fn drain(&mut self) {
         let now = self.now;
+        let mut rebinding = Vec::new();
         for m in 0..self.members.len() {
             while let Some(output) = self.members[m].core.poll_output() {
                 match output {
+                    // A fresh socket: the next port, and a fresh NAT mapping with it.
+                    CoreOutput::Rebind => rebinding.push(m),
                     CoreOutput::Transmit(t) => {
                         assert_eq!(t.destination, self.sfu_addr, "only the SFU is a peer");
                         if self.is_cut(m) {
@@ -453,6 +467,11 @@ impl World {
                     .or_default()
                     .push(frame.arrived);
             }
+        }
+        for m in rebinding {
+            let old = self.members[m].addr;
+            self.rebound += 1;
+            self.move_member(m, SocketAddr::new(old.ip(), old.port() + 1));
         }
     }
 
