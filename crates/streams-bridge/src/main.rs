@@ -69,8 +69,9 @@ struct Cli {
     #[arg(long, global = true)]
     tls_self_signed: bool,
     /// A TURN server (coturn) clients may relay media through when nothing reaches the media
-    /// ports directly, e.g. `turn:turn.example.com:3478?transport=tcp` or `turns:turn.example.com`.
-    /// Repeat it for several; needs --turn-secret.
+    /// ports directly, e.g. `turn:turn.example.com:3478?transport=tcp` (TCP gets out of networks
+    /// that block UDP) or `turn:turn.example.com`. Repeat it for several; needs --turn-secret.
+    /// (`turns:` URLs are handed out, but clients do not speak TURN over TLS yet.)
     #[arg(
         long = "turn-url",
         value_name = "URL",
@@ -87,8 +88,13 @@ struct Cli {
         global = true
     )]
     turn_secret: Option<String>,
-    /// How long the TURN credentials handed out are good for, in seconds.
-    #[arg(long, default_value_t = DEFAULT_CREDENTIAL_TTL.as_secs(), global = true)]
+    /// How long the TURN credentials handed out are good for, in seconds (1 minute to 7 days).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_CREDENTIAL_TTL.as_secs(),
+        value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600),
+        global = true
+    )]
     turn_ttl_secs: u64,
     #[command(subcommand)]
     command: Option<Command>,

@@ -30,9 +30,10 @@ pub struct TurnRelays {
 impl TurnRelays {
     /// Credentials for `user`, good for [`TurnRelays::ttl`] from `now`.
     pub fn credentials_for(&self, user: &UserId, now: SystemTime) -> IceServer {
-        let expires_at = (now + self.ttl)
+        let expires_at = now
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| d.as_secs())
+            .saturating_add(self.ttl.as_secs());
         let username = format!("{expires_at}:{user}");
         IceServer {
             urls: self.urls.iter().map(ToString::to_string).collect(),

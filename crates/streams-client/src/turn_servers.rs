@@ -21,7 +21,8 @@ pub struct TurnServer {
     pub credential: String,
 }
 
-/// The usable servers among `servers`, in their order (each URL of each server).
+/// The usable servers among `servers`, in their order: each URL of each server, at its first
+/// IPv4 and its first IPv6 address.
 pub async fn resolve(servers: Vec<IceServer>) -> Vec<TurnServer> {
     let mut usable = Vec::new();
     for server in servers {
@@ -37,17 +38,21 @@ pub async fn resolve(servers: Vec<IceServer>) -> Vec<TurnServer> {
                 tracing::warn!("{url}: TURN over TLS is not supported yet; skipped");
                 continue;
             }
-            let addr = match tokio::net::lookup_host((url.host.as_str(), url.port)).await {
-                Ok(mut addrs) => addrs.next(),
-                Err(e) => {
-                    tracing::warn!("cannot resolve TURN server {url}: {e}");
-                    continue;
-                }
-            };
-            if let Some(addr) = addr {
+            let addrs: Vec<SocketAddr> =
+                match tokio::net::lookup_host((url.host.as_str(), url.port)).await {
+                    Ok(addrs) => addrs.collect(),
+                    Err(e) => {
+                        tracing::warn!("cannot resolve TURN server {url}: {e}");
+                        continue;
+                    }
+                };
+            // The first address of each family: the media engine takes the one its socket has.
+            let v4 = addrs.iter().find(|a| a.is_ipv4());
+            let v6 = addrs.iter().find(|a| a.is_ipv6());
+            for addr in v4.into_iter().chain(v6) {
                 usable.push(TurnServer {
-                    url,
-                    addr,
+                    url: url.clone(),
+                    addr: *addr,
                     username: server.username.clone(),
                     credential: server.credential.clone(),
                 });

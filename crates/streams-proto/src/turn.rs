@@ -44,9 +44,11 @@ impl FromStr for TurnUrl {
             url: url.to_owned(),
             why,
         };
-        let (secure, rest) = if let Some(rest) = url.strip_prefix("turns:") {
+        // Scheme, host and query are all case-insensitive.
+        let lower = url.to_ascii_lowercase();
+        let (secure, rest) = if let Some(rest) = lower.strip_prefix("turns:") {
             (true, rest)
-        } else if let Some(rest) = url.strip_prefix("turn:") {
+        } else if let Some(rest) = lower.strip_prefix("turn:") {
             (false, rest)
         } else {
             return Err(bad("it must start with turn: or turns:"));
@@ -54,7 +56,11 @@ impl FromStr for TurnUrl {
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6.split_once(']').ok_or(bad("an unclosed [ in the host"))?;
-            (host, after.strip_prefix(':'))
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None if after.is_empty() => (host, None),
+                None => return Err(bad("something after the ] that is not a port")),
+            }
         } else {
             match authority.split_once(':') {
                 Some((host, port)) => (host, Some(port)),
@@ -126,6 +132,14 @@ mod tests {
             TurnTransport::Tcp
         );
         assert_eq!(url("turn:10.0.0.1:3479?transport=tcp").port, 3479);
+        assert_eq!(
+            url("TURN:Turn.Example.com?Transport=TCP").host,
+            "turn.example.com"
+        );
+        assert_eq!(
+            url("TURN:10.0.0.1?Transport=TCP").transport,
+            TurnTransport::Tcp
+        );
         let tls = url("turns:turn.example.com");
         assert_eq!((tls.port, tls.transport), (5349, TurnTransport::Tls));
         let v6 = url("turn:[2001:db8::1]:3478?transport=udp");
@@ -146,6 +160,7 @@ mod tests {
             "turn:10.0.0.1?transport=sctp",
             "turns:10.0.0.1?transport=udp",
             "turn:[::1",
+            "turn:[::1]junk",
             "turn:user@host",
         ] {
             let e = bad.parse::<TurnUrl>().unwrap_err();

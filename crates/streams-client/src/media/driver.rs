@@ -327,6 +327,7 @@ impl Driver {
             self.core.handle_timeout(now);
             self.tcp.handle_timeout(now);
             self.turn_tcp.handle_timeout(now);
+            self.turn_streams_closed(now);
             self.flush(now);
             if self.core.is_stopped() {
                 return;
@@ -344,6 +345,7 @@ impl Driver {
                 .handle_ready(now, self.socket.ready(), |bytes| {
                     core.handle_turn_stream(now, bytes.source, bytes.contents);
                 });
+            self.turn_streams_closed(now);
             self.read_datagrams();
         }
     }
@@ -359,8 +361,18 @@ impl Driver {
         }
     }
 
-    /// Binds the socket afresh at `ip` (a new port) and moves the media there.
+    /// The TURN server's stream ended: the core's relay hears of it.
+    fn turn_streams_closed(&mut self, now: Instant) {
+        while let Some(server) = self.turn_tcp.poll_closed() {
+            self.core.handle_turn_closed(now, server);
+        }
+    }
+
+    /// Binds the socket afresh at `ip` (a new port) and moves the media there. The TCP streams
+    /// (to the bridge, to a TURN server) were opened from the old IP: they are closed if it is a
+    /// new one, kept if not.
     fn move_socket(&mut self, now: Instant, ip: IpAddr) {
+        let new_ip = self.socket.local_addr().map_or(true, |old| old.ip() != ip);
         let socket = match bind_socket(ip, &self.waker) {
             Ok(socket) => socket,
             Err(e) => return tracing::warn!("cannot bind the media socket at {ip}: {e}"),
@@ -370,8 +382,10 @@ impl Driver {
         };
         self.batch = ReceiveBatch::new(&socket, READ_SLOTS);
         self.socket = socket;
-        self.tcp.close_all();
-        self.turn_tcp.close_all();
+        if new_ip {
+            self.tcp.close_all();
+            self.turn_tcp.close_all();
+        }
         self.core.handle_local_address(now, local);
     }
 

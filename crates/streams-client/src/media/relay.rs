@@ -1,12 +1,12 @@
 //! [`Relay`]: a TURN allocation (RFC 8656) on one of the bridge's TURN servers, sans-IO, for a
 //! client that reaches nothing of the bridge's media directly (only TCP to the TURN server gets
 //! out, say). The TURN protocol itself is `turn-client-proto`'s; this owns what the media needs
-//! of it: the allocation (its relayed address becomes an ICE candidate), a permission and a
-//! channel for each bridge address ICE sends to, and the datagrams both ways. Bytes for the TURN
+//! of it: the allocation (its relayed address becomes an ICE candidate), a permission for each
+//! bridge address ICE sends to (and over UDP a channel), and the datagrams both ways. Bytes for the TURN
 //! server come out of [`Relay::poll_transmit`] for the driver to send over UDP or its TCP stream
 //! (unframed: TURN delimits its own messages); what the server sends goes in through
 //! [`Relay::handle_input`]. Time is passed in, as everywhere in the core.
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,9 @@ use turn_client_proto::types::stun::TransportType;
 use turn_client_proto::udp::TurnClientUdp;
 
 use crate::turn_servers::TurnServer;
+
+/// After the server refused (or did not answer) a permission, how long before it is asked again.
+const PERMISSION_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The allocation was not made in this long: the server is taken for unreachable (its own
 /// retransmissions give up later).
@@ -59,8 +62,8 @@ pub struct Relay {
     /// Where the client's instants count from (`turn-client-proto` has its own clock type).
     epoch: Instant,
     relayed: Option<SocketAddr>,
-    /// Peers (bridge IPs) a permission was asked for.
-    permitted: HashSet<IpAddr>,
+    /// Peers (bridge IPs) a permission was asked for, and when it was last refused.
+    permitted: HashMap<IpAddr, Option<Instant>>,
     /// Peers a channel was asked for (ChannelData costs 4 bytes a datagram, not 36; UDP only).
     channels: HashSet<SocketAddr>,
     allocate_by: Option<Instant>,
@@ -94,7 +97,7 @@ impl Relay {
             transport,
             epoch: now,
             relayed: None,
-            permitted: HashSet::new(),
+            permitted: HashMap::new(),
             channels: HashSet::new(),
             allocate_by: Some(now + ALLOCATE_TIMEOUT),
             next_due: now,
@@ -167,12 +170,22 @@ impl Relay {
         }
         let turn_now = self.turn_now(now);
         if !self.client.have_permission(TransportType::Udp, peer.ip()) {
-            if self.permitted.insert(peer.ip())
-                && let Err(e) =
+            let ask = match self.permitted.get(&peer.ip()) {
+                None => true,
+                // Asked, not answered yet.
+                Some(None) => false,
+                Some(Some(refused)) => {
+                    now.saturating_duration_since(*refused) >= PERMISSION_RETRY_AFTER
+                }
+            };
+            if ask {
+                self.permitted.insert(peer.ip(), None);
+                if let Err(e) =
                     self.client
                         .create_permission(TransportType::Udp, peer.ip(), turn_now)
-            {
-                tracing::debug!(%peer, "TURN permission: {e:?}");
+                {
+                    tracing::debug!(%peer, "TURN permission: {e:?}");
+                }
             }
             return self.drain(now);
         }
@@ -208,7 +221,7 @@ impl Relay {
         if self.allocate_by.is_some_and(|by| now >= by) {
             self.allocate_by = None;
             return self.fail(format!(
-                "no allocation from {} within {ALLOCATE_TIMEOUT:?}",
+                "no allocation from {} within {ALLOCATE_TIMEOUT:?} (unreachable?)",
                 self.server.url
             ));
         }
@@ -231,6 +244,17 @@ impl Relay {
         self.events.pop_front()
     }
 
+    /// The TCP stream to the server ended (refused, reset, closed): the allocation went with it
+    /// (RFC 6062 ties it to the stream).
+    pub fn handle_closed(&mut self) {
+        self.fail(format!("{} closed the connection", self.server.url));
+    }
+
+    /// Whether it relays over UDP (its allocation is tied to the media socket's address).
+    pub fn is_udp(&self) -> bool {
+        self.transport == Transport::Udp
+    }
+
     /// Ends the allocation (a refresh with lifetime 0, in [`Relay::poll_transmit`]).
     pub fn close(&mut self, now: Instant) {
         let _ = self.client.delete(self.turn_now(now));
@@ -238,7 +262,11 @@ impl Relay {
         self.drain(now);
     }
 
+    /// Reports the failure (once).
     fn fail(&mut self, why: String) {
+        if self.failed {
+            return;
+        }
         tracing::warn!("TURN relay failed: {why}");
         self.failed = true;
         self.relayed = None;
@@ -284,9 +312,10 @@ impl Relay {
                         self.server.url
                     ));
                 }
-                // Refused by the server's policy (its denied peers, loopback): not asked again.
+                // Refused (the server's denied peers, loopback) or unanswered: asked again later.
                 TurnEvent::PermissionCreateFailed(_, ip) => {
                     tracing::warn!(%ip, "the TURN server refused to relay to this address");
+                    self.permitted.insert(ip, Some(now));
                 }
                 TurnEvent::ChannelCreateFailed(_, peer) => {
                     tracing::debug!(%peer, "the TURN server refused a channel");

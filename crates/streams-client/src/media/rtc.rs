@@ -178,6 +178,8 @@ pub struct RtcPeer {
     failed: bool,
     /// What arrives, and the silences reported (see `path_watch.rs`).
     watch: PathWatch,
+    /// How the last media datagram (anything but STUN) left: its transport, and whether relayed.
+    media_via: Option<(Transport, bool)>,
     /// Until connected: when the bridge's media counts as unreachable.
     connect_by: Option<Instant>,
     /// The bridge's media addresses, from its answers' candidates.
@@ -205,6 +207,7 @@ impl RtcPeer {
             connected: false,
             failed: false,
             watch: PathWatch::default(),
+            media_via: None,
             connect_by: None,
             bridge: Vec::new(),
             pending: None,
@@ -262,6 +265,11 @@ impl RtcPeer {
             return false;
         }
         self.receive(now, Protocol::Udp, peer, relayed, contents)
+    }
+
+    /// Whether media leaves straight over UDP (not a TCP stream, not a relay).
+    pub fn sends_direct_udp(&self) -> bool {
+        self.media_via == Some((Transport::Udp, false))
     }
 
     /// Whether ICE and DTLS are up.
@@ -545,9 +553,14 @@ impl RtcPeer {
                 Ok(Output::Transmit(t)) => {
                     // str0m sends only on the transports of its candidates (UDP, TCP).
                     if let Some(transport) = Transport::of(t.proto) {
+                        let relayed = self.candidates.relay() == Some(t.source);
+                        // STUN (RFC 7983: a first byte of 0 to 3) goes on every pair checked.
+                        if t.contents.first().is_some_and(|b| *b > 3) {
+                            self.media_via = Some((transport, relayed));
+                        }
                         self.transmits.push_back(Transmit {
                             transport,
-                            relayed: self.candidates.relay() == Some(t.source),
+                            relayed,
                             destination: t.destination,
                             contents: t.contents.into(),
                         });

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use streams_bridge::{Bridge, BridgeConfig, BridgeHandle};
 
-use super::netns::{End, Netns, STREAMS, json, keygen, ok_stdout, veth};
+use super::netns::{
+    End, Netns, assert_tone_and_pattern, json, nft, ok_stdout, player, room_for_two, veth,
+};
 
 /// The players' namespace, joined to this one (the bridge's) by a veth pair.
 struct Players {
@@ -39,10 +41,7 @@ impl Players {
 
     /// Loads nftables `rules` in the players' namespace.
     fn nft(&self, rules: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rules.nft");
-        std::fs::write(&file, rules).unwrap();
-        self.ns.exec(&["nft", "-f", file.to_str().unwrap()]);
+        nft(&self.ns, rules);
     }
 
     /// Drops (and counts) every UDP datagram to the bridge, and counts the TCP segments to its
@@ -94,11 +93,7 @@ impl Players {
     /// `streams` as a player runs it, against `bridge`.
     fn player(&self, bridge: &BridgeHandle, key: &Path) -> Command {
         let url = format!("ws://{}:{}", self.bridge_ip, bridge.addr().port());
-        let mut command = self.ns.command(STREAMS);
-        command
-            .args(["--insecure", "--bridge", &url, "--key"])
-            .arg(key);
-        command
+        player(&self.ns, &url, key)
     }
 }
 
@@ -119,18 +114,8 @@ fn with_udp_blocked_media_flows_over_ice_tcp_and_with_no_path_the_bot_says_so() 
     players.block_udp(tcp.port());
 
     let dir = tempfile::tempdir().unwrap();
-    let (alice, bob) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
-    keygen(&alice);
-    let bob_id = keygen(&bob);
-    let room_id = ok_stdout(
-        players
-            .player(&bridge, &alice)
-            .args(["room", "create", "--name", "No UDP", "--user", &bob_id])
-            .output()
-            .unwrap(),
-    )
-    .trim()
-    .to_string();
+    let (alice, bob, room_id) =
+        room_for_two(dir.path(), "No UDP", |key| players.player(&bridge, key));
 
     let listener = players
         .player(&bridge, &bob)
@@ -158,33 +143,7 @@ fn with_udp_blocked_media_flows_over_ice_tcp_and_with_no_path_the_bot_says_so() 
             .unwrap(),
     ));
     let heard = ok_stdout(listener.wait_with_output().unwrap());
-    let tracks: Vec<serde_json::Value> = heard.lines().map(json).collect();
-    let track = |kind: &str| {
-        tracks
-            .iter()
-            .find(|t| t["kind"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} track arrived: {heard}"))
-    };
-    let (audio, video) = (track("audio"), track("video"));
-
-    let sent_audio = sent["frames"].as_u64().unwrap();
-    let audio_frames = audio["frames"].as_u64().unwrap();
-    let freq = audio["freq_hz"].as_f64().unwrap();
-    assert!((freq - 440.0).abs() <= 5.0, "{audio}");
-    assert!(
-        audio_frames * 10 >= sent_audio * 9,
-        "{audio_frames} of {sent_audio}"
-    );
-    let sent_video = sent["video"]["frames"].as_u64().unwrap();
-    let video_frames = video["frames"].as_u64().unwrap();
-    assert!(
-        video_frames * 10 >= sent_video * 9,
-        "{video_frames} of {sent_video}: {video}"
-    );
-    assert_eq!(video["decrypt_failures"], 0);
-    let psnr = video["psnr_db"].as_f64().unwrap();
-    let fps = video["fps"].as_f64().unwrap();
-    assert!(psnr >= 30.0 && fps >= 20.0, "{video}");
+    let (audio, video) = assert_tone_and_pattern(&sent, &heard);
     let (udp_dropped, tcp_sent) = players.counted();
     assert!(
         udp_dropped > 0,
@@ -212,10 +171,16 @@ fn with_udp_blocked_media_flows_over_ice_tcp_and_with_no_path_the_bot_says_so() 
         "{failed_after:?}: {said}"
     );
     println!(
-        "UDP blocked: over ICE-TCP {audio_frames} of {sent_audio} audio frames at {freq:.1} Hz, \
-         {video_frames} of {sent_video} video frames at {fps:.1} fps, PSNR {psnr:.1} dB \
-         ({udp_dropped} UDP datagrams dropped, {tcp_sent} TCP segments to the media port); \
-         with TCP blocked too the bot failed after {:.1} s: {}",
+        "UDP blocked: over ICE-TCP {} of {} audio frames at {} Hz, {} of {} video frames at \
+         {} fps, PSNR {} dB ({udp_dropped} UDP datagrams dropped, {tcp_sent} TCP segments to the \
+         media port); with TCP blocked too the bot failed after {:.1} s: {}",
+        audio["frames"],
+        sent["frames"],
+        audio["freq_hz"],
+        video["frames"],
+        sent["video"]["frames"],
+        video["fps"],
+        video["psnr_db"],
         failed_after.as_secs_f64(),
         said.trim()
     );

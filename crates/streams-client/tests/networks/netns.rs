@@ -145,3 +145,85 @@ pub fn keygen(path: &Path) -> String {
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Loads nftables `rules` in `ns`.
+pub fn nft(ns: &Netns, rules: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.nft");
+    std::fs::write(&file, rules).unwrap();
+    ns.exec(&["nft", "-f", file.to_str().unwrap()]);
+}
+
+/// `streams` as a player in `ns` runs it, against the bridge at `url` (plain `ws://`, allowed).
+pub fn player(ns: &Netns, url: &str, key: &Path) -> Command {
+    let mut command = ns.command(STREAMS);
+    command
+        .args(["--insecure", "--bridge", url, "--key"])
+        .arg(key);
+    command
+}
+
+/// Alice and Bob's keys in `dir`, and a room named `name` Alice made for both of them, with the
+/// commands `streams` (run as a player with a key) gives.
+pub fn room_for_two(
+    dir: &Path,
+    name: &str,
+    streams: impl Fn(&Path) -> Command,
+) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let (alice, bob) = (dir.join("alice.key"), dir.join("bob.key"));
+    keygen(&alice);
+    let bob_id = keygen(&bob);
+    let room_id = ok_stdout(
+        streams(&alice)
+            .args(["room", "create", "--name", name, "--user", &bob_id])
+            .output()
+            .unwrap(),
+    )
+    .trim()
+    .to_string();
+    (alice, bob, room_id)
+}
+
+/// What `streams listen --json` printed (`heard`) against what `streams bot --tone 440 --video
+/// pattern --json` sent: the tone at 440 Hz, nine frames in ten of each kind, the pattern at
+/// 30 dB PSNR or better and 20 fps or more, nothing that failed to decrypt. Returns the audio and
+/// video lines.
+pub fn assert_tone_and_pattern(
+    sent: &serde_json::Value,
+    heard: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let tracks: Vec<serde_json::Value> = heard.lines().map(json).collect();
+    let track = |kind: &str| {
+        tracks
+            .iter()
+            .find(|t| t["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} track arrived: {heard}"))
+    };
+    let (audio, video) = (track("audio"), track("video"));
+    let freq = audio["freq_hz"].as_f64().unwrap();
+    assert!((freq - 440.0).abs() <= 5.0, "{audio}");
+    let (sent_audio, audio_frames) = (
+        sent["frames"].as_u64().unwrap(),
+        audio["frames"].as_u64().unwrap(),
+    );
+    assert!(
+        audio_frames * 10 >= sent_audio * 9,
+        "{audio_frames} of {sent_audio}"
+    );
+    let (sent_video, video_frames) = (
+        sent["video"]["frames"].as_u64().unwrap(),
+        video["frames"].as_u64().unwrap(),
+    );
+    assert!(
+        video_frames * 10 >= sent_video * 9,
+        "{video_frames} of {sent_video}: {video}"
+    );
+    assert_eq!(video["decrypt_failures"], 0, "{video}");
+    let (psnr, fps) = (
+        video["psnr_db"].as_f64().unwrap(),
+        video["fps"].as_f64().unwrap(),
+    );
+    assert!(psnr >= 30.0 && fps >= 20.0, "{video}");
+    (audio, video)
+}

@@ -1,14 +1,14 @@
-//! Players who can reach nothing of the bridge's media — every UDP datagram they send is dropped,
-//! and the bridge has no media over TCP — but may open TCP to a TURN server: coturn (Debian's
-//! `coturn`), run in a namespace of its own between them and the bridge, with the TURN REST API
-//! secret the bridge shares (`--use-auth-secret`). The bridge hands each player short-lived
-//! credentials; the player's engine allocates a relay over TCP and ICE finds the relayed pair. The
-//! tone and the video pattern arrive, and the bridge sees the media come from coturn's relayed
+//! Players who can reach nothing of the bridge's media — their UDP is dropped, and the bridge has
+//! no media over TCP — but may reach a TURN server: coturn (Debian's `coturn`), on the router
+//! between them and the bridge, with the TURN REST API secret the bridge shares
+//! (`--use-auth-secret`). The router forwards only TCP (signaling) to the bridge. The bridge hands
+//! each player short-lived credentials; the player's engine allocates a relay (over TCP when all
+//! UDP is dropped, over UDP when UDP to coturn is let out) and ICE finds the relayed pair. The tone
+//! and the video pattern arrive, and the bridge sees the media come from coturn's relayed
 //! addresses, never from a player.
 //!
 //! ```text
-//!  players 10.222.N.2 ──── 10.222.N.1 turn (coturn) 10.223.N.2 ──── 10.223.N.1 bridge (media)
-//!          10.224.N.2 ────────────────────────────────────────────── 10.224.N.1 bridge (signaling)
+//!  players 10.222.N.2 ──── 10.222.N.1 router + coturn 10.223.N.2 ──── 10.223.N.1 bridge
 //! ```
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use streams_bridge::turn::TurnRelays;
 use streams_bridge::{Bridge, BridgeConfig, BridgeHandle};
 
-use super::netns::{Child, End, Netns, STREAMS, json, keygen, ok_stdout, veth};
+use super::netns::{
+    Child, End, Netns, assert_tone_and_pattern, json, nft, ok_stdout, player, room_for_two, veth,
+};
 
 /// coturn's relayed ports.
 const RELAY_PORTS: std::ops::RangeInclusive<u16> = 49_200..=49_300;
@@ -36,14 +38,14 @@ struct Setup {
     turn_ip: Ipv4Addr,
     /// coturn's address facing the bridge (its relayed addresses).
     relay_ip: Ipv4Addr,
-    /// The bridge's media address (facing coturn).
-    media_ip: Ipv4Addr,
-    /// The bridge's signaling address (facing the players).
-    signaling_ip: Ipv4Addr,
+    /// The bridge's address (signaling and media).
+    bridge_ip: Ipv4Addr,
 }
 
 impl Setup {
-    fn create() -> Setup {
+    /// The namespaces and coturn; with `udp_to_turn`, UDP to coturn's port is let out (TURN over
+    /// UDP), otherwise no UDP at all.
+    fn create(udp_to_turn: bool) -> Setup {
         let (players, id) = Netns::claim("streams-tp");
         let turn = Netns::create(&format!("streams-tt-{id}"));
         let ip = |net: u8, last: u8| Ipv4Addr::new(10, net, id, last);
@@ -69,23 +71,59 @@ impl Setup {
             (None, "sthb", ip(223, 1)),
             (Some(&turn), "sttb", ip(223, 2)),
         );
-        link(
-            (None, "sths", ip(224, 1)),
-            (Some(&players), "stps", ip(224, 2)),
+        // The router: signaling (TCP) through to the bridge, nothing else; the bridge's way back.
+        turn.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        turn.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &ip(223, 1).to_string(),
+        ]);
+        players.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &ip(222, 1).to_string(),
+        ]);
+        super::netns::sh(&[
+            "ip",
+            "route",
+            "add",
+            &format!("10.222.{id}.0/30"),
+            "via",
+            &ip(223, 2).to_string(),
+        ]);
+        nft(
+            &turn,
+            "table ip router {
+                chain forward {
+                    type filter hook forward priority filter; policy drop;
+                    ip protocol tcp accept
+                }
+            }",
         );
-        // Not one UDP datagram leaves the players' namespace: no direct media, no TURN over UDP.
-        let rules = "table ip no_udp {
-            chain output {
-                type filter hook output priority filter;
-                ip protocol udp counter drop
-            }
-        }";
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rules.nft");
-        std::fs::write(&file, rules).unwrap();
-        players.exec(&["nft", "-f", file.to_str().unwrap()]);
+        // No UDP leaves the players' namespace (but to coturn's port, if asked): no direct media.
+        let turn_udp = if udp_to_turn {
+            format!("ip daddr {} udp dport 3478 accept", ip(222, 1))
+        } else {
+            String::new()
+        };
+        let rules = format!(
+            "table ip no_udp {{
+                chain output {{
+                    type filter hook output priority filter;
+                    {turn_udp}
+                    ip protocol udp counter drop
+                }}
+            }}"
+        );
+        nft(&players, &rules);
 
-        let (turn_ip, relay_ip) = (ip(222, 1), ip(223, 2));
+        let (turn_ip, relay_ip, media_ip) = (ip(222, 1), ip(223, 2), ip(223, 1));
         let (min, max) = (
             RELAY_PORTS.start().to_string(),
             RELAY_PORTS.end().to_string(),
@@ -104,6 +142,9 @@ impl Setup {
             .args(["--relay-ip", &relay_ip.to_string()])
             .args(["--min-port", &min, "--max-port", &max])
             .args(["--use-auth-secret", "--static-auth-secret", SECRET])
+            // As the README's deployment does: relay to the bridge's media address only.
+            .args(["--denied-peer-ip", "0.0.0.0-255.255.255.255"])
+            .args(["--allowed-peer-ip", &media_ip.to_string()])
             .args([
                 "--realm",
                 "streams.test",
@@ -128,8 +169,7 @@ impl Setup {
             _coturn_dir: coturn_dir,
             turn_ip,
             relay_ip,
-            media_ip: ip(223, 1),
-            signaling_ip: ip(224, 1),
+            bridge_ip: media_ip,
         };
         setup.wait_for_coturn();
         setup
@@ -162,25 +202,33 @@ impl Setup {
 
     /// `streams` as a player runs it, against `bridge`.
     fn player(&self, bridge: &BridgeHandle, key: &Path) -> Command {
-        let url = format!("ws://{}:{}", self.signaling_ip, bridge.addr().port());
-        let mut command = self.players.command(STREAMS);
-        command
-            .args(["--insecure", "--bridge", &url, "--key"])
-            .arg(key);
-        command
+        let url = format!("ws://{}:{}", self.bridge_ip, bridge.addr().port());
+        player(&self.players, &url, key)
     }
 }
 
 #[test]
 fn with_only_tcp_to_a_turn_server_media_is_relayed_through_coturn() {
     let _serial = super::one_at_a_time();
-    let mut setup = Setup::create();
+    relayed_call(Setup::create(false), "?transport=tcp");
+}
+
+/// The same over UDP to coturn (its channels, ChannelData both ways).
+#[test]
+fn with_only_udp_to_a_turn_server_media_is_relayed_through_coturn() {
+    let _serial = super::one_at_a_time();
+    relayed_call(Setup::create(true), "");
+}
+
+/// A bot and a listener in the players' namespace, the bridge handing out `turn:IP:3478{query}`:
+/// the tone and the pattern arrive, and the bridge's media comes only from coturn.
+fn relayed_call(mut setup: Setup, query: &str) {
     let bridge = Bridge::spawn(BridgeConfig {
-        listen: SocketAddr::new(IpAddr::V4(setup.signaling_ip), 0),
-        media_listen: SocketAddr::new(IpAddr::V4(setup.media_ip), 0),
+        listen: SocketAddr::new(IpAddr::V4(setup.bridge_ip), 0),
+        media_listen: SocketAddr::new(IpAddr::V4(setup.bridge_ip), 0),
         turn: Some(TurnRelays {
             urls: vec![
-                format!("turn:{}:3478?transport=tcp", setup.turn_ip)
+                format!("turn:{}:3478{query}", setup.turn_ip)
                     .parse()
                     .unwrap(),
             ],
@@ -192,18 +240,8 @@ fn with_only_tcp_to_a_turn_server_media_is_relayed_through_coturn() {
     .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let (alice, bob) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
-    keygen(&alice);
-    let bob_id = keygen(&bob);
-    let room_id = ok_stdout(
-        setup
-            .player(&bridge, &alice)
-            .args(["room", "create", "--name", "Relayed", "--user", &bob_id])
-            .output()
-            .unwrap(),
-    )
-    .trim()
-    .to_string();
+    let (alice, bob, room_id) =
+        room_for_two(dir.path(), "Relayed", |key| setup.player(&bridge, key));
     let listener = setup
         .player(&bridge, &bob)
         .args(["listen", "--room", &room_id, "--seconds", "9", "--json"])
@@ -241,29 +279,6 @@ fn with_only_tcp_to_a_turn_server_media_is_relayed_through_coturn() {
         );
         assert!(RELAY_PORTS.contains(&peer.port()), "{peer}");
     }
-    let tracks: Vec<serde_json::Value> = heard.lines().map(json).collect();
-    let track = |kind: &str| {
-        tracks
-            .iter()
-            .find(|t| t["kind"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} track arrived: {heard}"))
-    };
-    let (audio, video) = (track("audio"), track("video"));
-    println!("relayed: sent {sent}\nheard audio {audio}\nheard video {video}");
-    let freq = audio["freq_hz"].as_f64().unwrap();
-    assert!((freq - 440.0).abs() <= 5.0, "{audio}");
-    let (sent_audio, audio_frames) = (
-        sent["frames"].as_u64().unwrap(),
-        audio["frames"].as_u64().unwrap(),
-    );
-    assert!(
-        audio_frames * 10 >= sent_audio * 9,
-        "{audio_frames} of {sent_audio}"
-    );
-    assert_eq!(video["decrypt_failures"], 0);
-    let (psnr, fps) = (
-        video["psnr_db"].as_f64().unwrap(),
-        video["fps"].as_f64().unwrap(),
-    );
-    assert!(psnr >= 30.0 && fps >= 20.0, "{video}");
+    let (audio, video) = assert_tone_and_pattern(&sent, &heard);
+    println!("relayed ({query:?}): sent {sent}\nheard audio {audio}\nheard video {video}");
 }

@@ -145,6 +145,9 @@ pub struct TcpMedia {
     failed: HashMap<SocketAddr, Instant>,
     next_sweep: Option<Instant>,
     stats: TcpStats,
+    /// Peers whose stream ended (refused, reset, closed, idle) since [`TcpMedia::poll_closed`]
+    /// last took them.
+    closed: Vec<SocketAddr>,
 }
 
 /// Whether a non-blocking connect is under way (not an error).
@@ -203,6 +206,7 @@ impl TcpMedia {
             failed: HashMap::new(),
             next_sweep: None,
             stats: TcpStats::default(),
+            closed: Vec::new(),
         }
     }
 
@@ -301,6 +305,13 @@ impl TcpMedia {
             .retain(|_, at| now.saturating_duration_since(*at) < RECONNECT_GAP);
     }
 
+    /// For unframed streams ([`Framing::Raw`]: their protocol ties state to the stream, as TURN
+    /// does its allocation), a peer whose stream ended by itself since the last call: refused,
+    /// reset, closed by the peer or idle. (Not those [`TcpMedia::close_all`] closed.)
+    pub fn poll_closed(&mut self) -> Option<SocketAddr> {
+        self.closed.pop()
+    }
+
     /// Closes every stream (the local address they were opened from is gone): the next datagram
     /// to a destination opens a new one at once.
     pub fn close_all(&mut self) {
@@ -309,6 +320,7 @@ impl TcpMedia {
         }
         self.by_peer.clear();
         self.failed.clear();
+        self.closed.clear();
     }
 
     fn dropped(&mut self) -> bool {
@@ -479,6 +491,9 @@ impl TcpMedia {
         let Some(connection) = self.connections.remove(&key) else {
             return;
         };
+        if self.framing == Framing::Raw && self.closed.len() < self.max_connections.max(16) {
+            self.closed.push(connection.peer);
+        }
         let _ = self.poller.delete(&connection.stream);
         if self.by_peer.get(&connection.peer) == Some(&key) {
             self.by_peer.remove(&connection.peer);

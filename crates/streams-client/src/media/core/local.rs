@@ -149,7 +149,13 @@ impl RoomMediaCore {
     ) {
         // A new encoder starts within the estimate, not above it: what exceeds the pacer's rate
         // waits in its queue, and every later frame behind it.
-        let within = self.estimate * ENCODER_SHARE_PCT / 100;
+        let audio = self
+            .local
+            .iter()
+            .filter(|t| !t.removed && t.kind() == TrackKind::Audio)
+            .count() as u64
+            * AUDIO_SHARE_BPS;
+        let within = (self.estimate * ENCODER_SHARE_PCT / 100).saturating_sub(audio);
         settings.start_bitrate = settings
             .start_bitrate
             .min(within.min(u64::from(u32::MAX)) as u32)

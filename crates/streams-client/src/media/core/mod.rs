@@ -190,6 +190,8 @@ pub struct RoomMediaCore {
     relay: Option<Relay>,
     /// TURN servers not tried yet.
     turn_servers: VecDeque<TurnServer>,
+    /// The bridge handed out TURN servers (so they are asked for again when all have failed).
+    has_turn: bool,
 }
 
 impl RoomMediaCore {
@@ -230,6 +232,7 @@ impl RoomMediaCore {
             resetting: false,
             relay: None,
             turn_servers: VecDeque::new(),
+            has_turn: false,
         };
         core.retry(Retry::Subscribe);
         core.retry(Retry::GetRoom);
@@ -299,15 +302,20 @@ impl RoomMediaCore {
         self.receive(now, |peer| peer.handle_datagram(now, source, contents))
     }
 
-    /// Bytes of the TCP stream from the TURN server at `source`; `false` if it is not this core's.
-    pub fn handle_turn_stream(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        contents: &[u8],
-    ) -> bool {
+    /// Bytes of the TCP stream from the TURN server at `source`.
+    pub fn handle_turn_stream(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
         self.now = now;
-        !self.stopped && self.relay_input(now, Transport::Tcp, source, contents)
+        if !self.stopped {
+            self.relay_input(now, Transport::Tcp, source, contents);
+        }
+    }
+
+    /// The TCP stream to the TURN server at `server` ended by itself (refused, reset, closed).
+    pub fn handle_turn_closed(&mut self, now: Instant, server: SocketAddr) {
+        self.now = now;
+        if !self.stopped {
+            self.turn_stream_closed(now, server);
+        }
     }
 
     /// The local address facing the bridge changed to `local` (the driver's socket is bound there
@@ -324,7 +332,7 @@ impl RoomMediaCore {
             return self.stop(now, StopReason::Failed(format!("cannot move media: {e}")));
         }
         self.emit(MediaEvent::PathChanged { from, to: local });
-        self.move_relay(now);
+        self.move_relay(now, from.ip() != local.ip());
         self.absorb_peer(now);
     }
 
@@ -519,10 +527,12 @@ impl RoomMediaCore {
                 PeerEvent::PathLost => self.emit(MediaEvent::PathLost),
                 // The bridge sends to where this socket's NAT mapping was: a fresh socket gives
                 // new candidates, ranked above the old, and the bridge follows them.
-                PeerEvent::MediaSilent => {
+                // (Only on a direct UDP path: TCP streams and relays keep theirs.)
+                PeerEvent::MediaSilent if self.peer.sends_direct_udp() => {
                     tracing::warn!(room = %self.room_id, "no media from the bridge; rebinding");
                     self.outputs.push_back(CoreOutput::Rebind);
                 }
+                PeerEvent::MediaSilent => {}
                 PeerEvent::PathBack { after } => self.emit(MediaEvent::PathBack { after }),
             }
         }

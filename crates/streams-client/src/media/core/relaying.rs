@@ -4,7 +4,7 @@
 //! follows the core across a rejoin (the new connection gets the same candidate) and a network
 //! move (a new allocation from the new address).
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use streams_rtc::socket::Transport;
 
@@ -14,7 +14,11 @@ use crate::media::events::MediaEvent;
 use crate::media::relay::{Relay, RelayEvent, ToServer};
 use crate::media::rtc::Transmit;
 
-use super::{Retry, RoomMediaCore};
+use super::{Pending, Retry, RoomMediaCore};
+
+/// After every TURN server failed, how long before fresh ones (and fresh credentials) are asked
+/// for.
+const RELAY_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl RoomMediaCore {
     /// The reply to the request for the bridge's TURN servers.
@@ -25,6 +29,7 @@ impl RoomMediaCore {
     ) {
         match result {
             Ok(Reply::TurnServers(servers)) => {
+                self.has_turn |= !servers.is_empty();
                 self.turn_servers = servers.into();
                 self.next_relay(now);
             }
@@ -37,9 +42,18 @@ impl RoomMediaCore {
         }
     }
 
-    /// Allocates on the next server not tried yet, if there is one.
+    /// Allocates on the next server not tried yet; when none is left (all failed), asks the bridge
+    /// for its servers again a little later.
     fn next_relay(&mut self, now: Instant) {
+        let family = self.peer.local_addr().is_ipv4();
+        self.turn_servers.retain(|s| s.addr.is_ipv4() == family);
         let Some(server) = self.turn_servers.pop_front() else {
+            let asked = self.in_flight(|p| matches!(p, Pending::TurnServers))
+                || self.retries.iter().any(|(_, r)| *r == Retry::TurnServers);
+            if self.has_turn && self.relay.is_none() && !asked {
+                self.retries
+                    .push((now + RELAY_RETRY_AFTER, Retry::TurnServers));
+            }
             return;
         };
         let local = self.relay_local(server.url.transport == streams_proto::TurnTransport::Udp);
@@ -78,6 +92,19 @@ impl RoomMediaCore {
         self.absorb_relay(now);
         self.absorb_peer(now);
         true
+    }
+
+    /// The TCP stream to `server` ended by itself: if it was the relay's, the relay failed.
+    pub(super) fn turn_stream_closed(&mut self, now: Instant, server: SocketAddr) {
+        if let Some(relay) = self
+            .relay
+            .as_mut()
+            .filter(|r| r.is_from_server(Transport::Tcp, server))
+        {
+            relay.handle_closed();
+            self.absorb_relay(now);
+            self.absorb_peer(now);
+        }
     }
 
     /// A transmit of the connection: sent from the relayed candidate, it goes through the relay
@@ -128,6 +155,9 @@ impl RoomMediaCore {
                 RelayEvent::Failed(reason) => {
                     self.emit(MediaEvent::RelayFailed { server, reason });
                     self.relay = None;
+                    if let Err(e) = self.peer.set_relay(now, None) {
+                        tracing::debug!("dropping the TURN candidate: {e}");
+                    }
                     self.next_relay(now);
                 }
             }
@@ -144,9 +174,13 @@ impl RoomMediaCore {
         }
     }
 
-    /// The local address changed: the relay is allocated again from there (the old one's path
-    /// left with the old address).
-    pub(super) fn move_relay(&mut self, now: Instant) {
+    /// The local address changed (to another IP if `new_ip`): the relay is allocated again from
+    /// there, the old one's path having left with the old address. A relay over TCP from the same
+    /// IP (a fresh UDP socket only) keeps its stream and allocation.
+    pub(super) fn move_relay(&mut self, now: Instant, new_ip: bool) {
+        if self.relay.as_ref().is_none_or(|r| !new_ip && !r.is_udp()) {
+            return;
+        }
         let Some(old) = self.relay.take() else {
             return;
         };

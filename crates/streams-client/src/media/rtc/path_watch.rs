@@ -10,7 +10,8 @@
 //! Only a connection that receives media is watched for the second (a publisher hears only
 //! reports, seconds apart). Media that stops for a reason of its own (the last remote track gone,
 //! a muted sender that sends nothing) is reported once too, and not again until media comes back:
-//! the fresh socket that answers it costs nothing.
+//! the engine answers it with a fresh UDP socket (a move like any other, a round trip's gap at
+//! most), and only when its media goes straight over UDP (not over TCP or a relay).
 use std::time::{Duration, Instant};
 
 use super::PeerEvent;

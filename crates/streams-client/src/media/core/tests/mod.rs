@@ -360,11 +360,11 @@ fn a_path_cut_for_3_s_is_reported_within_a_second_and_comes_back_in_the_same_ses
 
 /// Bob's NAT gives him a new mapping mid-call (a home router's rebinding, a phone's carrier NAT):
 /// his checks and media reach the bridge from a new public address, and what the bridge sends to
-/// the old one is lost. His engine finds the path dead within a second and moves to a fresh socket
-/// (new candidates, ranked above the old): the bridge follows, and Alice is heard again in the
-/// same session, within a second and a half.
+/// the old one is lost, while his checks are answered at the new one. After a second without
+/// media his engine moves to a fresh socket (new candidates, ranked above the old): the bridge
+/// follows, and Alice is heard again in the same session, within a second and a half.
 #[test]
-fn a_member_whose_nat_mapping_changes_is_heard_again_within_two_seconds_in_the_same_session() {
+fn a_member_whose_nat_mapping_changes_is_heard_again_within_a_second_and_a_half() {
     let mut world = alice_talking_to_bob();
     let (track, _) = alices_track(&mut world);
     let rebound_at = world.now;
