@@ -70,8 +70,8 @@ struct Cli {
     tls_self_signed: bool,
     /// A TURN server (coturn) clients may relay media through when nothing reaches the media
     /// ports directly, e.g. `turn:turn.example.com:3478?transport=tcp` (TCP gets out of networks
-    /// that block UDP) or `turn:turn.example.com`. Repeat it for several; needs --turn-secret.
-    /// (`turns:` URLs are handed out, but clients do not speak TURN over TLS yet.)
+    /// that block UDP), `turns:turn.example.com:443` (TLS, where nothing else does) or
+    /// `turn:turn.example.com`. Repeat it for several; needs --turn-secret.
     #[arg(
         long = "turn-url",
         value_name = "URL",

@@ -70,11 +70,23 @@ pub enum TlsError {
 
 /// The rustls connector for `trust`.
 pub(crate) fn connector(trust: &TlsTrust) -> Result<TlsConnector, TlsError> {
+    let mut config = client_config(trust)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// What a TURN server's TLS (`turns:`) is checked against: the platform's roots (which
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` replace). Reads certificate files: not for a media thread.
+pub fn turn_client_config() -> Result<Arc<ClientConfig>, TlsError> {
+    client_config(&TlsTrust::PlatformRoots).map(Arc::new)
+}
+
+fn client_config(trust: &TlsTrust) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Handshake(e.to_string()))?;
-    let mut config = match trust {
+    let config = match trust {
         TlsTrust::PlatformRoots => {
             let found = rustls_native_certs::load_native_certs();
             if let Some(error) = found.errors.first() {
@@ -102,8 +114,7 @@ pub(crate) fn connector(trust: &TlsTrust) -> Result<TlsConnector, TlsError> {
             }))
             .with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 /// The name TLS checks for `host` (a DNS name or an IP address).

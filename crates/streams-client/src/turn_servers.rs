@@ -1,12 +1,26 @@
 //! [`TurnServer`]: a TURN server the bridge handed this client ([`streams_proto::wire::IceServer`]),
 //! with its URL read and its host resolved, so the media core (which does no IO) gets addresses.
-//! Resolved on the client's runtime when the reply arrives ([`resolve`]); URLs this client cannot
-//! use (a bad URL, a name that does not resolve, `turns:` which it does not speak yet) are logged
-//! and left out.
+//! Resolved on the client's runtime when the reply arrives ([`resolve`]), with the TLS
+//! configuration a `turns:` server needs; URLs this client cannot use (a bad URL, a name that does
+//! not resolve) are logged and left out.
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use streams_proto::wire::IceServer;
 use streams_proto::{TurnTransport, TurnUrl};
+
+/// The TLS configuration for a `turns:` server (the platform's roots). Equal when it is the same
+/// configuration.
+#[derive(Clone, Debug)]
+pub struct TurnTlsConfig(pub Arc<rustls::ClientConfig>);
+
+impl PartialEq for TurnTlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TurnTlsConfig {}
 
 /// A TURN server to allocate a relay on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,12 +33,15 @@ pub struct TurnServer {
     pub username: String,
     /// The TURN password.
     pub credential: String,
+    /// For `turns:`: how its certificate is checked.
+    pub tls: Option<TurnTlsConfig>,
 }
 
 /// The usable servers among `servers`, in their order: each URL of each server, at its first
 /// IPv4 and its first IPv6 address.
 pub async fn resolve(servers: Vec<IceServer>) -> Vec<TurnServer> {
     let mut usable = Vec::new();
+    let mut tls: Option<Option<TurnTlsConfig>> = None;
     for server in servers {
         for url in &server.urls {
             let url: TurnUrl = match url.parse() {
@@ -34,10 +51,29 @@ pub async fn resolve(servers: Vec<IceServer>) -> Vec<TurnServer> {
                     continue;
                 }
             };
-            if url.transport == TurnTransport::Tls {
-                tracing::warn!("{url}: TURN over TLS is not supported yet; skipped");
-                continue;
-            }
+            let server_tls = if url.transport == TurnTransport::Tls {
+                // Made once (reading the platform's certificates), off the runtime's threads.
+                if tls.is_none() {
+                    let made = tokio::task::spawn_blocking(crate::tls::turn_client_config).await;
+                    tls = Some(match made {
+                        Ok(Ok(config)) => Some(TurnTlsConfig(config)),
+                        Ok(Err(e)) => {
+                            tracing::warn!("no TLS for TURN servers: {e}");
+                            None
+                        }
+                        Err(e) => {
+                            tracing::warn!("no TLS for TURN servers: {e}");
+                            None
+                        }
+                    });
+                }
+                match tls.clone().flatten() {
+                    Some(config) => Some(config),
+                    None => continue,
+                }
+            } else {
+                None
+            };
             let addrs: Vec<SocketAddr> =
                 match tokio::net::lookup_host((url.host.as_str(), url.port)).await {
                     Ok(addrs) => addrs.collect(),
@@ -55,6 +91,7 @@ pub async fn resolve(servers: Vec<IceServer>) -> Vec<TurnServer> {
                     addr: *addr,
                     username: server.username.clone(),
                     credential: server.credential.clone(),
+                    tls: server_tls.clone(),
                 });
             }
         }
@@ -80,13 +117,21 @@ mod tests {
             expires_at: 1,
         };
         let usable = resolve(vec![server]).await;
-        assert_eq!(usable.len(), 2, "{usable:?}");
+        // localhost may also resolve to ::1.
+        assert!(usable.len() == 3 || usable.len() == 4, "{usable:?}");
         assert_eq!(usable[0].addr, "127.0.0.1:3479".parse().unwrap());
         assert_eq!(usable[0].url.transport, TurnTransport::Tcp);
-        assert!(usable[1].addr.ip().is_loopback());
-        assert_eq!(usable[1].addr.port(), 3478);
+        assert!(usable[0].tls.is_none());
+        assert_eq!(usable[1].addr, "127.0.0.1:5349".parse().unwrap());
+        assert_eq!(usable[1].url.transport, TurnTransport::Tls);
+        assert!(
+            usable[1].tls.is_some(),
+            "checked against the platform's roots"
+        );
+        assert!(usable[2].addr.ip().is_loopback());
+        assert_eq!(usable[2].addr.port(), 3478);
         assert_eq!(
-            (usable[1].username.as_str(), usable[1].credential.as_str()),
+            (usable[2].username.as_str(), usable[2].credential.as_str()),
             ("1:u", "p")
         );
     }

@@ -1,6 +1,7 @@
 //! [`Relay`]: a TURN allocation (RFC 8656) on one of the bridge's TURN servers, sans-IO, for a
 //! client that reaches nothing of the bridge's media directly (only TCP to the TURN server gets
-//! out, say). The TURN protocol itself is `turn-client-proto`'s; this owns what the media needs
+//! out, say), over UDP, TCP or TLS (`turns:`, see `relay/tls.rs`). The TURN protocol itself is
+//! `turn-client-proto`'s; this owns what the media needs
 //! of it: the allocation (its relayed address becomes an ICE candidate), a permission for each
 //! bridge address ICE sends to (and over UDP a channel), and the datagrams both ways. Bytes for the TURN
 //! server come out of [`Relay::poll_transmit`] for the driver to send over UDP or its TCP stream
@@ -23,6 +24,10 @@ use turn_client_proto::types::stun::TransportType;
 use turn_client_proto::udp::TurnClientUdp;
 
 use crate::turn_servers::TurnServer;
+
+use self::tls::TurnTls;
+
+mod tls;
 
 /// After the server refused (or did not answer) a permission, how long before it is asked again.
 const PERMISSION_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -59,6 +64,8 @@ pub struct Relay {
     client: TurnClient,
     server: TurnServer,
     transport: Transport,
+    /// For `turns:`: the TLS the stream's bytes go through.
+    tls: Option<TurnTls>,
     /// Where the client's instants count from (`turn-client-proto` has its own clock type).
     epoch: Instant,
     relayed: Option<SocketAddr>,
@@ -84,17 +91,24 @@ impl Relay {
                 TurnClient::Udp(TurnClientUdp::allocate(local, server.addr, config)),
                 Transport::Udp,
             ),
-            // (TLS is left out when the servers are resolved.)
             TurnTransport::Tcp | TurnTransport::Tls => (
                 TurnClient::Tcp(TurnClientTcp::allocate(local, server.addr, config)),
                 Transport::Tcp,
             ),
+        };
+        let tls = match (server.url.transport, &server.tls) {
+            (TurnTransport::Tls, Some(config)) => {
+                Some(TurnTls::new(config.0.clone(), &server.url.host))
+            }
+            (TurnTransport::Tls, None) => Some(Err("no TLS configuration".to_owned())),
+            _ => None,
         };
         tracing::info!(server = %server.url, "allocating a TURN relay");
         let mut relay = Relay {
             client,
             server,
             transport,
+            tls: None,
             epoch: now,
             relayed: None,
             permitted: HashMap::new(),
@@ -105,8 +119,37 @@ impl Relay {
             to_server: VecDeque::new(),
             events: VecDeque::new(),
         };
+        match tls {
+            Some(Ok(tls)) => relay.tls = Some(tls),
+            Some(Err(why)) => {
+                relay.fail(format!("{}: {why}", relay.server.url));
+                return relay;
+            }
+            None => {}
+        }
         relay.handle_timeout(now);
         relay
+    }
+
+    /// Queues bytes for the server, through TLS for `turns:`.
+    fn queue_for_server(&mut self, destination: SocketAddr, contents: Vec<u8>) {
+        let contents = match self.tls.as_mut() {
+            None => contents,
+            Some(tls) => {
+                let mut sealed = Vec::with_capacity(contents.len() + 32);
+                if let Err(why) = tls.seal(&contents, &mut sealed) {
+                    return self.fail(format!("{}: {why}", self.server.url));
+                }
+                sealed
+            }
+        };
+        if !contents.is_empty() {
+            self.to_server.push_back(ToServer {
+                transport: self.transport,
+                destination,
+                contents,
+            });
+        }
     }
 
     /// The server, as the bridge named it.
@@ -137,6 +180,32 @@ impl Relay {
         contents: &[u8],
         mut deliver: impl FnMut(SocketAddr, SocketAddr, &[u8]),
     ) {
+        if self.failed {
+            return;
+        }
+        let opened;
+        let contents = match self.tls.as_mut() {
+            None => contents,
+            Some(tls) => {
+                let (mut plain, mut answer) = (Vec::new(), Vec::new());
+                let result = tls.open(contents, &mut plain, &mut answer);
+                if !answer.is_empty() {
+                    self.to_server.push_back(ToServer {
+                        transport: self.transport,
+                        destination: self.server.addr,
+                        contents: answer,
+                    });
+                }
+                if let Err(why) = result {
+                    return self.fail(format!("{}: {why}", self.server.url));
+                }
+                if plain.is_empty() {
+                    return self.drain(now);
+                }
+                opened = plain;
+                &opened[..]
+            }
+        };
         let turn_now = self.turn_now(now);
         let transmit = TurnTransmit::new(
             contents,
@@ -202,11 +271,7 @@ impl Relay {
             .client
             .send_to(TransportType::Udp, peer, contents, turn_now)
         {
-            Ok(Some(transmit)) => self.to_server.push_back(ToServer {
-                transport: self.transport,
-                destination: self.server.addr,
-                contents: transmit.data.build(),
-            }),
+            Ok(Some(transmit)) => self.queue_for_server(self.server.addr, transmit.data.build()),
             Ok(None) => {}
             Err(e) => tracing::debug!(%peer, "TURN send: {e:?}"),
         }
@@ -291,11 +356,7 @@ impl Relay {
             _ => self.next_due = now + Duration::from_millis(100),
         }
         while let Some(transmit) = self.client.poll_transmit(turn_now) {
-            self.to_server.push_back(ToServer {
-                transport: self.transport,
-                destination: transmit.to,
-                contents: transmit.data.as_ref().to_vec(),
-            });
+            self.queue_for_server(transmit.to, transmit.data.as_ref().to_vec());
         }
         while let Some(event) = has_events.then(|| self.client.poll_event()).flatten() {
             match event {

@@ -2,8 +2,8 @@
 //! no media over TCP — but may reach a TURN server: coturn (Debian's `coturn`), on the router
 //! between them and the bridge, with the TURN REST API secret the bridge shares
 //! (`--use-auth-secret`). The router forwards only TCP (signaling) to the bridge. The bridge hands
-//! each player short-lived credentials; the player's engine allocates a relay (over TCP when all
-//! UDP is dropped, over UDP when UDP to coturn is let out) and ICE finds the relayed pair. The tone
+//! each player short-lived credentials; the player's engine allocates a relay (over TCP or TLS when
+//! all UDP is dropped, over UDP when UDP to coturn is let out) and ICE finds the relayed pair. The tone
 //! and the video pattern arrive, and the bridge sees the media come from coturn's relayed
 //! addresses, never from a player.
 //!
@@ -15,8 +15,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use streams_bridge::tls::{SELF_SIGNED_CERT, SELF_SIGNED_KEY};
 use streams_bridge::turn::TurnRelays;
-use streams_bridge::{Bridge, BridgeConfig, BridgeHandle};
+use streams_bridge::{Bridge, BridgeConfig, BridgeHandle, TlsServer, TlsSource};
 
 use super::netns::{
     Child, End, Netns, assert_tone_and_pattern, json, nft, ok_stdout, player, room_for_two, veth,
@@ -32,8 +33,9 @@ struct Setup {
     /// Kept for its lifetime (coturn runs inside; deleting it ends the links).
     _turn: Netns,
     coturn: Child,
-    /// coturn's pid file and database (not the system's).
-    _coturn_dir: tempfile::TempDir,
+    /// coturn's pid file, database and TLS certificate (self-signed for its address; the players
+    /// trust it as their platform's roots, `SSL_CERT_FILE`).
+    coturn_dir: tempfile::TempDir,
     /// Where the players reach coturn.
     turn_ip: Ipv4Addr,
     /// coturn's address facing the bridge (its relayed addresses).
@@ -130,9 +132,21 @@ impl Setup {
         );
         let coturn_dir = tempfile::tempdir().unwrap();
         let own = |name: &str| coturn_dir.path().join(name).to_str().unwrap().to_owned();
+        TlsServer::load(&TlsSource::SelfSigned {
+            dir: coturn_dir.path().to_owned(),
+            names: vec![turn_ip.to_string()],
+        })
+        .unwrap();
         let coturn = turn
             .command("turnserver")
-            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint"])
+            .args(["-n", "--no-cli", "--no-dtls", "--fingerprint"])
+            .args(["--tls-listening-port", "5349"])
+            .args([
+                "--cert",
+                &own(SELF_SIGNED_CERT),
+                "--pkey",
+                &own(SELF_SIGNED_KEY),
+            ])
             .args([
                 "--listening-ip",
                 &turn_ip.to_string(),
@@ -166,7 +180,7 @@ impl Setup {
             players,
             _turn: turn,
             coturn: Child(coturn),
-            _coturn_dir: coturn_dir,
+            coturn_dir,
             turn_ip,
             relay_ip,
             bridge_ip: media_ip,
@@ -203,32 +217,44 @@ impl Setup {
     /// `streams` as a player runs it, against `bridge`.
     fn player(&self, bridge: &BridgeHandle, key: &Path) -> Command {
         let url = format!("ws://{}:{}", self.bridge_ip, bridge.addr().port());
-        player(&self.players, &url, key)
+        let mut command = player(&self.players, &url, key);
+        command.env(
+            "SSL_CERT_FILE",
+            self.coturn_dir.path().join(SELF_SIGNED_CERT),
+        );
+        command
     }
 }
 
 #[test]
 fn with_only_tcp_to_a_turn_server_media_is_relayed_through_coturn() {
     let _serial = super::one_at_a_time();
-    relayed_call(Setup::create(false), "?transport=tcp");
+    relayed_call(Setup::create(false), "turn", "?transport=tcp");
 }
 
 /// The same over UDP to coturn (its channels, ChannelData both ways).
 #[test]
 fn with_only_udp_to_a_turn_server_media_is_relayed_through_coturn() {
     let _serial = super::one_at_a_time();
-    relayed_call(Setup::create(true), "");
+    relayed_call(Setup::create(true), "turn", "");
 }
 
-/// A bot and a listener in the players' namespace, the bridge handing out `turn:IP:3478{query}`:
+/// The same over TLS to coturn (`turns:`, its certificate checked against the players' roots).
+#[test]
+fn with_only_tls_to_a_turn_server_media_is_relayed_through_coturn() {
+    let _serial = super::one_at_a_time();
+    relayed_call(Setup::create(false), "turns", "");
+}
+
+/// A bot and a listener in the players' namespace, the bridge handing out `{scheme}:IP{query}`:
 /// the tone and the pattern arrive, and the bridge's media comes only from coturn.
-fn relayed_call(mut setup: Setup, query: &str) {
+fn relayed_call(mut setup: Setup, scheme: &str, query: &str) {
     let bridge = Bridge::spawn(BridgeConfig {
         listen: SocketAddr::new(IpAddr::V4(setup.bridge_ip), 0),
         media_listen: SocketAddr::new(IpAddr::V4(setup.bridge_ip), 0),
         turn: Some(TurnRelays {
             urls: vec![
-                format!("turn:{}:3478{query}", setup.turn_ip)
+                format!("{scheme}:{}{query}", setup.turn_ip)
                     .parse()
                     .unwrap(),
             ],
@@ -280,5 +306,5 @@ fn relayed_call(mut setup: Setup, query: &str) {
         assert!(RELAY_PORTS.contains(&peer.port()), "{peer}");
     }
     let (audio, video) = assert_tone_and_pattern(&sent, &heard);
-    println!("relayed ({query:?}): sent {sent}\nheard audio {audio}\nheard video {video}");
+    println!("relayed ({scheme} {query:?}): sent {sent}\nheard audio {audio}\nheard video {video}");
 }
